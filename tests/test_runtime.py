@@ -1,0 +1,118 @@
+"""The weight-shared runtime against an independent, physically duplicated model, per family."""
+
+import pytest
+import torch
+
+from rys_search.architectures import UnsupportedFamily, supported_names
+from rys_search.runtime import ScheduledModel
+from rys_search.schedule import LayerSchedule, ScheduleError
+from tiny import physically_duplicated, tiny_model
+
+# Two blocks: 2-3 runs three times, 5 runs twice (6 -> 10 layers).
+TWO_BLOCKS = LayerSchedule.parse("0-1,2-3x3,4,5x2")
+PROMPT = torch.tensor([[5, 17, 33, 9, 60, 61, 7, 100, 12, 44, 3, 90], [8, 8, 21, 77, 5, 64, 31, 30, 29, 11, 99, 4]])
+
+
+def logits(model, ids=PROMPT):
+    with torch.no_grad():
+        return model(ids).logits
+
+
+def test_every_required_family_has_data():
+    assert {"llama", "qwen2", "qwen3", "mistral", "gemma3"} <= set(supported_names())
+
+
+def test_identity_gives_exactly_the_unmodified_logits(tiny):
+    before = logits(tiny)
+    runtime = ScheduledModel(tiny)
+    runtime.set_schedule(LayerSchedule.identity(runtime.n_layers))
+    assert torch.equal(logits(tiny), before)
+    runtime.set_schedule(TWO_BLOCKS)
+    assert not torch.equal(logits(tiny), before)
+    runtime.reset()
+    assert torch.equal(logits(tiny), before)
+    assert runtime.layers is runtime._original_layers
+    assert tiny.config.num_hidden_layers == 6
+
+
+def test_two_blocks_match_a_physical_duplicate(tiny):
+    reference = logits(physically_duplicated(tiny, TWO_BLOCKS.expand()))
+    runtime = ScheduledModel(tiny)
+    runtime.set_schedule(TWO_BLOCKS)
+    assert torch.allclose(logits(tiny), reference, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("family", ["qwen2", "qwen3", "gemma3"])
+def test_per_layer_settings_matter(family):
+    """A duplicate that keeps layer types by position differs: the remapping is what makes it match."""
+    model = tiny_model(family)
+    original = list(model.config.layer_types)
+    wrong = logits(physically_duplicated(model, TWO_BLOCKS.expand(), remap_layer_types=False))
+    runtime = ScheduledModel(model)
+    runtime.set_schedule(TWO_BLOCKS)
+    assert (logits(model) - wrong).abs().max() > 1e-3
+    assert model.config.layer_types == [original[src] for src in TWO_BLOCKS.expand()]
+    runtime.reset()
+    assert model.config.layer_types == original
+
+
+def test_weights_are_shared_not_copied(tiny):
+    runtime = ScheduledModel(tiny)
+    before = {p.data_ptr() for p in tiny.parameters()}
+    runtime.set_schedule(TWO_BLOCKS)
+    assert runtime.weight_copies() == 0
+    assert {p.data_ptr() for p in tiny.parameters()} == before
+    for pos, src in enumerate(TWO_BLOCKS.expand()):
+        virtual = [p.data_ptr() for p in runtime.layers[pos].parameters()]
+        assert virtual == [p.data_ptr() for p in runtime._original_layers[src].parameters()]
+
+
+def test_one_cache_slot_per_virtual_layer(tiny):
+    runtime = ScheduledModel(tiny)
+    runtime.set_schedule(TWO_BLOCKS)
+    with torch.no_grad():
+        out = tiny(PROMPT, use_cache=True)
+    assert len(out.past_key_values.layers) == len(TWO_BLOCKS)
+    slots = [m.layer_idx for layer in runtime.layers for m in layer.modules() if hasattr(m, "layer_idx")]
+    assert sorted(set(slots)) == list(range(len(TWO_BLOCKS)))
+    assert [m.layer_idx for m in runtime._original_layers.modules() if hasattr(m, "layer_idx")][:1] == [0]
+
+
+def test_generation_with_cache_equals_without(tiny):
+    reference = physically_duplicated(tiny, TWO_BLOCKS.expand())
+    runtime = ScheduledModel(tiny)
+    runtime.set_schedule(TWO_BLOCKS)
+    kwargs = dict(max_new_tokens=10, do_sample=False, pad_token_id=0)
+    ids = PROMPT[:1]
+    cached = tiny.generate(ids, use_cache=True, **kwargs)
+    assert torch.equal(cached, tiny.generate(ids, use_cache=False, **kwargs))
+    assert torch.equal(cached, reference.generate(ids, use_cache=True, **kwargs))
+
+
+def test_switching_schedules_is_reversible(tiny):
+    runtime = ScheduledModel(tiny)
+    a, b = LayerSchedule.parse("0-3,2-5"), TWO_BLOCKS
+    expected_b = logits(physically_duplicated(tiny, b.expand()))
+    runtime.set_schedule(a)
+    first = logits(tiny)
+    with runtime.using(b):
+        assert runtime.schedule == b
+        assert torch.allclose(logits(tiny), expected_b, atol=1e-5, rtol=0)
+    assert runtime.schedule == a
+    assert torch.equal(logits(tiny), first)
+
+
+def test_out_of_range_schedule_is_refused(tiny):
+    runtime = ScheduledModel(tiny)
+    with pytest.raises(ScheduleError, match="out of range for a model with 6 layers"):
+        runtime.set_schedule("0-6")
+    assert runtime.schedule.is_identity(6)
+
+
+def test_unsupported_family_is_refused_with_the_supported_names():
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.for_model("gpt2", n_embd=32, n_layer=2, n_head=2, vocab_size=64)
+    model = AutoModelForCausalLM.from_config(config)
+    with pytest.raises(UnsupportedFamily, match="'gpt2' is not supported; supported families: gemma3, llama"):
+        ScheduledModel(model)

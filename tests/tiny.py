@@ -1,0 +1,126 @@
+"""Tiny random models of every supported family, and an independent physical duplicate.
+
+The duplicate is built without rys_search.runtime: a fresh config with the layer count and
+per-layer entries rewritten, a fresh model, and each layer's weights deep-copied from its
+source layer. It is the slow, obvious path the weight-shared runtime is checked against.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+
+COMMON = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=16,
+    num_hidden_layers=6,
+    vocab_size=128,
+    max_position_embeddings=256,
+    bos_token_id=1,
+    eos_token_id=2,
+    pad_token_id=0,
+    tie_word_embeddings=False,
+)
+
+# Per family: what makes its layers differ from one another, so that a schedule that
+# lost a layer's setting would show in the logits (sliding windows shorter than the prompts).
+TINY = {
+    "llama": dict(model_type="llama"),
+    "mistral": dict(model_type="mistral", sliding_window=5),
+    "qwen2": dict(model_type="qwen2", use_sliding_window=True, sliding_window=5, max_window_layers=3),
+    "qwen3": dict(
+        model_type="qwen3",
+        layer_types=["full_attention", "sliding_attention"] * 3,
+        use_sliding_window=True,
+        sliding_window=5,
+    ),
+    "gemma3": dict(
+        model_type="gemma3_text",
+        sliding_window=5,
+        layer_types=["sliding_attention", "full_attention", "sliding_attention"] * 2,
+        rope_parameters={
+            "full_attention": {"rope_type": "default", "rope_theta": 10000.0},
+            "sliding_attention": {"rope_type": "default", "rope_theta": 100.0},
+        },
+    ),
+}
+
+
+def tiny_config(family: str):
+    spec = dict(TINY[family])
+    model_type = spec.pop("model_type")
+    return AutoConfig.for_model(model_type, **{**COMMON, **spec})
+
+
+def tiny_model(family: str, seed: int = 0):
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(tiny_config(family), dtype=torch.float32)
+    # Random init leaves norms at 1 and some weights tiny; perturb every tensor so that
+    # each layer is distinct and a wrong layer order cannot hide.
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model.eval()
+
+
+def physically_duplicated(model, path, remap_layer_types=True):
+    """A new model whose layer k is a deep copy of model's layer path[k].
+
+    With remap_layer_types=False the copy keeps the config's layer types by position (what a
+    runtime that forgot per-layer settings would do): used to show the tests can fail.
+    """
+    config = copy.deepcopy(model.config)
+    config.num_hidden_layers = len(path)
+    types = getattr(model.config, "layer_types", None)
+    if isinstance(types, list):
+        if remap_layer_types:
+            config.layer_types = [types[src] for src in path]
+        else:
+            config.layer_types = [types[k % len(types)] for k in range(len(path))]
+    dup = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+    source = model.state_dict()
+    target = {}
+    for name in dup.state_dict():
+        if ".layers." in name:
+            prefix, rest = name.split(".layers.", 1)
+            index, tail = rest.split(".", 1)
+            target[name] = source[f"{prefix}.layers.{path[int(index)]}.{tail}"].clone()
+        else:
+            target[name] = source[name].clone()
+    dup.load_state_dict(target, strict=True)
+    return dup
+
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }} {% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|> {% endif %}"
+)
+
+
+def tiny_tokenizer():
+    """A word-level tokenizer over the tiny models' 128 ids: w3 ... w127 plus specials."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, **{f"w{i}": i for i in range(3, 124)}}
+    vocab.update({"<|user|>": 124, "<|assistant|>": 125, "<|system|>": 126, "<unk>": 127})
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", bos_token="<s>", eos_token="</s>"
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def save_tiny(folder, family: str, seed: int = 0):
+    """A tiny model of the family as a Hugging Face folder (safetensors, config, tokenizer)."""
+    model = tiny_model(family, seed)
+    model.save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    return model
