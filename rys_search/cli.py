@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import sys
 from typing import Any, Sequence
 
@@ -61,15 +63,22 @@ def _quiet_transformers() -> None:
     logging.disable_progress_bar()
 
 
+def _rys_pair(text: str) -> tuple[int, int]:
+    from .schedule import ScheduleError
+
+    parts = text.split(",")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise ScheduleError(f"--rys takes two whole numbers I,J, got {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
 def resolve_schedule(args: argparse.Namespace, n_layers: int):
     """The schedule named by --schedule or --rys, checked against the model's depth."""
     from .schedule import LayerSchedule, ScheduleError
 
     if getattr(args, "rys", None):
-        parts = args.rys.split(",")
-        if len(parts) != 2 or not all(p.strip().lstrip("-").isdigit() for p in parts):
-            raise ScheduleError(f"--rys takes two whole numbers I,J, got {args.rys!r}")
-        return LayerSchedule.rys(n_layers, int(parts[0]), int(parts[1]))
+        i, j = _rys_pair(args.rys)
+        return LayerSchedule.rys(n_layers, i, j)
     if getattr(args, "schedule", None):
         return LayerSchedule.parse(args.schedule, n_layers=n_layers)
     return LayerSchedule.identity(n_layers)
@@ -81,6 +90,8 @@ def _check_syntax(args: argparse.Namespace) -> None:
 
     if getattr(args, "schedule", None):
         LayerSchedule.parse(args.schedule)
+    if getattr(args, "rys", None):
+        _rys_pair(args.rys)
 
 
 def _describe(config: Any) -> dict[str, Any]:
@@ -146,9 +157,21 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return 0
 
 
+def _log_to_stderr(level: int) -> None:
+    logger = logging.getLogger("rys_search")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("rys-search: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(level)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # transformers' GGUF conversion draws a bare tqdm bar; we say what happens in one log line.
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    _log_to_stderr(logging.DEBUG if args.debug else logging.INFO)
     try:
         return args.func(args)
     except UserError as exc:
