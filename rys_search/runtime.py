@@ -12,13 +12,16 @@ list and the config's per-layer entries (``num_hidden_layers``, ``layer_types``,
 family's data file lists them) are swapped for the schedule's, so masks, sliding windows,
 per-layer RoPE and ``DynamicCache`` follow each virtual layer's source layer. Switching
 schedules only rebuilds a list of module references: no tensor is allocated.
+
+Each position holds its own module object, and a clone has its own hook tables (a copy
+of its source's at the time it was made), so hooks can tell positions apart.
 """
 
 from __future__ import annotations
 
 import copy
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from torch import nn
 
@@ -50,8 +53,8 @@ class ScheduledModel:
             value = getattr(self.config, key, None)
             if isinstance(value, (list, tuple)) and len(value) == self.n_layers:
                 self._original_config[key] = value
-        self._clones: dict[tuple[int, int], nn.Module] = {}
         self.schedule = LayerSchedule.identity(self.n_layers)
+        _install_output_hooks(model)
 
     # ---- switching -------------------------------------------------------------------
 
@@ -97,12 +100,44 @@ class ScheduledModel:
         return sum(1 for t in _tensors(self.layers) if t.data_ptr() not in original)
 
     def _virtual_layer(self, src: int, pos: int) -> nn.Module:
-        if src == pos:
-            return self._original_layers[src]
-        key = (src, pos)
-        if key not in self._clones:
-            self._clones[key] = _with_layer_index(self._original_layers[src], pos)
-        return self._clones[key]
+        source = self._original_layers[src]
+        return source if src == pos else _with_layer_index(source, pos)
+
+    @contextmanager
+    def capture_inputs(self, positions: Iterable[int]) -> Iterator[dict[int, list[Any]]]:
+        """Record the hidden state entering each listed virtual layer, one tensor per forward call.
+
+        Every position holds its own module object, so a hook on one position never fires at
+        another position that runs the same weights. The hooks are removed on exit.
+        """
+        captured: dict[int, list[Any]] = {p: [] for p in positions}
+        handles = []
+        for pos in captured:
+
+            def hook(module, args, kwargs, _store=captured[pos]):
+                _store.append(args[0] if args else kwargs["hidden_states"])
+
+            handles.append(self.layers[pos].register_forward_pre_hook(hook, with_kwargs=True))
+        try:
+            yield captured
+        finally:
+            for handle in handles:
+                handle.remove()
+
+
+def _install_output_hooks(model: nn.Module) -> None:
+    """Have transformers hook the original layers for output_hidden_states now, before any clone.
+
+    transformers installs those hooks lazily, on the first forward that asks for hidden
+    states, on the layers then in the model; clones copy their source's hooks when made.
+    """
+    try:
+        from transformers.utils.output_capturing import maybe_install_capturing_hooks
+    except ImportError:  # older transformers: hidden states come from the forward loop itself
+        return
+    for module in model.modules():
+        if hasattr(type(module), "_can_record_outputs") and getattr(module, "_can_record_outputs", None):
+            maybe_install_capturing_hooks(module)
 
 
 def _tensors(module: nn.Module) -> Iterator[Any]:
@@ -122,6 +157,9 @@ def _with_layer_index(module: nn.Module, index: int) -> nn.Module:
     if not _has_layer_index(module):
         return module
     clone = copy.copy(module)  # new __dict__, same _parameters/_buffers dicts (shared tensors)
+    for name, value in module.__dict__.items():
+        if "hooks" in name and isinstance(value, dict):  # own hook tables: a hook on a clone stays on it
+            setattr(clone, name, type(value)(value))
     clone._modules = {
         name: None if child is None else _with_layer_index(child, index) for name, child in module._modules.items()
     }

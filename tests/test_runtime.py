@@ -116,3 +116,22 @@ def test_unsupported_family_is_refused_with_the_supported_names():
     model = AutoModelForCausalLM.from_config(config)
     with pytest.raises(UnsupportedFamily, match="'gpt2' is not supported; supported families: gemma3, llama"):
         ScheduledModel(model)
+
+
+def test_hidden_states_and_captured_inputs_follow_the_schedule(tiny):
+    reference = physically_duplicated(tiny, TWO_BLOCKS.expand())
+    with torch.no_grad():
+        expected = reference(PROMPT, output_hidden_states=True).hidden_states
+    runtime = ScheduledModel(tiny)
+    runtime.set_schedule(TWO_BLOCKS)
+    with runtime.capture_inputs([2, 4, 8]) as captured, torch.no_grad():
+        got = tiny(PROMPT, output_hidden_states=True).hidden_states
+    assert len(got) == len(TWO_BLOCKS) + 1
+    for a, b in zip(got, expected):
+        assert torch.allclose(a, b, atol=1e-5, rtol=0)
+    for pos in (2, 4, 8):  # positions 2 and 4 run the same weights: each hook fires once
+        assert len(captured[pos]) == 1 and torch.allclose(captured[pos][0], expected[pos], atol=1e-5, rtol=0)
+    assert all(len(layer._forward_pre_hooks) == 0 for layer in runtime.layers)
+    runtime.reset()
+    with torch.no_grad():
+        assert len(tiny(PROMPT, output_hidden_states=True).hidden_states) == 7
