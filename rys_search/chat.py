@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["chat_input_ids", "greedy_answer"]
+__all__ = ["chat_ids", "chat_input_ids", "greedy_answer"]
 
 
-def chat_input_ids(tokenizer: Any, prompt: str):
+def chat_ids(tokenizer: Any, prompt: str) -> list[int]:
     """The prompt as one user turn in the model's chat template (raw text if it has none).
 
     A thinking model's think block is closed (``enable_thinking=False``) so it answers directly.
@@ -23,11 +23,17 @@ def chat_input_ids(tokenizer: Any, prompt: str):
             add_generation_prompt=True,
             enable_thinking=False,
             return_dict=True,
-            return_tensors="pt",
         )["input_ids"]
     else:
-        ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
-    return ids
+        ids = tokenizer(prompt)["input_ids"]
+    return [int(i) for i in ids]
+
+
+def chat_input_ids(tokenizer: Any, prompt: str):
+    """chat_ids as a (1, length) tensor."""
+    import torch
+
+    return torch.tensor([chat_ids(tokenizer, prompt)], dtype=torch.long)
 
 
 def greedy_answer(loaded: Any, prompt: str, max_new_tokens: int = 128) -> str:

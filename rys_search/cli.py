@@ -2,6 +2,10 @@
 
     rys-search info [--model M] [--json]
     rys-search chat [--model M] [--schedule S | --rys I,J] "prompt"
+    rys-search eval [--model M] [--schedule S] [--objectives math,eq,reasoning,fixed_point]
+                    [--mode logprob|generate] [--split search|heldout] [--limit N] [--json]
+    rys-search validate [--model M] --schedule S --bench gsm8k=FILE --bench bbh=DIR
+                        --bench eqbench=FILE [--limit N] [--json]
 
 Bad input (a schedule, a model path, an option) ends with one line on stderr and exit
 status 2; --debug shows the traceback instead. Heavy libraries are imported inside the
@@ -53,6 +57,27 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("prompt", help="the user message")
     chat.add_argument("--max-new-tokens", type=int, default=128)
     chat.set_defaults(func=cmd_chat)
+
+    ev = sub.add_parser("eval", help="score a schedule on objectives, with intervals and changes against the unmodified model")
+    _model_options(ev)
+    _schedule_options(ev)
+    ev.add_argument("--objectives", default="math,eq,reasoning,fixed_point", help="comma-separated objective names")
+    ev.add_argument("--mode", default="logprob", help="logprob (teacher-forced, fast) or generate (greedy, parsed)")
+    ev.add_argument("--split", default="search", help="search or heldout")
+    ev.add_argument("--limit", type=int, default=None, help="score only the first N items of each objective")
+    ev.add_argument("--suites", action="append", default=[], metavar="DIR", help="also read probe suites from DIR")
+    ev.add_argument("--json", action="store_true", help="print JSON")
+    ev.set_defaults(func=cmd_eval)
+
+    val = sub.add_parser("validate", help="check a schedule on real benchmark files (GSM8K, BIG-Bench-Hard, EQ-Bench)")
+    _model_options(val)
+    _schedule_options(val)
+    val.add_argument("--bench", action="append", default=[], metavar="NAME=PATH",
+                     help="gsm8k=FILE.jsonl, bbh=DIR or eqbench=FILE.json; repeat for several")
+    val.add_argument("--mode", default="logprob", help="logprob or generate")
+    val.add_argument("--limit", type=int, default=None, help="first N items of each benchmark (of each BBH task)")
+    val.add_argument("--json", action="store_true", help="print JSON")
+    val.set_defaults(func=cmd_validate)
     return parser
 
 
@@ -164,6 +189,101 @@ def _log_to_stderr(level: int) -> None:
         handler.setFormatter(logging.Formatter("rys-search: %(message)s"))
         logger.addHandler(handler)
     logger.setLevel(level)
+
+
+def _comparisons(loaded: Any, objectives: list[Any], schedule: Any, split: str, limit: int | None) -> list[dict[str, Any]]:
+    """Each objective on the unmodified model and under the schedule, with the paired change."""
+    from .scoring import paired_change
+
+    rows = []
+    for objective in objectives:
+        base = objective.evaluate(loaded, _identity_of(loaded), split=split, limit=limit)
+        row: dict[str, Any] = {"objective": objective.name, "version": objective.version, "mode": objective.mode,
+                               "unmodified": base.to_dict()}
+        if schedule.is_identity(loaded.n_layers):
+            row["result"] = base.to_dict()
+        else:
+            result = objective.evaluate(loaded, schedule, split=split, limit=limit)
+            change, lo, hi = paired_change(result, base)
+            row["result"] = result.to_dict()
+            row["change"] = {"mean": change, "interval": [lo, hi], "within_noise": lo <= 0.0 <= hi}
+        rows.append(row)
+    return rows
+
+
+def _identity_of(loaded: Any):
+    from .schedule import LayerSchedule
+
+    return LayerSchedule.identity(loaded.n_layers)
+
+
+def _print_table(loaded: Any, schedule: Any, rows: list[dict[str, Any]], heading: str) -> None:
+    added = schedule.added_layers(loaded.n_layers)
+    print(f"{loaded.source.name} · schedule {schedule} ({len(schedule)} layers, {added:+d}) · {heading}")
+    print(f"{'objective':<14}{'items':>6}{'score':>9}{'noise':>8}  {'95% interval':<19}{'unmodified':>11}"
+          f"{'change':>9}  {'95% paired interval':<21}{'seconds':>8}")
+    for row in rows:
+        r, b = row["result"], row["unmodified"]
+        lo, hi = r["interval"]
+        line = (f"{row['objective'] + ' v' + str(row['version']):<14}{len(r['items']):>6}{r['score']:>9.2f}"
+                f"{'±' + format(r['noise'], '.2f'):>8}  {f'[{lo:.2f}, {hi:.2f}]':<19}{b['score']:>11.2f}")
+        if "change" in row:
+            c = row["change"]
+            clo, chi = c["interval"]
+            note = " (within noise)" if c["within_noise"] else ""
+            line += f"{c['mean']:>+9.2f}  {f'[{clo:+.2f}, {chi:+.2f}]':<21}{r['seconds']:>8.1f}{note}"
+        else:
+            line += f"{'':>9}  {'':<21}{r['seconds']:>8.1f}"
+        print(line)
+        extra = {k: v for k, v in r["metrics"].items()}
+        if extra:
+            print(" " * 14 + "  ".join(f"{k} {v:.3g}" for k, v in extra.items()))
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .loading import load_model
+    from .scoring import get_objective
+
+    _quiet_transformers()
+    _check_syntax(args)
+    names = [n.strip() for n in args.objectives.split(",") if n.strip()]
+    if not names:
+        raise UserError("--objectives names no objective")
+    objectives = [get_objective(n, mode=args.mode, suites=args.suites) for n in names]  # fail before loading
+    loaded = load_model(args.model, device=args.device, dtype=args.dtype)
+    schedule = resolve_schedule(args, loaded.n_layers)
+    rows = _comparisons(loaded, objectives, schedule, args.split, args.limit)
+    if args.json:
+        print(json.dumps({"model": loaded.source.spec, "schedule": str(schedule), "split": args.split,
+                          "mode": args.mode, "objectives": rows}, indent=1))
+    else:
+        _print_table(loaded, schedule, rows, f"split {args.split} · mode {args.mode}")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .loading import load_model
+    from .scoring.benchmarks import read_benchmark
+
+    _quiet_transformers()
+    _check_syntax(args)
+    if not args.bench:
+        raise UserError("name at least one benchmark: --bench gsm8k=FILE, --bench bbh=DIR or --bench eqbench=FILE")
+    objectives = []
+    for spec in args.bench:
+        name, sep, location = spec.partition("=")
+        if not sep or not location:
+            raise UserError(f"--bench takes NAME=PATH, got {spec!r}")
+        objectives.append(read_benchmark(name.strip(), location.strip(), mode=args.mode, limit_per_task=args.limit))
+    loaded = load_model(args.model, device=args.device, dtype=args.dtype)
+    schedule = resolve_schedule(args, loaded.n_layers)
+    rows = _comparisons(loaded, objectives, schedule, "all", None)
+    if args.json:
+        print(json.dumps({"model": loaded.source.spec, "schedule": str(schedule), "mode": args.mode,
+                          "benchmarks": rows}, indent=1))
+    else:
+        _print_table(loaded, schedule, rows, f"benchmarks · mode {args.mode}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -104,20 +104,32 @@ class ScheduledModel:
         return source if src == pos else _with_layer_index(source, pos)
 
     @contextmanager
-    def capture_inputs(self, positions: Iterable[int]) -> Iterator[dict[int, list[Any]]]:
-        """Record the hidden state entering each listed virtual layer, one tensor per forward call.
+    def capture_states(self, boundaries: Iterable[int]) -> Iterator[dict[int, list[Any]]]:
+        """Record the hidden state at each boundary, one tensor per forward call.
 
+        Boundary q is the residual stream between virtual layers q-1 and q: the input of layer
+        q, or for q == len(schedule) the output of the last layer (before the final norm).
         Every position holds its own module object, so a hook on one position never fires at
         another position that runs the same weights. The hooks are removed on exit.
         """
-        captured: dict[int, list[Any]] = {p: [] for p in positions}
+        captured: dict[int, list[Any]] = {q: [] for q in boundaries}
         handles = []
-        for pos in captured:
+        layers = self.layers
+        for q, store in captured.items():
+            if not 0 <= q <= len(layers):
+                raise ValueError(f"boundary {q} is outside a schedule of {len(layers)} layers")
+            if q < len(layers):
 
-            def hook(module, args, kwargs, _store=captured[pos]):
-                _store.append(args[0] if args else kwargs["hidden_states"])
+                def pre_hook(module, args, kwargs, _store=store):
+                    _store.append(args[0] if args else kwargs["hidden_states"])
 
-            handles.append(self.layers[pos].register_forward_pre_hook(hook, with_kwargs=True))
+                handles.append(layers[q].register_forward_pre_hook(pre_hook, with_kwargs=True))
+            else:
+
+                def post_hook(module, args, output, _store=store):
+                    _store.append(output[0] if isinstance(output, tuple) else output)
+
+                handles.append(layers[q - 1].register_forward_hook(post_hook))
         try:
             yield captured
         finally:

@@ -189,6 +189,19 @@ class LayerSchedule:
             return None
         return tuple(blocks)
 
+    def repeats(self) -> list[tuple[int, int, int]]:
+        """Each run of a range repeated in a row: (first virtual position, width, passes).
+
+        For 0-9,10-12x2,13-29 that is [(10, 3, 2)]: layers 10-12 start at position 10 and run twice.
+        """
+        found, pos = [], 0
+        for (a, b), count in _pieces(self.path):
+            width = b - a + 1
+            if count > 1:
+                found.append((pos, width, count))
+            pos += width * count
+        return found
+
     def added_layers(self, n_layers: int) -> int:
         return len(self.path) - n_layers
 

@@ -124,14 +124,22 @@ def test_hidden_states_and_captured_inputs_follow_the_schedule(tiny):
         expected = reference(PROMPT, output_hidden_states=True).hidden_states
     runtime = ScheduledModel(tiny)
     runtime.set_schedule(TWO_BLOCKS)
-    with runtime.capture_inputs([2, 4, 8]) as captured, torch.no_grad():
+    with runtime.capture_states([2, 4, 8, len(TWO_BLOCKS)]) as captured, torch.no_grad():
         got = tiny(PROMPT, output_hidden_states=True).hidden_states
     assert len(got) == len(TWO_BLOCKS) + 1
     for a, b in zip(got, expected):
         assert torch.allclose(a, b, atol=1e-5, rtol=0)
     for pos in (2, 4, 8):  # positions 2 and 4 run the same weights: each hook fires once
         assert len(captured[pos]) == 1 and torch.allclose(captured[pos][0], expected[pos], atol=1e-5, rtol=0)
+    with torch.no_grad():  # the last boundary is the last layer's output, before the final norm
+        last = reference.model.layers[-1]
+        kept = []
+        handle = last.register_forward_hook(lambda m, a, out: kept.append(out[0] if isinstance(out, tuple) else out))
+        reference(PROMPT)
+        handle.remove()
+    assert torch.allclose(captured[len(TWO_BLOCKS)][0], kept[0], atol=1e-5, rtol=0)
     assert all(len(layer._forward_pre_hooks) == 0 for layer in runtime.layers)
+    assert all(len(layer._forward_hooks) == 1 for layer in runtime.layers)  # transformers' own hook only
     runtime.reset()
     with torch.no_grad():
         assert len(tiny(PROMPT, output_hidden_states=True).hidden_states) == 7

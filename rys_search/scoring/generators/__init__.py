@@ -1,0 +1,11 @@
+"""Procedural item generators, by the name a suite's `source = "generator:NAME"` uses.
+
+A generator takes a seeded random.Random and the suite's [options] table and yields item
+dicts (question, answer, options, meta) forever; the suite loader dedupes and splits them.
+"""
+
+from . import arithmetic, reasoning
+
+__all__ = ["GENERATORS"]
+
+GENERATORS = {"arithmetic": arithmetic.generate, "reasoning": reasoning.generate}

@@ -1,0 +1,141 @@
+"""The objective interface, its result type and the registry that finds objectives by name.
+
+    >>> objective = get_objective("math", mode="logprob")
+    >>> result = objective.evaluate(loaded, LayerSchedule.parse("0-9,10-12x2,13-29"))
+    >>> result.score, result.interval, result.noise
+
+An objective has a name, a version and a direction. Changing what it measures means a new
+version, never a silent change: a suite's version comes from its file. Objectives are the
+probe suites found in objectives/ (and folders the user names) plus `fixed_point`.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+from ..errors import UserError
+from .stats import bootstrap_interval, half_width, paired_interval
+
+__all__ = [
+    "MODES",
+    "Objective",
+    "ObjectiveResult",
+    "available_objectives",
+    "get_objective",
+    "paired_change",
+    "register",
+]
+
+MODES = ("logprob", "generate")
+
+
+@dataclass
+class ObjectiveResult:
+    objective: str
+    version: int
+    direction: str
+    mode: str
+    split: str
+    schedule: str
+    score: float
+    interval: tuple[float, float]
+    items: list[dict[str, Any]]  # per item: id, score and what the scorer saw
+    metrics: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    tokens: int = 0
+
+    @property
+    def noise(self) -> float:
+        """The noise floor: half the width of the 95% interval."""
+        return half_width(self.interval)
+
+    def item_scores(self) -> dict[str, float]:
+        return {item["id"]: float(item["score"]) for item in self.items}
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["noise"] = self.noise
+        out["interval"] = list(self.interval)
+        return out
+
+
+def paired_change(result: ObjectiveResult, baseline: ObjectiveResult) -> tuple[float, float, float]:
+    """Change against the baseline over the items both scored, with its paired 95% interval."""
+    a, b = result.item_scores(), baseline.item_scores()
+    ids = [i for i in a if i in b]
+    if not ids:
+        raise ValueError(f"{result.objective}: no items in common with the baseline")
+    return paired_interval([a[i] for i in ids], [b[i] for i in ids])
+
+
+class Objective(ABC):
+    """A scored property of a model under a schedule. Subclasses implement `_score`."""
+
+    name: str
+    version: int
+    direction: str = "maximize"
+    mode: str = "logprob"
+
+    def evaluate(self, loaded: Any, schedule: Any = None, *, split: str = "search", limit: int | None = None) -> ObjectiveResult:
+        """Score the loaded model under schedule (None: the schedule it has now)."""
+        if limit is not None and limit < 1:
+            raise UserError(f"--limit must be at least 1, got {limit}")
+        runtime = loaded.runtime
+        chosen = schedule if schedule is not None else runtime.schedule
+        start = time.perf_counter()
+        with runtime.using(chosen) as applied:
+            items, metrics, tokens = self._score(loaded, split=split, limit=limit)
+        seconds = time.perf_counter() - start
+        scores = [float(i["score"]) for i in items]
+        score = sum(scores) / len(scores) if scores else float("nan")
+        return ObjectiveResult(
+            objective=self.name,
+            version=self.version,
+            direction=self.direction,
+            mode=self.mode,
+            split=split,
+            schedule=str(applied),
+            score=score,
+            interval=bootstrap_interval(scores),
+            items=items,
+            metrics=metrics,
+            seconds=seconds,
+            tokens=tokens,
+        )
+
+    @abstractmethod
+    def _score(self, loaded: Any, *, split: str, limit: int | None) -> tuple[list[dict[str, Any]], dict[str, float], int]:
+        """Per-item results (each with 'id' and 'score'), summary metrics, tokens processed."""
+
+
+_REGISTRY: dict[str, Callable[..., Objective]] = {}
+
+
+def register(name: str, factory: Callable[..., Objective]) -> None:
+    """Make an objective available by name; factory(mode=..., suites=...) builds it."""
+    _REGISTRY[name] = factory
+
+
+def available_objectives(suites: list[str] | None = None) -> list[str]:
+    from .suites import load_suites
+
+    return sorted(set(_REGISTRY) | set(load_suites(suites)))
+
+
+def get_objective(name: str, mode: str = "logprob", suites: list[str] | None = None) -> Objective:
+    """The objective called name: a registered one, or a probe suite from the suite folders."""
+    from .probes import ProbeObjective
+    from .suites import load_suites
+
+    if mode not in MODES:
+        raise UserError(f"unknown scoring mode {mode!r}; use one of {', '.join(MODES)}")
+    if name in _REGISTRY:
+        return _REGISTRY[name](mode=mode, suites=suites)
+    found = load_suites(suites)
+    if name in found:
+        return ProbeObjective.from_suite(found[name], mode=mode)
+    known = sorted(set(_REGISTRY) | set(found))
+    raise UserError(f"unknown objective {name!r}; available: {', '.join(known)}")

@@ -1,0 +1,231 @@
+"""Probe suites as objectives, in two scoring modes. Scores are points, 0-100.
+
+`logprob` (teacher-forced, no generation):
+  - digits: the mean probability of the correct answer's tokens (partial credit that moves
+    smoothly); `exact` is the share of items whose every answer token is the argmax;
+  - choice: the probability of the right option among the options (by log-likelihood of
+    each option's tokens); `accuracy` is the share where it is the most likely;
+  - eq: each emotion's expected intensity over the answers 0..10, scored with the EQ-Bench
+    v2 formula.
+`generate` (greedy, short, parsed): digits by partial credit on the parsed number, choice
+right or wrong, eq by the formula on the parsed ratings (0 when they cannot be parsed).
+The `number` scorer (benchmarks such as GSM8K) is digits in logprob mode and an exact match
+of the final number in generate mode.
+
+Prompts go through the model's chat template; a thinking model's think block is closed.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import numpy as np
+
+from ..chat import chat_ids
+from .engine import Request, greedy_generate, token_logprobs
+from .objective import Objective
+from .scorers import digit_credit, eq_bench_score, parse_choice, parse_eq_ratings, parse_final_number, parse_number
+from .suites import Item, Suite
+
+__all__ = ["ProbeObjective"]
+
+EQ_VALUES = tuple(range(11))
+
+
+def _encode(tokenizer: Any, text: str) -> list[int]:
+    return list(tokenizer.encode(text, add_special_tokens=False)) if text else []
+
+
+def _common_prefix(seqs: list[list[int]]) -> int:
+    n = min(len(s) for s in seqs)
+    for k in range(n):
+        if any(s[k] != seqs[0][k] for s in seqs):
+            return k
+    return n
+
+
+class _Plan:
+    """The requests one item needs, and how to turn their answers into the item's result."""
+
+    def __init__(self, requests: list[Request], finish):
+        self.requests = requests
+        self.finish = finish
+
+
+class ProbeObjective(Objective):
+    """Items scored in one of two modes; the items come from a suite file or a benchmark reader."""
+
+    def __init__(
+        self,
+        name: str,
+        version: int,
+        items: Callable[[str], list[Item]],
+        mode: str = "logprob",
+        max_new_tokens: int = 32,
+        answer_prefix: str = "",
+    ):
+        self.name = name
+        self.version = version
+        self._items = items
+        self.mode = mode
+        self.max_new_tokens = max_new_tokens
+        self.answer_prefix = answer_prefix
+
+    @classmethod
+    def from_suite(cls, suite: Suite, mode: str = "logprob") -> "ProbeObjective":
+        return cls(suite.name, suite.version, suite.items, mode, suite.max_new_tokens, suite.answer_prefix)
+
+    def items(self, split: str, limit: int | None) -> list[Item]:
+        items = self._items(split)
+        return items[:limit] if limit else items
+
+    def _score(self, loaded: Any, *, split: str, limit: int | None):
+        items = self.items(split, limit)
+        if self.mode == "generate":
+            return self._score_generated(loaded, items)
+        return self._score_logprob(loaded, items)
+
+    # ---- logprob ---------------------------------------------------------------------
+
+    def _prompt_ids(self, tokenizer: Any, item: Item) -> list[int]:
+        return chat_ids(tokenizer, item.prompt) + _encode(tokenizer, self.answer_prefix)
+
+    def _plan(self, tokenizer: Any, item: Item) -> _Plan:
+        prompt = self._prompt_ids(tokenizer, item)
+        if item.scorer in ("digits", "number"):
+            return self._plan_digits(tokenizer, prompt, item)
+        if item.scorer == "choice":
+            return self._plan_choice(tokenizer, prompt, item)
+        return self._plan_eq(tokenizer, prompt, item)
+
+    def _plan_digits(self, tokenizer, prompt, item) -> _Plan:
+        answer = _encode(tokenizer, item.answer)
+        req = Request(prompt + answer, [(len(prompt) + k, [t]) for k, t in enumerate(answer)], prefix=len(prompt))
+
+        def finish(outs):
+            probs = [math.exp(float(lp[0])) for lp, _ in outs[0]]
+            exact = all(top == t for (_, top), t in zip(outs[0], answer))
+            return {"score": 100.0 * float(np.mean(probs)), "exact": float(exact)}
+
+        return _Plan([req], finish)
+
+    def _option_logprobs(self, tokenizer, prompt, options: list[str]):
+        """Requests for the log-likelihood of each option after prompt, and how to read them."""
+        tokens = [_encode(tokenizer, o) for o in options]
+        firsts = [t[0] for t in tokens]
+        if len(set(firsts)) == len(firsts):  # one pass: the first token decides
+            req = Request(prompt, [(len(prompt), firsts)], prefix=len(prompt))
+            return [req], lambda outs: outs[0][0][0]
+        reqs = [Request(prompt + t, [(len(prompt) + k, [tok]) for k, tok in enumerate(t)], prefix=len(prompt))
+                for t in tokens]
+        return reqs, lambda outs: np.array([sum(float(lp[0]) for lp, _ in o) for o in outs])
+
+    def _plan_choice(self, tokenizer, prompt, item) -> _Plan:
+        options = list(item.options)
+        right = options.index(item.answer)
+        reqs, read = self._option_logprobs(tokenizer, prompt, options)
+
+        def finish(outs):
+            lp = read(outs)
+            p = np.exp(lp - np.logaddexp.reduce(lp))
+            return {"score": 100.0 * float(p[right]), "correct": float(int(np.argmax(lp)) == right),
+                    "picked": options[int(np.argmax(lp))]}
+
+        return _Plan(reqs, finish)
+
+    def _plan_eq(self, tokenizer, prompt, item) -> _Plan:
+        requests: list[Request] = []
+        readers = []
+        for emotion, _ in item.emotions:
+            full = [_encode(tokenizer, f"{emotion}: {v}") for v in EQ_VALUES]
+            cut = _common_prefix(full)
+            base = prompt + full[0][:cut]
+            cands = [f[cut:] for f in full]
+            reqs, read = self._candidate_logprobs(base, cands, len(prompt))
+            readers.append((len(requests), len(reqs), read))
+            requests += reqs
+        references = dict(item.emotions)
+
+        def finish(outs):
+            expected = {}
+            for (emotion, _), (at, n, read) in zip(item.emotions, readers):
+                lp = read(outs[at : at + n])
+                p = np.exp(lp - np.logaddexp.reduce(lp))
+                expected[emotion] = float(np.dot(p, EQ_VALUES))
+            return {"score": eq_bench_score(expected, references), "ratings": expected}
+
+        return _Plan(requests, finish)
+
+    def _candidate_logprobs(self, base: list[int], cands: list[list[int]], shared: int):
+        """log P of each candidate continuation; a one-token candidate that begins a longer one
+        ('1' and '10' in a tokenizer that splits digits) keeps only the mass that does not go on.
+        The first `shared` tokens of base are the prompt the item's other requests share."""
+        firsts = sorted({c[0] for c in cands})
+        requests = [Request(base, [(len(base), firsts)], prefix=shared)]
+        longer = [k for k, c in enumerate(cands) if len(c) > 1]
+        for k in longer:
+            c = cands[k]
+            requests.append(Request(base + c, [(len(base) + j, [c[j]]) for j in range(1, len(c))], prefix=shared))
+
+        def read(outs):
+            first = dict(zip(firsts, outs[0][0][0]))
+            lp = np.array([first[c[0]] for c in cands], dtype=np.float64)
+            for n, k in enumerate(longer, start=1):
+                rest = [float(x[0][0]) for x in outs[n]]
+                lp[k] += sum(rest)
+                for u, c in enumerate(cands):  # u is the one-token prefix of the longer candidate k
+                    if len(c) == 1 and c[0] == cands[k][0]:
+                        lp[u] += math.log(max(1e-12, 1.0 - math.exp(rest[0])))
+            return lp
+
+        return requests, read
+
+    def _score_logprob(self, loaded, items: list[Item]):
+        plans = [self._plan(loaded.tokenizer, item) for item in items]
+        flat = [req for plan in plans for req in plan.requests]
+        outs, tokens = token_logprobs(loaded, flat)
+        results, at = [], 0
+        for item, plan in zip(items, plans):
+            n = len(plan.requests)
+            results.append({"id": item.id, **plan.finish(outs[at : at + n])})
+            at += n
+        return results, _summary(results), tokens
+
+    # ---- generate --------------------------------------------------------------------
+
+    def _score_generated(self, loaded, items: list[Item]):
+        tokenizer = loaded.tokenizer
+        prompts = [self._prompt_ids(tokenizer, item) for item in items]
+        texts, tokens = greedy_generate(loaded, prompts, self.max_new_tokens)
+        results = []
+        for item, text in zip(items, texts):
+            results.append({"id": item.id, "output": text, **_score_text(item, self.answer_prefix + text)})
+        return results, _summary(results), tokens
+
+
+def _score_text(item: Item, text: str) -> dict[str, Any]:
+    if item.scorer == "digits":
+        number = parse_number(text)
+        return {"score": 100.0 * digit_credit(number, item.answer), "exact": float(number == item.answer)}
+    if item.scorer == "number":
+        number = parse_final_number(text)
+        return {"score": 100.0 * (number == item.answer), "exact": float(number == item.answer)}
+    if item.scorer == "choice":
+        picked = parse_choice(text, list(item.options))
+        correct = picked is not None and item.options[picked] == item.answer
+        return {"score": 100.0 * correct, "correct": float(correct)}
+    ratings = parse_eq_ratings(text, [e for e, _ in item.emotions])
+    if ratings is None:
+        return {"score": 0.0, "parsed": 0.0}
+    return {"score": eq_bench_score(ratings, dict(item.emotions)), "parsed": 1.0}
+
+
+def _summary(results: list[dict[str, Any]]) -> dict[str, float]:
+    """Mean of each 0/1 flag the scorers set (exact, correct, parsed), as shares."""
+    metrics: dict[str, float] = {}
+    for key in ("exact", "correct", "parsed"):
+        values = [r[key] for r in results if key in r]
+        if values:
+            metrics[{"correct": "accuracy"}.get(key, key)] = float(np.mean(values))
+    return metrics

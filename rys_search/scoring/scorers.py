@@ -1,0 +1,115 @@
+"""Scorers: partial credit on digits, the EQ-Bench v2 formula, answer parsing.
+
+    >>> digit_credit("391", "391"), digit_credit("381", "391"), digit_credit("39", "391")
+    (1.0, 0.6666666666666666, 0.6666666666666666)
+    >>> round(eq_bench_score({"Angry": 7, "Sad": 2, "Calm": 0, "Glad": 1},
+    ...                      {"Angry": 7, "Sad": 2, "Calm": 0, "Glad": 1}), 1)
+    100.0
+
+All pure functions of strings and numbers; nothing here touches a model.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Mapping, Sequence
+
+__all__ = [
+    "digit_credit",
+    "eq_bench_score",
+    "parse_choice",
+    "parse_eq_ratings",
+    "parse_final_number",
+    "parse_number",
+]
+
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+EQ_ADJUST = 0.7477  # EQ-Bench v2: the constant that puts random answers at zero
+
+
+def parse_number(text: str) -> str | None:
+    """The first number in text, with thousands separators removed ('1,234' -> '1234')."""
+    match = _NUMBER.search(text)
+    if match is None:
+        return None
+    number = match.group(0).replace(",", "")
+    if "." in number:
+        whole, frac = number.split(".", 1)
+        number = whole if set(frac) <= {"0"} else number
+    return number
+
+
+def parse_final_number(text: str) -> str | None:
+    """The number after the last 'answer' (as in 'The answer is 42'), else the last number."""
+    lowered = text.lower()
+    at = lowered.rfind("answer")
+    if at >= 0:
+        found = parse_number(text[at:])
+        if found is not None:
+            return found
+    numbers = _NUMBER.findall(text)
+    return parse_number(numbers[-1]) if numbers else None
+
+
+def digit_credit(prediction: str | None, answer: str) -> float:
+    """Partial credit, RYS style: matching characters from the left over the longer length.
+
+    Exact answers score 1; a wrong length costs in proportion; the sign counts as a character.
+    """
+    if not prediction:
+        return 0.0
+    if prediction == answer:
+        return 1.0
+    matches = sum(1 for p, a in zip(prediction, answer) if p == a)
+    return matches / max(len(prediction), len(answer))
+
+
+def eq_bench_score(ratings: Mapping[str, float], reference: Mapping[str, float]) -> float:
+    """The EQ-Bench v2 (full-scale) score of one item, 0-100 (random answers score about 0).
+
+    For each emotion the difference d = |rating - reference| is scaled: 0 stays 0, d <= 5
+    goes through the S-curve 6.5 / (1 + e^(-1.2 (d - 4))), larger d stays d; the item scores
+    (10 - 0.7477 * sum) * 10. Ratings must name exactly the reference's four emotions.
+    """
+    if set(ratings) != set(reference):
+        raise ValueError(f"ratings name {sorted(ratings)} but the item asks for {sorted(reference)}")
+    tally = 0.0
+    for emotion, ref in reference.items():
+        d = abs(float(ratings[emotion]) - float(ref))
+        if d == 0:
+            scaled = 0.0
+        elif d <= 5:
+            scaled = 6.5 * (1.0 / (1.0 + math.e ** (-1.2 * (d - 4))))
+        else:
+            scaled = d
+        tally += scaled
+    return (10.0 - tally * EQ_ADJUST) * 10.0
+
+
+def parse_eq_ratings(text: str, emotions: Sequence[str]) -> dict[str, float] | None:
+    """'Emotion: 7' lines for exactly the given emotions; the last rating of each wins
+    (EQ-Bench answers give first-pass and revised scores). None unless all four are found."""
+    found: dict[str, float] = {}
+    wanted = {e.lower(): e for e in emotions}
+    for name, value in re.findall(r"([A-Za-z][A-Za-z \-']*?)\s*:\s*(\d+(?:\.\d+)?)", text):
+        key = name.strip().lower()
+        if key in wanted:
+            found[wanted[key]] = min(10.0, float(value))
+    return found if len(found) == len(wanted) else None
+
+
+def parse_choice(text: str, options: Sequence[str]) -> int | None:
+    """The option the text names first (whole words, case-insensitive), or an option letter '(B)'."""
+    letter = re.match(r"\s*\(?([A-Z])\)", text)
+    if letter is not None:
+        index = ord(letter.group(1)) - ord("A")
+        if 0 <= index < len(options):
+            return index
+    best: tuple[int, int] | None = None
+    lowered = text.lower()
+    for index, option in enumerate(options):
+        match = re.search(r"(?<!\w)" + re.escape(option.lower()) + r"(?!\w)", lowered)
+        if match is not None and (best is None or match.start() < best[0]):
+            best = (match.start(), index)
+    return None if best is None else best[1]
