@@ -20,7 +20,7 @@ COMMON = dict(
     head_dim=16,
     num_hidden_layers=6,
     vocab_size=128,
-    max_position_embeddings=256,
+    max_position_embeddings=4096,
     bos_token_id=1,
     eos_token_id=2,
     pad_token_id=0,
@@ -103,16 +103,20 @@ CHAT_TEMPLATE = (
 
 
 def tiny_tokenizer():
-    """A word-level tokenizer over the tiny models' 128 ids: w3 ... w127 plus specials."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
+    """A character-level tokenizer over the tiny models' 128 ids: every printable ASCII
+    character and newline is one token, so numbers, emotions and options all tokenize."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, **{f"w{i}": i for i in range(3, 124)}}
-    vocab.update({"<|user|>": 124, "<|assistant|>": 125, "<|system|>": 126, "<unk>": 127})
+    chars = ["\n"] + [chr(c) for c in range(32, 127)]
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, **{ch: 3 + k for k, ch in enumerate(chars)}}
+    vocab.update({"<|user|>": 99, "<|assistant|>": 100, "<unk>": 101})
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    tok.decoder = decoders.Fuse()
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", bos_token="<s>", eos_token="</s>"
+        tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+        additional_special_tokens=["<|user|>", "<|assistant|>"],
     )
     fast.chat_template = CHAT_TEMPLATE
     return fast

@@ -160,7 +160,7 @@ def _score_shared(loaded, requests, groups, budget, results) -> int:
         cache = out.past_key_values
         tokens += int(mask.sum())
         members = [(row, i) for row, c in enumerate(chunk) for i in groups[prefixes[c]]]
-        rest = max(len(requests[i].ids) - requests[i].prefix for _, i in members)
+        rest = max(max(p for p, _ in requests[i].targets) - requests[i].prefix for _, i in members)
         per_batch = max(1, budget // (width + max(rest, 1)))
         for at in range(0, len(members), per_batch):
             part = members[at : at + per_batch]
@@ -169,7 +169,8 @@ def _score_shared(loaded, requests, groups, budget, results) -> int:
                 for k, (p, w) in enumerate(requests[i].targets):
                     if p == requests[i].prefix:
                         results[i][k] = _pick(last, last_top, row, 0, w)
-            tails = [list(requests[i].ids[requests[i].prefix :]) for _, i in part]
+            # only the tokens some target after the prompt needs: those before the last target
+            tails = [list(requests[i].ids[requests[i].prefix : max(p for p, _ in requests[i].targets)]) for _, i in part]
             if not any(tails):
                 continue
             rows = torch.as_tensor([row for row, _ in part], dtype=torch.long, device=loaded.device)

@@ -111,12 +111,8 @@ class ProbeObjective(Objective):
         return _Plan([req], finish)
 
     def _option_logprobs(self, tokenizer, prompt, options: list[str]):
-        """Requests for the log-likelihood of each option after prompt, and how to read them."""
+        """Requests for the log-likelihood of each option's tokens after the prompt (which they share)."""
         tokens = [_encode(tokenizer, o) for o in options]
-        firsts = [t[0] for t in tokens]
-        if len(set(firsts)) == len(firsts):  # one pass: the first token decides
-            req = Request(prompt, [(len(prompt), firsts)], prefix=len(prompt))
-            return [req], lambda outs: outs[0][0][0]
         reqs = [Request(prompt + t, [(len(prompt) + k, [tok]) for k, tok in enumerate(t)], prefix=len(prompt))
                 for t in tokens]
         return reqs, lambda outs: np.array([sum(float(lp[0]) for lp, _ in o) for o in outs])

@@ -57,11 +57,11 @@ class Item:
 class Suite:
     name: str
     version: int
-    description: str
     source: str
     scorer: str
     prompt: str
     path: Path
+    description: str = ""
     answer_prefix: str = ""
     seed: int = 0
     items_per_split: int = 200

@@ -1,0 +1,32 @@
+import numpy as np
+
+from rys_search.scoring.stats import bootstrap_interval, half_width, paired_interval
+
+
+def test_interval_covers_the_mean_of_a_known_distribution():
+    rng = np.random.default_rng(1)
+    covered = 0
+    trials = 200
+    for t in range(trials):
+        sample = rng.normal(5.0, 2.0, size=100)
+        lo, hi = bootstrap_interval(sample, n_boot=1000, seed=t)
+        covered += lo <= 5.0 <= hi
+    assert 0.88 <= covered / trials <= 0.99  # a 95% interval: about 190 of 200
+
+
+def test_interval_width_shrinks_with_more_items_and_is_deterministic():
+    rng = np.random.default_rng(2)
+    small, large = rng.uniform(size=25), rng.uniform(size=400)
+    assert half_width(bootstrap_interval(large)) < half_width(bootstrap_interval(small))
+    assert bootstrap_interval(small) == bootstrap_interval(small)
+
+
+def test_paired_interval_sees_a_small_consistent_gain_that_unpaired_noise_hides():
+    rng = np.random.default_rng(3)
+    base = rng.uniform(0, 100, size=200)
+    better = base + 1.0 + rng.normal(0, 0.5, size=200)
+    delta, lo, hi = paired_interval(better, base)
+    assert abs(delta - 1.0) < 0.2 and lo > 0
+    assert half_width(bootstrap_interval(base)) > 2  # the unpaired interval is far wider than the gain
+    same, lo, hi = paired_interval(base, base)
+    assert same == lo == hi == 0.0

@@ -1,0 +1,99 @@
+"""eval and validate end to end on a tiny model, with benchmark files written here."""
+
+import json
+
+import pytest
+
+from rys_search.cli import main
+from tiny import save_tiny
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-qwen2")
+    save_tiny(folder, "qwen2")
+    return str(folder)
+
+
+def test_eval_json(tiny_folder, capsys):
+    assert main(["eval", "--model", tiny_folder, "--schedule", "0-2,3-4x2,5", "--limit", "4", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    rows = {r["objective"]: r for r in out["objectives"]}
+    assert set(rows) == {"math", "eq", "reasoning", "fixed_point"}
+    assert out["schedule"] == "0-2,3-4x2,5"
+    for row in rows.values():
+        result = row["result"]
+        lo, hi = result["interval"]
+        assert lo <= result["score"] <= hi and result["noise"] == pytest.approx((hi - lo) / 2)
+        change = row["change"]
+        assert change["mean"] == pytest.approx(result["score"] - row["unmodified"]["score"], abs=1e-9)
+        assert len(result["items"]) == 4
+    assert rows["fixed_point"]["unmodified"]["score"] == 0.0
+
+
+def test_eval_table_and_generate_mode(tiny_folder, capsys):
+    assert main(["eval", "--model", tiny_folder, "--rys", "2,4", "--objectives", "math,eq",
+                 "--mode", "generate", "--split", "heldout", "--limit", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "split heldout · mode generate" in out and "math v1" in out and "eq v1" in out
+
+
+def test_eval_refuses_unknown_objective_before_loading(capsys):
+    assert main(["eval", "--model", "/no/such/model", "--objectives", "math,vibes"]) == 2
+    assert "unknown objective 'vibes'; available: eq, fixed_point, math, reasoning" in capsys.readouterr().err
+
+
+def write_benchmarks(folder):
+    gsm = folder / "gsm8k.jsonl"
+    gsm.write_text("\n".join(json.dumps(x) for x in [
+        {"question": "Tom has 3 apples and buys 4 more. How many apples?", "answer": "3 + 4 = 7\n#### 7"},
+        {"question": "A box holds 12 eggs. How many eggs in 2 boxes?", "answer": "12 * 2 = 24\n#### 24"},
+        {"question": "Sam had 1,000 coins and spent 1. How many are left?", "answer": "#### 999"},
+    ]) + "\n")
+    bbh = folder / "bbh"
+    bbh.mkdir()
+    (bbh / "boolean_expressions.json").write_text(json.dumps({"examples": [
+        {"input": "not ( True ) and ( True ) is", "target": "False"},
+        {"input": "True or False is", "target": "True"}]}))
+    (bbh / "logical_deduction_three_objects.json").write_text(json.dumps({"examples": [
+        {"input": "Three books.\nOptions:\n(A) The red book is leftmost\n(B) The blue book is leftmost", "target": "(B)"}]}))
+    (bbh / "navigate.json").write_text(json.dumps({"examples": [
+        {"input": "Take 1 step. Take 1 step back.\nOptions:\n- Yes\n- No", "target": "Yes"}]}))
+    (bbh / "object_counting.json").write_text(json.dumps({"examples": [
+        {"input": "I have a flute and two drums. How many instruments?", "target": "3"}]}))
+    eq = folder / "eq.json"
+    question = ("\nYour task is to predict the likely emotional responses of a character in this dialogue:\n\n"
+                "Ann: I won.\nBo: Well done.\n[End dialogue]\n\nAt the end of this dialogue, Ann would feel...\n"
+                "Proud\nSad\nBored\nAngry\n\nGive each ...\n")
+    ref = {"emotion1": "Proud", "emotion2": "Sad", "emotion3": "Bored", "emotion4": "Angry",
+           "emotion1_score": "8", "emotion2_score": 0, "emotion3_score": 0, "emotion4_score": "1"}
+    eq.write_text(json.dumps({"1": {"prompt": question, "reference_answer": ref, "reference_answer_fullscale": ref}}))
+    return gsm, bbh, eq
+
+
+def test_validate_reads_the_public_formats(tiny_folder, tmp_path, capsys):
+    gsm, bbh, eq = write_benchmarks(tmp_path)
+    args = ["validate", "--model", tiny_folder, "--schedule", "0-3,2-5", "--bench", f"gsm8k={gsm}",
+            "--bench", f"bbh={bbh}", "--bench", f"eqbench={eq}", "--json"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    rows = {r["objective"]: r for r in out["benchmarks"]}
+    assert len(rows["gsm8k"]["result"]["items"]) == 3
+    assert len(rows["bbh"]["result"]["items"]) == 5
+    assert len(rows["eqbench"]["result"]["items"]) == 1
+    for row in rows.values():
+        lo, hi = row["change"]["interval"]
+        assert lo <= row["change"]["mean"] <= hi
+    assert main(args[:-1] + ["--limit", "1", "--mode", "generate"]) == 0
+    assert "bbh v1" in capsys.readouterr().out
+
+
+def test_validate_bad_bench_arguments(tiny_folder, tmp_path, capsys):
+    assert main(["validate", "--model", tiny_folder, "--bench", "mmlu=x"]) == 2
+    assert "unknown benchmark 'mmlu'" in capsys.readouterr().err
+    assert main(["validate", "--model", tiny_folder, "--bench", f"gsm8k={tmp_path / 'none.jsonl'}"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "q", "answer": "#### 1"}\nnot json\n')
+    assert main(["validate", "--model", tiny_folder, "--bench", f"gsm8k={bad}"]) == 2
+    assert "bad.jsonl:2: expected a JSON object" in capsys.readouterr().err
