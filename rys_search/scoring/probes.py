@@ -71,6 +71,8 @@ class ProbeObjective(Objective):
         self.mode = mode
         self.max_new_tokens = max_new_tokens
         self.answer_prefix = answer_prefix
+        # plans depend on the tokenizer and the items, not on the schedule: build them once
+        self._plans: dict[tuple[str, int | None], tuple[Any, list[_Plan]]] = {}
 
     @classmethod
     def from_suite(cls, suite: Suite, mode: str = "logprob") -> "ProbeObjective":
@@ -84,7 +86,7 @@ class ProbeObjective(Objective):
         items = self.items(split, limit)
         if self.mode == "generate":
             return self._score_generated(loaded, items)
-        return self._score_logprob(loaded, items)
+        return self._score_logprob(loaded, items, (split, limit))
 
     # ---- logprob ---------------------------------------------------------------------
 
@@ -177,8 +179,11 @@ class ProbeObjective(Objective):
 
         return requests, read
 
-    def _score_logprob(self, loaded, items: list[Item]):
-        plans = [self._plan(loaded.tokenizer, item) for item in items]
+    def _score_logprob(self, loaded, items: list[Item], key: tuple[str, int | None]):
+        cached = self._plans.get(key)
+        if cached is None or cached[0] is not loaded.tokenizer:
+            cached = self._plans[key] = (loaded.tokenizer, [self._plan(loaded.tokenizer, item) for item in items])
+        plans = cached[1]
         flat = [req for plan in plans for req in plan.requests]
         outs, tokens = token_logprobs(loaded, flat)
         results, at = [], 0
