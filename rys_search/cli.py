@@ -6,6 +6,10 @@
                     [--mode logprob|generate] [--split search|heldout] [--limit N] [--json]
     rys-search validate [--model M] --schedule S --bench gsm8k=FILE --bench bbh=DIR
                         --bench eqbench=FILE [--limit N] [--json]
+    rys-search run [--config FILE] [--study NAME] [--trials N] [--sampler tpe] ...
+    rys-search pareto --study NAME [--json]
+    rys-search ls
+    rys-search status --study NAME
 
 Bad input (a schedule, a model path, an option) ends with one line on stderr and exit
 status 2; --debug shows the traceback instead. Heavy libraries are imported inside the
@@ -78,6 +82,43 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("--limit", type=int, default=None, help="first N items of each benchmark (of each BBH task)")
     val.add_argument("--json", action="store_true", help="print JSON")
     val.set_defaults(func=cmd_validate)
+
+    run = sub.add_parser("run", help="search schedules with Optuna, log every trial to MLflow, keep a Pareto front")
+    run.add_argument("--config", help="study config TOML (default: studies/default.toml)")
+    run.add_argument("--study", dest="name", help="study name (default: the config's)")
+    run.add_argument("--model", help="HF id or folder, a .gguf file, or 'default'")
+    run.add_argument("--trials", type=int, help="finished trials in all (default: 500 on a GPU, 12 on a CPU)")
+    run.add_argument("--sampler", help="tpe (default), nsga2, nsga3, gp, random or grid")
+    run.add_argument("--seed", type=int)
+    run.add_argument("--objectives", help="comma-separated probe objectives, e.g. math,eq,reasoning")
+    run.add_argument("--extra-objectives", dest="extra_objectives", help="fixed_point and/or added_layers")
+    run.add_argument("--mode", help="logprob or generate")
+    run.add_argument("--limit", type=int, help="items per objective (0: all; default: all on a GPU, 24 on a CPU)")
+    run.add_argument("--storage", help="Optuna storage URL (default: sqlite:///studies/NAME.db)")
+    run.add_argument("--tracking-uri", dest="tracking_uri", help="MLflow tracking URI (default: sqlite:///mlruns/mlflow.db)")
+    run.add_argument("--device")
+    run.add_argument("--dtype")
+    run.add_argument("--suites", action="append", help="also read probe suites from DIR")
+    run.add_argument("--json", action="store_true", help="print the summary as JSON")
+    run.set_defaults(func=cmd_run)
+
+    par = sub.add_parser("pareto", help="a study's Pareto set with intervals and held-out scores")
+    par.add_argument("--study", required=True)
+    par.add_argument("--storage", help="Optuna storage URL (default: sqlite:///studies/NAME.db)")
+    par.add_argument("--no-heldout", action="store_true", help="do not evaluate held-out scores that are not cached yet")
+    par.add_argument("--json", action="store_true")
+    par.set_defaults(func=cmd_pareto)
+
+    ls = sub.add_parser("ls", help="list studies")
+    ls.add_argument("--storage", help="an Optuna storage URL (default: every studies/*.db)")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_ls)
+
+    st = sub.add_parser("status", help="summarise one study")
+    st.add_argument("--study", required=True)
+    st.add_argument("--storage", help="Optuna storage URL (default: sqlite:///studies/NAME.db)")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_status)
     return parser
 
 
@@ -283,6 +324,106 @@ def cmd_validate(args: argparse.Namespace) -> int:
                           "benchmarks": rows}, indent=1))
     else:
         _print_table(loaded, schedule, rows, f"benchmarks · mode {args.mode}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .search.config import load_config
+    from .search.study import run_study
+
+    _quiet_transformers()
+    overrides = {k: getattr(args, k) for k in ("name", "model", "trials", "sampler", "seed", "objectives",
+                                               "extra_objectives", "mode", "limit", "storage", "tracking_uri",
+                                               "device", "dtype", "suites")}
+    config = load_config(args.config, overrides)
+    from .scoring import get_objective
+
+    for name in config.objectives:  # an unknown objective fails here, before the model loads
+        get_objective(name, mode=config.mode, suites=list(config.suites))
+    summary = run_study(config)
+    if args.json:
+        print(json.dumps(summary, indent=1, default=str))
+        return 0
+    _print_pareto(summary["pareto"], summary["config"]["objectives"])
+    sec = summary["seconds"]
+    print(f"study {summary['study']}: {summary['finished_trials']}/{summary['trials_target']} finished trials "
+          f"({summary['status']}); storage {summary['storage']}")
+    print(f"time: load {sec['load']:.1f} s, evaluation {sec['evaluation']:.1f} s, sampler {sec['sampler']:.1f} s, "
+          f"tracking {sec['tracking']:.1f} s, total {sec['total']:.1f} s")
+    print(f"see every trial: {summary['mlflow_ui']}")
+    return 0
+
+
+def _print_pareto(rows: list[dict[str, Any]], objectives: list[str]) -> None:
+    print(f"Pareto front ({len(rows)} schedules); change = against the unmodified model, with its paired 95% interval")
+    for row in rows:
+        parts = []
+        for name in objectives:
+            if f"{name}_interval" in row:
+                lo, hi = row[f"{name}_change_interval"]
+                noise = (row[f"{name}_interval"][1] - row[f"{name}_interval"][0]) / 2
+                parts.append(f"{name} {row[name]:.2f}±{noise:.2f} ({row[f'{name}_change']:+.2f} [{lo:+.2f}, {hi:+.2f}])")
+        note = "  within noise" if row["within_noise"] else ""
+        print(f"  #{row['trial']:<4} {row['schedule']:<32} +{row['added_layers']:<3} " + "  ".join(parts) + note)
+        held = row.get("heldout")
+        if held:
+            hparts = [f"{n} {h['score']:.2f} ({h['change']:+.2f} [{h['change_interval'][0]:+.2f}, {h['change_interval'][1]:+.2f}])"
+                      for n, h in held.items()]
+            print(f"        held-out: " + "  ".join(hparts))
+
+
+def _study_config(args: argparse.Namespace):
+    from .search.config import StudyConfig
+
+    return StudyConfig(name=args.study, storage=args.storage or "")
+
+
+def cmd_pareto(args: argparse.Namespace) -> int:
+    from .search.heldout import heldout_scores
+    from .search.study import open_study, pareto_rows, stored_config
+
+    study = open_study(_study_config(args), create=False)
+    if not args.no_heldout:
+        _quiet_transformers()
+        heldout_scores(study, stored_config(study))
+    rows = pareto_rows(study)
+    if args.json:
+        print(json.dumps({"study": args.study, "pareto": rows}, indent=1, default=str))
+    else:
+        _print_pareto(rows, stored_config(study).objectives)
+    return 0
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from .search.study import list_studies
+
+    rows = list_studies(args.storage)
+    if args.json:
+        print(json.dumps(rows, indent=1, default=str))
+        return 0
+    if not rows:
+        print("no studies")
+    for r in rows:
+        print(f"{r['study']:<24} {r['finished']:>5} finished  {r['trials']:>5} trials  started {r['started']}  {r['storage']}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .search.study import study_status
+
+    facts = study_status(_study_config(args))
+    if args.json:
+        print(json.dumps(facts, indent=1, default=str))
+        return 0
+    print(f"study        {facts['study']} ({facts['storage']})")
+    print(f"model        {facts['model']}, sampler {facts['sampler']}, objectives {', '.join(facts['objectives'])}")
+    print(f"trials       {facts['finished']} finished of {facts['target']}: "
+          + ", ".join(f"{k.lower()} {v}" for k, v in facts["states"].items()))
+    for name, best in facts["best"].items():
+        print(f"best {name:<8}{best['value']:.2f} (trial {best['trial']}, {best['schedule']})")
+    print(f"Pareto       {facts['pareto_size']} schedules, {facts['real_gains']} with a gain outside the noise")
+    if facts.get("mlflow_ui"):
+        print(f"MLflow       {facts['mlflow_ui']}")
     return 0
 
 

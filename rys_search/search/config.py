@@ -1,0 +1,250 @@
+"""Study configs: a TOML file, validated, with CLI flags on top; the resolved config is stored.
+
+    >>> config = load_config("studies/default.toml", overrides={"trials": 100, "sampler": "nsga2"})
+    >>> config.storage_url(), config.tracking_uri()
+
+Unknown keys and contradictory settings are refused with a message naming the file and key.
+`trials` and `limit` may be "auto": 500 trials over whole splits on a GPU, a small study on a
+CPU (so the default command finishes in minutes on a laptop).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+
+__all__ = ["ConfigError", "SearchSpace", "Screen", "StudyConfig", "default_config_path", "load_config"]
+
+SAMPLERS = ("tpe", "nsga2", "nsga3", "gp", "random", "grid")
+MODES = ("logprob", "generate")
+COST_OBJECTIVES = ("added_layers",)  # minimised; computed from the schedule, no model run
+AUTO = "auto"
+CPU_TRIALS, GPU_TRIALS = 12, 500
+CPU_LIMIT = 24
+
+
+class ConfigError(UserError):
+    """A study config that cannot be used: unknown keys, wrong types or contradictory settings."""
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    max_blocks: int = 2  # most repeated blocks in one schedule
+    width: tuple[int, int] = (1, 8)  # layers per block, inclusive range
+    extra_passes: tuple[int, int] = (1, 2)  # extra runs of a block, inclusive range
+    max_added_layers: int = 16  # budget: sum over blocks of width x extra passes
+    region: tuple[int, int] = (0, -1)  # first and last layer a block may use (negative: from the end)
+
+    def resolved_region(self, n_layers: int) -> tuple[int, int]:
+        lo, hi = (x if x >= 0 else n_layers + x for x in self.region)
+        if not 0 <= lo <= hi < n_layers:
+            raise ConfigError(f"space.region {list(self.region)} is outside a model with {n_layers} layers")
+        return lo, hi
+
+
+@dataclass(frozen=True)
+class Screen:
+    enabled: bool = True
+    max_kl: float = 2.0  # prune a schedule whose next-token KL from the unmodified model exceeds this (nats)
+    max_contraction: float = 4.0  # prune when a block's successive steps grow faster than this
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    name: str = "default"
+    model: str = "default"
+    objectives: tuple[str, ...] = ("math", "eq", "reasoning")  # maximised
+    extra_objectives: tuple[str, ...] = ()  # "fixed_point" (maximised) and/or "added_layers" (minimised)
+    mode: str = "logprob"
+    split: str = "search"
+    limit: int | str = AUTO  # items per objective; "auto": all on a GPU, CPU_LIMIT on a CPU
+    sampler: str = "tpe"
+    seed: int = 0
+    trials: int | str = AUTO  # finished trials in all; "auto": GPU_TRIALS on a GPU, CPU_TRIALS on a CPU
+    storage: str = ""  # Optuna storage URL; default sqlite:///studies/NAME.db
+    tracking_uri: str = ""  # MLflow; default sqlite:///mlruns/mlflow.db, artifacts in mlruns/artifacts
+    device: str = AUTO
+    dtype: str = AUTO
+    suites: tuple[str, ...] = ()  # extra probe suite folders
+    space: SearchSpace = field(default_factory=SearchSpace)
+    screen: Screen = field(default_factory=Screen)
+
+    # ---- derived -----------------------------------------------------------------------
+
+    def storage_url(self) -> str:
+        if self.storage:
+            return self.storage
+        Path("studies").mkdir(exist_ok=True)
+        return f"sqlite:///{Path('studies').resolve() / (self.name + '.db')}"
+
+    def tracking_location(self) -> str:
+        if self.tracking_uri:
+            return self.tracking_uri
+        Path("mlruns").mkdir(exist_ok=True)
+        return f"sqlite:///{Path('mlruns').resolve() / 'mlflow.db'}"
+
+    def directions(self) -> list[str]:
+        return ["maximize"] * (len(self.objectives) + int("fixed_point" in self.extra_objectives)) + (
+            ["minimize"] if "added_layers" in self.extra_objectives else []
+        )
+
+    def objective_names(self) -> list[str]:
+        names = list(self.objectives)
+        if "fixed_point" in self.extra_objectives:
+            names.append("fixed_point")
+        if "added_layers" in self.extra_objectives:
+            names.append("added_layers")
+        return names
+
+    def resolve(self, cuda: bool) -> "StudyConfig":
+        """Settle "auto" values for the device at hand."""
+        trials = self.trials if self.trials != AUTO else (GPU_TRIALS if cuda else CPU_TRIALS)
+        limit = self.limit if self.limit != AUTO else (0 if cuda else CPU_LIMIT)
+        return replace(self, trials=trials, limit=limit)
+
+    def item_limit(self) -> int | None:
+        return None if self.limit in (0, AUTO) else int(self.limit)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key, value in list(data.items()):
+            if isinstance(value, tuple):
+                data[key] = list(value)
+        data["space"] = {k: list(v) if isinstance(v, tuple) else v for k, v in data["space"].items()}
+        return data
+
+    # the settings that define what a study measures: a resumed study must keep them
+    SEARCH_DEFINING = ("model", "objectives", "extra_objectives", "mode", "split", "limit", "space", "screen", "suites")
+
+
+def default_config_path() -> Path:
+    return Path(__file__).resolve().parents[2] / "studies" / "default.toml"
+
+
+def _check_type(where: str, key: str, value: Any, kind: Any) -> Any:
+    if kind in (int, float) and isinstance(value, bool):
+        raise ConfigError(f"{where}: {key} must be a number, got {value!r}")
+    if kind is float and isinstance(value, int):
+        return float(value)
+    if not isinstance(value, kind):
+        name = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise ConfigError(f"{where}: {key} must be {name}, got {value!r}")
+    return value
+
+
+def _pair(where: str, key: str, value: Any) -> tuple[int, int]:
+    if not (isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+        raise ConfigError(f"{where}: {key} must be two whole numbers [low, high], got {value!r}")
+    return int(value[0]), int(value[1])
+
+
+def _table(where: str, cls: type, data: Any) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a table")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    values = {}
+    defaults = cls()
+    for key, value in data.items():
+        default = getattr(defaults, key)
+        if isinstance(default, tuple) and len(default) == 2 and all(isinstance(x, int) for x in default):
+            values[key] = _pair(where, f"{key}", value)
+        else:
+            values[key] = _check_type(where, key, value, type(default))
+    return cls(**values)
+
+
+def _build(where: str, data: dict[str, Any]) -> StudyConfig:
+    known = {f.name for f in fields(StudyConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "space":
+            values[key] = value if isinstance(value, SearchSpace) else _table(f"{where} [space]", SearchSpace, value)
+        elif key == "screen":
+            values[key] = value if isinstance(value, Screen) else _table(f"{where} [screen]", Screen, value)
+        elif key in ("objectives", "extra_objectives", "suites"):
+            if isinstance(value, str):
+                value = [v.strip() for v in value.split(",") if v.strip()]
+            if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{where}: {key} must be a list of names")
+            values[key] = tuple(value)
+        elif key in ("trials", "limit"):
+            if value != AUTO and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ConfigError(f"{where}: {key} must be a whole number or \"auto\", got {value!r}")
+            values[key] = value
+        else:
+            values[key] = _check_type(where, key, value, type(getattr(StudyConfig(), key)))
+    return _validate(where, StudyConfig(**values))
+
+
+def _validate(where: str, c: StudyConfig) -> StudyConfig:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", c.name):
+        raise ConfigError(f"{where}: name must be letters, digits, '.', '_' or '-', got {c.name!r}")
+    if c.sampler not in SAMPLERS:
+        raise ConfigError(f"{where}: unknown sampler {c.sampler!r}; use one of {', '.join(SAMPLERS)}")
+    if c.mode not in MODES:
+        raise ConfigError(f"{where}: unknown mode {c.mode!r}; use one of {', '.join(MODES)}")
+    if c.split not in ("search", "heldout"):
+        raise ConfigError(f"{where}: split must be search or heldout, got {c.split!r}")
+    if not c.objectives:
+        raise ConfigError(f"{where}: objectives names no objective")
+    if len(set(c.objectives)) != len(c.objectives):
+        raise ConfigError(f"{where}: objectives names one twice: {list(c.objectives)}")
+    for extra in c.extra_objectives:
+        if extra not in ("fixed_point", *COST_OBJECTIVES):
+            raise ConfigError(f"{where}: extra_objectives may hold fixed_point and added_layers, got {extra!r}")
+    if "fixed_point" in c.objectives:
+        raise ConfigError(f"{where}: fixed_point is an extra objective (extra_objectives), not a probe")
+    if isinstance(c.trials, int) and c.trials < 1:
+        raise ConfigError(f"{where}: trials must be at least 1")
+    if isinstance(c.limit, int) and c.limit < 0:
+        raise ConfigError(f"{where}: limit must be 0 (all items) or more")
+    s = c.space
+    if s.max_blocks < 1:
+        raise ConfigError(f"{where}: space.max_blocks must be at least 1")
+    if not 1 <= s.width[0] <= s.width[1]:
+        raise ConfigError(f"{where}: space.width must be [low, high] with 1 <= low <= high, got {list(s.width)}")
+    if not 1 <= s.extra_passes[0] <= s.extra_passes[1]:
+        raise ConfigError(f"{where}: space.extra_passes must be [low, high] with 1 <= low <= high, got {list(s.extra_passes)}")
+    if s.max_added_layers < s.width[0] * s.extra_passes[0]:
+        raise ConfigError(
+            f"{where}: space.max_added_layers ({s.max_added_layers}) is below the smallest block "
+            f"(width {s.width[0]} x {s.extra_passes[0]} extra pass): no schedule fits"
+        )
+    if c.sampler == "grid" and (s.max_blocks != 1 or s.extra_passes != (1, 1)):
+        raise ConfigError(
+            f"{where}: the grid sampler sweeps single blocks run twice (the (i, j) grid); "
+            "set space.max_blocks = 1 and space.extra_passes = [1, 1]"
+        )
+    if c.screen.max_kl <= 0 or c.screen.max_contraction <= 0:
+        raise ConfigError(f"{where}: screen thresholds must be positive")
+    return c
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None) -> StudyConfig:
+    """Read a study config (default: studies/default.toml) and apply CLI overrides on top."""
+    file = Path(path) if path else default_config_path()
+    if not file.is_file():
+        raise ConfigError(f"study config {file} does not exist")
+    try:
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: not valid TOML ({exc})") from None
+    _build(str(file), data)  # the file alone must be valid
+    merged = {**data, **{k: v for k, v in (overrides or {}).items() if v is not None}}
+    return _build(f"{file} with command-line options", merged)
+
+
+def config_from_dict(data: dict[str, Any], where: str = "stored config") -> StudyConfig:
+    return _build(where, data)

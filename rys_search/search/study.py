@@ -1,0 +1,425 @@
+"""A study: Optuna proposes schedules, objectives score them, MLflow records every trial.
+
+    >>> summary = run_study(config)            # config from load_config(...); resumes if stored
+    >>> rows = pareto_rows(open_study(config, create=False))
+
+Each trial: suggest a schedule (define-by-run), refuse a duplicate, run the fixed-point screen
+(a schedule that fails it is pruned with its reason, without paying for the probes), score the
+probes, and record scores, intervals and paired changes against the unmodified model as trial
+attributes; a callback then logs the finished trial to MLflow and updates the progress line.
+`trials` counts finished trials (complete or pruned) in all, so running the same command again
+resumes and stops at the same total.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import UserError
+from ..schedule import LayerSchedule
+from .config import ConfigError, StudyConfig, config_from_dict
+
+__all__ = ["StudyRunner", "open_study", "pareto_rows", "run_study", "storage_for"]
+
+log = logging.getLogger(__name__)
+FINISHED = ("COMPLETE", "PRUNED")
+MAX_CONSECUTIVE_FAILURES = 3
+
+
+def storage_for(url: str):
+    """An Optuna storage for url; RDB storages get a heartbeat so a killed worker's trials fail over."""
+    import optuna
+
+    if url.startswith(("sqlite:", "postgresql", "mysql")):
+        try:
+            return optuna.storages.RDBStorage(url, heartbeat_interval=10, grace_period=30)
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"cannot open storage {url}: {first}") from None
+    return url
+
+
+def make_sampler(config: StudyConfig, grid: list[str] | None = None):
+    import optuna
+
+    import warnings
+
+    seed, name = config.seed, config.sampler
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    if name == "nsga3":
+        return optuna.samplers.NSGAIIISampler(seed=seed)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed, warn_independent_sampling=False)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "grid":
+        from .space import GRID_PARAM
+
+        return optuna.samplers.GridSampler({GRID_PARAM: grid}, seed=seed)
+    raise ConfigError(f"unknown sampler {name!r}")
+
+
+def open_study(config: StudyConfig, create: bool = True, grid: list[str] | None = None):
+    """The stored study of this name, or a new one; a stored one must measure the same things."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = storage_for(config.storage_url())
+    sampler = make_sampler(config, grid) if create else None
+    names = {s.study_name for s in optuna.get_all_study_summaries(storage)} if create else None
+    try:
+        if create and config.name not in names:
+            study = optuna.create_study(study_name=config.name, storage=storage, sampler=sampler,
+                                        directions=config.directions())
+            study.set_user_attr("config", config.to_dict())
+            study.set_user_attr("objectives", config.objective_names())
+            return study
+        study = optuna.load_study(study_name=config.name, storage=storage, sampler=sampler)
+    except KeyError:
+        raise UserError(f"no study named {config.name!r} in {config.storage_url()}") from None
+    stored = study.user_attrs.get("config")
+    if create and stored:
+        differences = [k for k in StudyConfig.SEARCH_DEFINING if stored.get(k) != config.to_dict().get(k)]
+        if differences:
+            raise ConfigError(
+                f"study {config.name!r} was created with other settings for {', '.join(differences)}; "
+                "run it with those, or start a new study with --study NAME"
+            )
+    return study
+
+
+def stored_config(study) -> StudyConfig:
+    data = study.user_attrs.get("config")
+    if not data:
+        raise UserError(f"study {study.study_name!r} has no stored rys-search config")
+    return config_from_dict(data, where=f"study {study.study_name!r}")
+
+
+def finished_count(study) -> int:
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+
+@dataclass
+class Timings:
+    load: float = 0.0
+    evaluation: float = 0.0  # objectives, inside trials
+    tracking: float = 0.0  # MLflow, all of it
+    trial_tracking: float = 0.0  # MLflow, inside the optimisation loop
+    optimize: float = 0.0  # the whole loop
+    trials: int = 0
+
+    def sampler(self) -> float:
+        """Loop time that is neither evaluation nor tracking: Optuna's sampler and storage."""
+        return max(0.0, self.optimize - self.evaluation - self.trial_tracking)
+
+
+@dataclass
+class StudyRunner:
+    config: StudyConfig
+    loaded: Any
+    study: Any
+    tracker: Any = None
+    parent_run: str | None = None
+    progress: Any = None
+    timings: Timings = field(default_factory=Timings)
+
+    def __post_init__(self) -> None:
+        from ..scoring import get_objective
+
+        self.n_layers = self.loaded.n_layers
+        self.period = self.loaded.family.repeat_period
+        self.limit = self.config.item_limit()
+        self.probes = {n: get_objective(n, mode=self.config.mode, suites=list(self.config.suites)) for n in self.config.objectives}
+        self.fixed_point = get_objective("fixed_point")
+        self.baseline: dict[str, Any] = {}
+        self.items: dict[int, dict[str, Any]] = {}
+        self.consecutive_failures = 0
+        self.seen = {}
+        for t in self.study.get_trials(deepcopy=False):
+            key = t.user_attrs.get("schedule")
+            if key and t.state.name in FINISHED and "duplicate_of" not in t.user_attrs:
+                self.seen.setdefault(key, t.number)
+        self.grid = None
+        if self.config.sampler == "grid":
+            from .space import grid_pairs
+
+            self.grid = grid_pairs(self.n_layers, self.config.space, self.period)
+
+    # ---- one trial ---------------------------------------------------------------------
+
+    def suggest(self, trial) -> LayerSchedule:
+        from .space import suggest_grid, suggest_schedule
+
+        if self.grid is not None:
+            return suggest_grid(trial, self.n_layers, self.grid)
+        return suggest_schedule(trial, self.n_layers, self.config.space, self.period)
+
+    def _baseline(self, name: str):
+        if name not in self.baseline:
+            objective = self.probes[name]
+            self.baseline[name] = objective.evaluate(
+                self.loaded, LayerSchedule.identity(self.n_layers), split=self.config.split, limit=self.limit
+            )
+        return self.baseline[name]
+
+    def __call__(self, trial) -> list[float]:
+        import optuna
+
+        from ..scoring import paired_change
+
+        schedule = self.suggest(trial)
+        key = str(schedule)
+        blocks = schedule.blocks(self.n_layers) or ()
+        trial.set_user_attr("schedule", key)
+        trial.set_user_attr("blocks", ",".join(str(b) for b in blocks) or "none")
+        trial.set_user_attr("added_layers", schedule.added_layers(self.n_layers))
+        first = self.seen.get(key)
+        if first is not None and first != trial.number:
+            trial.set_user_attr("duplicate_of", first)
+            trial.set_user_attr("pruned_reason", f"duplicate of trial {first}")
+            raise optuna.TrialPruned(f"duplicate of trial {first}")
+        self.seen[key] = trial.number
+        start = time.perf_counter()
+        tokens = 0
+        items: dict[str, Any] = {}
+        try:
+            fp = None
+            if self.config.screen.enabled or "fixed_point" in self.config.extra_objectives:
+                fp = self.fixed_point.evaluate(self.loaded, schedule)
+                tokens += fp.tokens
+                items["fixed_point"] = fp.items
+                trial.set_user_attr("fixed_point", {"score": fp.score, "interval": list(fp.interval), **fp.metrics})
+                reason = self._screen(fp)
+                if reason:
+                    trial.set_user_attr("pruned_reason", reason)
+                    raise optuna.TrialPruned(reason)
+            values = []
+            scores = {}
+            for name, objective in self.probes.items():
+                result = objective.evaluate(self.loaded, schedule, split=self.config.split, limit=self.limit)
+                if schedule.is_identity(self.n_layers):
+                    self.baseline.setdefault(name, result)
+                change, lo, hi = paired_change(result, self._baseline(name))
+                tokens += result.tokens
+                items[name] = result.items
+                scores[name] = {"score": result.score, "interval": list(result.interval), "noise": result.noise,
+                                "change": change, "change_interval": [lo, hi], "seconds": result.seconds}
+                values.append(result.score)
+            trial.set_user_attr("scores", scores)
+            if "fixed_point" in self.config.extra_objectives:
+                values.append(fp.score)
+            if "added_layers" in self.config.extra_objectives:
+                values.append(float(schedule.added_layers(self.n_layers)))
+            return values
+        finally:
+            seconds = time.perf_counter() - start
+            self.timings.evaluation += seconds
+            trial.set_user_attr("seconds", seconds)
+            trial.set_user_attr("tokens", tokens)
+            self.items[trial.number] = items
+
+    def _screen(self, fp) -> str | None:
+        screen = self.config.screen
+        if fp.metrics.get("kl", 0.0) > screen.max_kl:
+            return f"fixed-point screen: next-token KL {fp.metrics['kl']:.3f} > {screen.max_kl}"
+        for key, value in fp.metrics.items():
+            if key.endswith("_contraction") and value > screen.max_contraction:
+                return f"fixed-point screen: {key.split('_')[0]} contraction {value:.2f} > {screen.max_contraction}"
+        return None
+
+    # ---- after each trial ---------------------------------------------------------------
+
+    def on_finished(self, study, trial) -> None:
+        from optuna.trial import TrialState
+
+        self.timings.trials += 1
+        if trial.state == TrialState.FAIL:
+            self.consecutive_failures += 1
+            if self.consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
+                log.error("stopping: %d trials failed in a row", self.consecutive_failures)
+                study.stop()
+        else:
+            self.consecutive_failures = 0
+        start = time.perf_counter()
+        if self.tracker is not None:
+            self.tracker.trial_run(
+                self.parent_run, self.config.name, trial.number, trial.state.name,
+                params=trial_params(trial, self.config), metrics=trial_metrics(trial),
+                tags={"rys.pruned_reason": trial.user_attrs.get("pruned_reason", "")},
+                items=self.items.pop(trial.number, None),
+                status="FAILED" if trial.state == TrialState.FAIL else "FINISHED",
+            )
+        self.timings.tracking += time.perf_counter() - start
+        self.timings.trial_tracking += time.perf_counter() - start
+        if finished_count(study) >= self.config.trials:
+            study.stop()
+        if self.progress is not None:
+            self.progress.update(study, trial, self)
+
+
+def trial_params(trial, config: StudyConfig) -> dict[str, Any]:
+    attrs = trial.user_attrs
+    return {"schedule": attrs.get("schedule", ""), "blocks": attrs.get("blocks", ""),
+            "added_layers": attrs.get("added_layers", 0), "sampler": config.sampler,
+            **{f"optuna.{k}": v for k, v in trial.params.items()}}
+
+
+def trial_metrics(trial) -> dict[str, float]:
+    attrs = trial.user_attrs
+    metrics: dict[str, float] = {"seconds": attrs.get("seconds", 0.0)}
+    if attrs.get("seconds"):
+        metrics["tokens_per_second"] = attrs.get("tokens", 0) / attrs["seconds"]
+    for name, s in attrs.get("scores", {}).items():
+        metrics[name] = s["score"]
+        metrics[f"{name}_lo"], metrics[f"{name}_hi"] = s["interval"]
+        metrics[f"{name}_noise"] = s["noise"]
+        metrics[f"{name}_change"] = s["change"]
+        metrics[f"{name}_change_lo"], metrics[f"{name}_change_hi"] = s["change_interval"]
+    for key, value in attrs.get("fixed_point", {}).items():
+        if isinstance(value, (int, float)):
+            metrics[f"fixed_point_{key}"] = float(value)
+    return metrics
+
+
+def pareto_rows(study) -> list[dict[str, Any]]:
+    """The Pareto set across the study's objectives: schedule, scores, intervals, changes, noise."""
+    names = study.user_attrs.get("objectives") or [f"objective{k}" for k in range(len(study.directions))]
+    heldout = study.user_attrs.get("heldout") or {}
+    rows = []
+    for trial in sorted(study.best_trials, key=lambda t: t.number):
+        scores = trial.user_attrs.get("scores", {})
+        row: dict[str, Any] = {"trial": trial.number, "schedule": trial.user_attrs.get("schedule", ""),
+                               "added_layers": trial.user_attrs.get("added_layers", 0)}
+        real_gain = False
+        for name, value in zip(names, trial.values):
+            row[name] = value
+            s = scores.get(name)
+            if s:
+                row[f"{name}_interval"] = s["interval"]
+                row[f"{name}_change"] = s["change"]
+                row[f"{name}_change_interval"] = s["change_interval"]
+                real_gain |= s["change_interval"][0] > 0
+        row["within_noise"] = not real_gain
+        if row["schedule"] in heldout:
+            row["heldout"] = heldout[row["schedule"]]
+        rows.append(row)
+    return rows
+
+
+def run_study(config: StudyConfig, loaded: Any = None, progress: bool = True, out: Any = None) -> dict[str, Any]:
+    """Run (or resume) the study until it has config.trials finished trials; return a summary."""
+    import optuna
+
+    from ..loading import load_model
+    from ..tracking import Tracker, ui_command
+    from .progress import Progress
+
+    started = time.perf_counter()
+    timings = Timings()
+    if loaded is None:
+        t0 = time.perf_counter()
+        device = None if config.device == "auto" else config.device
+        dtype = None if config.dtype == "auto" else config.dtype
+        loaded = load_model(config.model, device=device, dtype=dtype)
+        timings.load = time.perf_counter() - t0
+    config = config.resolve(loaded.device.type == "cuda")
+    from .space import grid_pairs
+
+    grid = grid_pairs(loaded.n_layers, config.space, loaded.family.repeat_period) if config.sampler == "grid" else None
+    study = open_study(config, grid=grid)
+    t0 = time.perf_counter()
+    tracker = Tracker(config.tracking_location())
+    parent = tracker.study_run(config.name, config.to_dict(), study.user_attrs.get("mlflow_parent_run"))
+    study.set_user_attr("mlflow_parent_run", parent)
+    study.set_user_attr("tracking_uri", config.tracking_location())
+    timings.tracking += time.perf_counter() - t0
+    if not study.trials:
+        from .space import GRID_PARAM, UNMODIFIED
+
+        study.enqueue_trial({GRID_PARAM: "none"} if grid is not None else UNMODIFIED)
+    runner = StudyRunner(config, loaded, study, tracker, parent, timings=timings)
+    done = finished_count(study)
+    if progress:
+        runner.progress = Progress(config, done, out=out)
+    status = "already complete"
+    if done < config.trials:
+        t0 = time.perf_counter()
+        study.optimize(runner, callbacks=[runner.on_finished], catch=(Exception,), gc_after_trial=False)
+        timings.optimize = time.perf_counter() - t0
+        status = "complete" if finished_count(study) >= config.trials else "stopped"
+    if runner.progress is not None:
+        runner.progress.close()
+    rows = pareto_rows(study)
+    t0 = time.perf_counter()
+    from .plots import study_figures
+
+    figures = study_figures(study, config, loaded.n_layers)
+    tracker.close_study(parent, rows, figures, {"finished_trials": finished_count(study), "pareto_size": len(rows)})
+    for figure in figures.values():
+        import matplotlib.pyplot as plt
+
+        plt.close(figure)
+    timings.tracking += time.perf_counter() - t0
+    return {
+        "study": config.name,
+        "status": status,
+        "finished_trials": finished_count(study),
+        "trials_target": config.trials,
+        "pareto": rows,
+        "storage": config.storage_url(),
+        "tracking_uri": config.tracking_location(),
+        "mlflow_ui": ui_command(config.tracking_location()),
+        "seconds": {"load": timings.load, "evaluation": timings.evaluation, "sampler": timings.sampler(),
+                    "tracking": timings.tracking, "total": time.perf_counter() - started},
+        "config": config.to_dict(),
+    }
+
+
+def list_studies(storage: str | None = None) -> list[dict[str, Any]]:
+    """Every study in storage, or in each studies/*.db when no storage is named."""
+    import optuna
+    from pathlib import Path
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    urls = [storage] if storage else [f"sqlite:///{p.resolve()}" for p in sorted(Path("studies").glob("*.db"))]
+    rows = []
+    for url in urls:
+        for summary in optuna.get_all_study_summaries(storage_for(url), include_best_trial=False):
+            study = optuna.load_study(study_name=summary.study_name, storage=storage_for(url))
+            rows.append({"study": summary.study_name, "trials": summary.n_trials, "finished": finished_count(study),
+                         "started": summary.datetime_start, "storage": url})
+    return rows
+
+
+def study_status(config: StudyConfig) -> dict[str, Any]:
+    from collections import Counter
+
+    from ..tracking import ui_command
+
+    study = open_study(config, create=False)
+    stored = stored_config(study)
+    states = Counter(t.state.name for t in study.get_trials(deepcopy=False))
+    names = study.user_attrs.get("objectives", [])
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE" and t.values]
+    best = {}
+    for k, (name, direction) in enumerate(zip(names, study.directions)):
+        if complete:
+            pick = (max if direction.name == "MAXIMIZE" else min)(complete, key=lambda t: t.values[k])
+            best[name] = {"value": pick.values[k], "trial": pick.number, "schedule": pick.user_attrs.get("schedule")}
+    rows = pareto_rows(study) if complete else []
+    uri = study.user_attrs.get("tracking_uri")
+    return {
+        "study": study.study_name, "storage": config.storage_url(), "model": stored.model, "sampler": stored.sampler,
+        "objectives": names, "finished": finished_count(study), "target": stored.trials, "states": dict(states),
+        "best": best, "pareto_size": len(rows), "real_gains": sum(not r["within_noise"] for r in rows),
+        "mlflow_parent_run": study.user_attrs.get("mlflow_parent_run"), "mlflow_ui": ui_command(uri) if uri else None,
+    }

@@ -1,0 +1,150 @@
+"""MLflow tracking: one parent run per study, one nested run per trial. The only module importing mlflow.
+
+    >>> tracker = Tracker(config.tracking_location())
+    >>> parent = tracker.study_run("default", resolved_config, existing=None)
+    >>> tracker.trial_run(parent, trial_number=3, state="COMPLETE", params=..., metrics=..., tags=..., items=...)
+    >>> tracker.close_study(parent, pareto_table, figures)
+
+With the default SQLite backend (mlruns/mlflow.db) the artifacts are kept in mlruns/artifacts.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["EXPERIMENT", "Tracker", "ui_command"]
+
+EXPERIMENT = "rys-search"
+log = logging.getLogger(__name__)
+
+
+def _artifact_root(uri: str) -> str | None:
+    if uri.startswith("sqlite:///"):
+        db = Path(uri.removeprefix("sqlite:///"))
+        root = db.parent / "artifacts"
+        root.mkdir(parents=True, exist_ok=True)
+        return root.resolve().as_uri()
+    return None  # a tracking server decides where artifacts go
+
+
+def ui_command(uri: str) -> str:
+    return f"mlflow ui --backend-store-uri {uri}"
+
+
+class Tracker:
+    def __init__(self, uri: str):
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+        from mlflow.tracking import MlflowClient
+
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+        experiment = self.client.get_experiment_by_name(EXPERIMENT)
+        self.experiment_id = (
+            experiment.experiment_id
+            if experiment is not None
+            else self.client.create_experiment(EXPERIMENT, artifact_location=_artifact_root(uri))
+        )
+
+    # ---- study ------------------------------------------------------------------------
+
+    def study_run(self, study: str, config: dict[str, Any], existing: str | None = None) -> str:
+        """The study's parent run: the stored one when resuming, else a new one."""
+        if existing:
+            try:
+                run = self.client.get_run(existing)
+                if run.info.status != "RUNNING":
+                    self.client.update_run(existing, status="RUNNING")
+                return existing
+            except Exception:
+                log.warning("parent run %s of study %s is gone; starting a new one", existing, study)
+        run = self.client.create_run(self.experiment_id, run_name=study, tags={"rys.study": study, "rys.kind": "study"})
+        run_id = run.info.run_id
+        flat = _flatten(config)
+        self._batch(run_id, params={k: v for k, v in flat.items()})
+        self.client.log_dict(run_id, config, "config.json")
+        return run_id
+
+    def close_study(self, run_id: str, pareto: list[dict[str, Any]], figures: dict[str, Any], metrics: dict[str, float]) -> None:
+        self.client.log_dict(run_id, {"pareto": pareto}, "pareto.json")
+        self.client.log_text(run_id, _markdown_table(pareto), "pareto.md")
+        for name, figure in figures.items():
+            self.client.log_figure(run_id, figure, name)
+        self._batch(run_id, metrics=metrics)
+        self.client.set_terminated(run_id, status="FINISHED")
+
+    # ---- trials -----------------------------------------------------------------------
+
+    def trial_run(
+        self,
+        parent: str,
+        study: str,
+        trial_number: int,
+        state: str,
+        params: dict[str, Any],
+        metrics: dict[str, float],
+        tags: dict[str, str],
+        items: dict[str, Any] | None,
+        status: str = "FINISHED",
+    ) -> str:
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"{study} trial {trial_number}",
+            tags={"mlflow.parentRunId": parent, "rys.study": study, "rys.trial": str(trial_number),
+                  "rys.state": state, "rys.kind": "trial", **tags},
+        )
+        run_id = run.info.run_id
+        self._batch(run_id, params=params, metrics=metrics)
+        if items:
+            self.client.log_dict(run_id, items, "items.json")
+        self.client.set_terminated(run_id, status=status)
+        return run_id
+
+    def trial_runs(self, study: str) -> list[Any]:
+        """Every trial run of a study (any status)."""
+        runs, token = [], None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment_id], filter_string=f"tags.`rys.study` = '{study}' and tags.`rys.kind` = 'trial'",
+                max_results=1000, page_token=token,
+            )
+            runs += list(page)
+            token = page.token
+            if not token:
+                return runs
+
+    def _batch(self, run_id: str, params: dict[str, Any] | None = None, metrics: dict[str, float] | None = None) -> None:
+        from mlflow.entities import Metric, Param
+
+        now = int(time.time() * 1000)
+        ps = [Param(k, str(v)[:6000]) for k, v in (params or {}).items()]
+        ms = [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items() if v is not None and math.isfinite(float(v))]
+        for at in range(0, max(len(ps), len(ms)), 100):  # the store takes at most 100 params per call
+            self.client.log_batch(run_id, metrics=ms[at : at + 100], params=ps[at : at + 100])
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _markdown_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "(empty Pareto front)\n"
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    for row in rows:
+        lines.append("| " + " | ".join(f"{row[k]:.2f}" if isinstance(row[k], float) else str(row[k]) for k in keys) + " |")
+    return "\n".join(lines) + "\n"
