@@ -79,11 +79,44 @@ def _check(requests: Sequence[Request]) -> None:
                 raise ValueError(f"target position {p} lies inside the shared prefix of {req.prefix} tokens")
 
 
-def _pick(logprobs, top, row: int, j: int, wanted: Sequence[int]) -> tuple[np.ndarray, int]:
-    import torch
+class _Picker:
+    """Collects (row, position, tokens) picks from one batch's log-probs and reads them all in
+    one gather and one device-to-host copy, instead of one small copy per target."""
 
-    index = torch.as_tensor(list(wanted), dtype=torch.long, device=logprobs.device)
-    return logprobs[row, j, index].cpu().numpy().astype(np.float64), int(top[row, j])
+    def __init__(self) -> None:
+        self.rows: list[int] = []
+        self.cols: list[int] = []
+        self.tokens: list[int] = []
+        self.spans: list[tuple[int, int, int, int, Any]] = []  # (start, stop, row, col, put)
+
+    def add(self, row: int, col: int, wanted: Sequence[int], put) -> None:
+        start = len(self.tokens)
+        self.rows += [row] * len(wanted)
+        self.cols += [col] * len(wanted)
+        self.tokens += list(wanted)
+        self.spans.append((start, len(self.tokens), row, col, put))
+
+    def read(self, logprobs) -> None:
+        import torch
+
+        if not self.spans:
+            return
+        dev = logprobs.device
+        rows = torch.as_tensor(self.rows, dtype=torch.long, device=dev)
+        cols = torch.as_tensor(self.cols, dtype=torch.long, device=dev)
+        toks = torch.as_tensor(self.tokens, dtype=torch.long, device=dev)
+        values = logprobs[rows, cols, toks].double().cpu().numpy()
+        at = torch.as_tensor([[r, c] for _, _, r, c, _ in self.spans], dtype=torch.long, device=dev)
+        tops = logprobs[at[:, 0], at[:, 1]].argmax(dim=-1).cpu().tolist()
+        for (start, stop, _, _, put), top in zip(self.spans, tops):
+            put((values[start:stop], int(top)))
+
+
+def _setter(slots: list, k: int):
+    def put(value) -> None:
+        slots[k] = value
+
+    return put
 
 
 def token_logprobs(
@@ -125,11 +158,14 @@ def _score_whole(loaded, requests, indices, budget, results) -> int:
             logits = loaded.model(input_ids=ids, attention_mask=mask, position_ids=positions,
                                   logits_to_keep=width - first, use_cache=False).logits
         logprobs = torch.log_softmax(logits.float(), dim=-1)
-        top = logprobs.argmax(dim=-1).cpu()
         tokens += int(mask.sum())
+        picker = _Picker()
         for row, i in enumerate(batch):
             shift = width - len(requests[i].ids) - first
-            results[i] = [_pick(logprobs, top, row, p - 1 + shift, wanted) for p, wanted in requests[i].targets]
+            results[i] = [None] * len(requests[i].targets)
+            for k, (p, wanted) in enumerate(requests[i].targets):
+                picker.add(row, p - 1 + shift, wanted, _setter(results[i], k))
+        picker.read(logprobs)
         del logits, logprobs
     return tokens
 
@@ -156,7 +192,6 @@ def _score_shared(loaded, requests, groups, budget, results) -> int:
             out = loaded.model(input_ids=ids, attention_mask=mask, position_ids=positions,
                                logits_to_keep=1, use_cache=True)
         last = torch.log_softmax(out.logits.float(), dim=-1)  # (prefixes, 1, vocab)
-        last_top = last.argmax(dim=-1).cpu()
         cache = out.past_key_values
         tokens += int(mask.sum())
         members = [(row, i) for row, c in enumerate(chunk) for i in groups[prefixes[c]]]
@@ -164,11 +199,13 @@ def _score_shared(loaded, requests, groups, budget, results) -> int:
         per_batch = max(1, budget // (width + max(rest, 1)))
         for at in range(0, len(members), per_batch):
             part = members[at : at + per_batch]
+            picker = _Picker()
             for row, i in part:  # the target right after the prompt comes from the prompt's last logits
                 results[i] = [None] * len(requests[i].targets)
                 for k, (p, w) in enumerate(requests[i].targets):
                     if p == requests[i].prefix:
-                        results[i][k] = _pick(last, last_top, row, 0, w)
+                        picker.add(row, 0, w, _setter(results[i], k))
+            picker.read(last)
             # only the tokens some target after the prompt needs: those before the last target
             tails = [list(requests[i].ids[requests[i].prefix : max(p for p, _ in requests[i].targets)]) for _, i in part]
             if not any(tails):
@@ -193,13 +230,14 @@ def _score_shared(loaded, requests, groups, budget, results) -> int:
                     use_cache=True,
                 ).logits
             logprobs = torch.log_softmax(logits.float(), dim=-1)
-            top = logprobs.argmax(dim=-1).cpu()
             tokens += int(tail_mask.sum())
+            picker = _Picker()
             for r, (_, i) in enumerate(part):
                 prefix = requests[i].prefix
                 for k, (p, w) in enumerate(requests[i].targets):
                     if p > prefix:
-                        results[i][k] = _pick(logprobs, top, r, p - 1 - prefix, w)
+                        picker.add(r, p - 1 - prefix, w, _setter(results[i], k))
+            picker.read(logprobs)
             del logits, logprobs
         del cache, out, last
     return tokens

@@ -1,0 +1,45 @@
+"""The benchmark scripts' own arithmetic (the figures they print depend on it)."""
+
+import importlib.util
+import itertools
+from pathlib import Path
+
+import numpy as np
+
+
+def load(name):
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def monte_carlo_hv(points, ref, n=200_000, seed=0):
+    rng = np.random.default_rng(seed)
+    points = np.array(points)
+    top = points.max(axis=0)
+    samples = rng.uniform(ref, top, size=(n, len(ref)))
+    dominated = (samples[:, None, :] <= points[None, :, :]).all(axis=2).any(axis=1)
+    return dominated.mean() * np.prod(top - np.array(ref))
+
+
+def test_hypervolume_by_hand_and_against_sampling():
+    hv = load("search_efficiency").hypervolume
+    assert hv([(2.0, 3.0)], (0.0, 0.0)) == 6.0
+    assert hv([(2.0, 1.0), (1.0, 2.0)], (0.0, 0.0)) == 3.0
+    assert hv([(1.0, 1.0, 1.0)], (0.0, 0.0, 0.0)) == 1.0
+    assert hv([(-1.0, 5.0, 5.0)], (0.0, 0.0, 0.0)) == 0.0  # below the reference in one objective
+    rng = np.random.default_rng(1)
+    points = [tuple(p) for p in rng.uniform(0, 1, size=(12, 3))]
+    exact = hv(points, (0.0, 0.0, 0.0))
+    assert abs(exact - monte_carlo_hv(points, (0.0, 0.0, 0.0))) < 0.01
+    for a, b in itertools.combinations(points, 2):  # adding points never lowers it
+        assert hv([a, b], (0, 0, 0)) >= max(hv([a], (0, 0, 0)), hv([b], (0, 0, 0))) - 1e-12
+
+
+def test_random_schedules_of_the_speed_benchmark_are_valid():
+    speed = load("objectives_speed")
+    for schedule in speed.random_schedules(36, 20, seed=4):
+        blocks = schedule.blocks(36)
+        assert blocks and all(3 <= b.width <= 8 for b in blocks)
