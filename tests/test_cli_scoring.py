@@ -96,4 +96,7 @@ def test_validate_bad_bench_arguments(tiny_folder, tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "q", "answer": "#### 1"}\nnot json\n')
     assert main(["validate", "--model", tiny_folder, "--bench", f"gsm8k={bad}"]) == 2
-    assert "bad.jsonl:2: expected a JSON object" in capsys.readouterr().err
+    assert "bad.jsonl:2: not valid JSON" in capsys.readouterr().err
+    bad.write_text('{"question": "q", "answer": "#### 1"}\n{"question": "q"}\n')
+    assert main(["validate", "--model", tiny_folder, "--bench", f"gsm8k={bad}"]) == 2
+    assert "bad.jsonl:2: expected a JSON object with question and answer" in capsys.readouterr().err

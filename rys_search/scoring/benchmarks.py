@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import UserError
 from .probes import ProbeObjective
-from .suites import Item
+from .suites import Item, read_jsonl
 
 __all__ = ["BENCHMARKS", "read_benchmark"]
 
@@ -46,23 +46,16 @@ def _load_json(path: Path) -> Any:
 
 
 def gsm8k_items(path: Path) -> list[Item]:
-    if not path.is_file():
-        raise BenchmarkError(f"benchmark file {path} does not exist")
     items = []
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                raw = json.loads(line)
-                question, solution = raw["question"], raw["answer"]
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise BenchmarkError(f"{path}:{number}: expected a JSON object with question and answer") from None
-            final = solution.rsplit("####", 1)[-1].strip().replace(",", "")
-            if not re.fullmatch(r"-?\d+", final):
-                continue  # GSM8K answers are whole numbers; skip anything else rather than guess
-            prompt = GSM8K_PROMPT.replace("{question}", question)
-            items.append(Item(id=f"gsm8k-{number:04d}", split="all", scorer="number", prompt=prompt, answer=final))
+    for number, raw in read_jsonl(path, BenchmarkError):
+        question, solution = raw.get("question"), raw.get("answer")
+        if not isinstance(question, str) or not isinstance(solution, str):
+            raise BenchmarkError(f"{path}:{number}: expected a JSON object with question and answer")
+        final = solution.rsplit("####", 1)[-1].strip().replace(",", "")
+        if not re.fullmatch(r"-?\d+", final):
+            continue  # GSM8K answers are whole numbers; skip anything else rather than guess
+        prompt = GSM8K_PROMPT.replace("{question}", question)
+        items.append(Item(id=f"gsm8k-{number:04d}", split="all", scorer="number", prompt=prompt, answer=final))
     return items
 
 

@@ -24,7 +24,7 @@ from typing import Any, Iterator
 from ..errors import UserError
 from .generators import GENERATORS
 
-__all__ = ["Item", "Suite", "SuiteError", "builtin_dir", "load_suites", "render"]
+__all__ = ["Item", "Suite", "SuiteError", "builtin_dir", "load_suites", "read_jsonl", "render"]
 
 SPLITS = ("search", "heldout")
 SCORERS = ("digits", "number", "choice", "eq")
@@ -140,9 +140,11 @@ def _make_item(suite: Suite, raw: dict[str, Any], where: str, default_id: str) -
     )
 
 
-def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def read_jsonl(path: Path, error: type[UserError] | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line; anything else is an error naming file and line."""
+    error = error or SuiteError
     if not path.is_file():
-        raise SuiteError(f"item file {path} does not exist")
+        raise error(f"item file {path} does not exist")
     with path.open(encoding="utf-8") as f:
         for number, line in enumerate(f, start=1):
             if not line.strip():
@@ -150,9 +152,9 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             try:
                 raw = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise SuiteError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+                raise error(f"{path}:{number}: not valid JSON ({exc.msg})") from None
             if not isinstance(raw, dict):
-                raise SuiteError(f"{path}:{number}: each line must be a JSON object")
+                raise error(f"{path}:{number}: each line must be a JSON object")
             yield number, raw
 
 
@@ -180,7 +182,7 @@ def _items(suite: Suite) -> dict[str, tuple[Item, ...]]:
         path = suite.path.parent / suite.source
         ids: set[str] = set()
         prompts: dict[str, str] = {}
-        for number, raw in _read_jsonl(path):
+        for number, raw in read_jsonl(path):
             item = _make_item(suite, raw, f"{path}:{number}", f"{suite.name}-{number:04d}")
             if item.id in ids:
                 raise SuiteError(f"{path}:{number}: duplicate id {item.id!r}")
