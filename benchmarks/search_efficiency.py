@@ -112,7 +112,7 @@ def main() -> None:
 
             sampler = make_sampler(replace(config, sampler=sampler_name, seed=seed))
             study = optuna.create_study(directions=["maximize"] * 3, sampler=sampler)
-            study.enqueue_trial(UNMODIFIED)
+            study.enqueue_trial({}, user_attrs={UNMODIFIED: True})
             points, reached = [], None
             for number in range(args.max_trials):
                 trial = study.ask()

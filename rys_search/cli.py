@@ -142,10 +142,10 @@ def resolve_schedule(args: argparse.Namespace, n_layers: int):
     """The schedule named by --schedule or --rys, checked against the model's depth."""
     from .schedule import LayerSchedule, ScheduleError
 
-    if getattr(args, "rys", None):
+    if getattr(args, "rys", None) is not None:
         i, j = _rys_pair(args.rys)
         return LayerSchedule.rys(n_layers, i, j)
-    if getattr(args, "schedule", None):
+    if getattr(args, "schedule", None) is not None:  # an empty string is a mistake, not "no schedule"
         return LayerSchedule.parse(args.schedule, n_layers=n_layers)
     return LayerSchedule.identity(n_layers)
 
@@ -154,9 +154,9 @@ def _check_syntax(args: argparse.Namespace) -> None:
     """Refuse a malformed --schedule before paying for the model load."""
     from .schedule import LayerSchedule
 
-    if getattr(args, "schedule", None):
+    if getattr(args, "schedule", None) is not None:
         LayerSchedule.parse(args.schedule)
-    if getattr(args, "rys", None):
+    if getattr(args, "rys", None) is not None:
         _rys_pair(args.rys)
 
 
@@ -343,7 +343,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     summary = run_study(config)
     if args.json:
         print(json.dumps(summary, indent=1, default=str))
-        return 0
+        return 1 if summary["stopped_reason"] else 0
     _print_pareto(summary["pareto"], summary["config"]["objectives"])
     sec = summary["seconds"]
     print(f"study {summary['study']}: {summary['finished_trials']}/{summary['trials_target']} finished trials "
@@ -351,6 +351,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"time: load {sec['load']:.1f} s, evaluation {sec['evaluation']:.1f} s, sampler {sec['sampler']:.1f} s, "
           f"tracking {sec['tracking']:.1f} s, total {sec['total']:.1f} s")
     print(f"see every trial: {summary['mlflow_ui']}")
+    if summary["stopped_reason"]:
+        print(f"rys-search: stopped: {summary['stopped_reason']}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -65,6 +65,7 @@ class LoadedModel:
     dtype: Any
     load_seconds: float
     from_cache: bool | None  # GGUF only: whether the dequantized cache was used
+    token_budget: int | None = None  # tokens per scoring batch; None: the engine's default for the device
 
     @property
     def n_layers(self) -> int:

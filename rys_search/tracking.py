@@ -39,9 +39,11 @@ def ui_command(uri: str) -> str:
 class Tracker:
     def __init__(self, uri: str):
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        logging.getLogger("mlflow").setLevel(logging.WARNING)
-        logging.getLogger("alembic").setLevel(logging.WARNING)
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
         from mlflow.tracking import MlflowClient
+
+        for name in ("mlflow", "alembic"):  # mlflow sets its own level on import: quiet it after
+            logging.getLogger(name).setLevel(logging.WARNING)
 
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
@@ -81,30 +83,65 @@ class Tracker:
 
     # ---- trials -----------------------------------------------------------------------
 
-    def trial_run(
-        self,
-        parent: str,
-        study: str,
-        trial_number: int,
-        state: str,
-        params: dict[str, Any],
-        metrics: dict[str, float],
-        tags: dict[str, str],
-        items: dict[str, Any] | None,
-        status: str = "FINISHED",
-    ) -> str:
+    def open_trial_run(self, parent: str, study: str, trial_number: int, params: dict[str, Any]) -> str:
+        """A RUNNING run for a trial that starts now; close_trial_run finishes it."""
         run = self.client.create_run(
             self.experiment_id,
             run_name=f"{study} trial {trial_number}",
             tags={"mlflow.parentRunId": parent, "rys.study": study, "rys.trial": str(trial_number),
-                  "rys.state": state, "rys.kind": "trial", **tags},
+                  "rys.state": "RUNNING", "rys.kind": "trial"},
         )
-        run_id = run.info.run_id
-        self._batch(run_id, params=params, metrics=metrics)
+        self._batch(run.info.run_id, params=params)
+        return run.info.run_id
+
+    def close_trial_run(self, trial: Any, study: str, parent: str, items: dict[str, Any] | None = None) -> str:
+        """Log a finished trial's metrics, tags and items, and end its run with the trial's state."""
+        from .search.study import trial_metrics
+
+        run_id = trial.user_attrs.get("mlflow_run")
+        if run_id is None:  # a trial that never opened a run (it failed before): open one now
+            run_id = self.open_trial_run(parent, study, trial.number, {"schedule": trial.user_attrs.get("schedule", "")})
+        state = trial.state.name
+        reason = trial.user_attrs.get("pruned_reason") or trial.user_attrs.get("fail_reason") or ""
+        self._batch(run_id, metrics=trial_metrics(trial))
+        self.client.set_tag(run_id, "rys.state", state)
+        self.client.set_tag(run_id, "rys.reason", reason[:5000])
         if items:
             self.client.log_dict(run_id, items, "items.json")
-        self.client.set_terminated(run_id, status=status)
+        self.client.set_terminated(run_id, status="FAILED" if state == "FAIL" else "FINISHED")
         return run_id
+
+    def reconcile(self, study: Any, name: str, parent: str) -> dict[str, int]:
+        """Make MLflow agree with Optuna after a crash: one run per finished trial, in its state.
+
+        A run left RUNNING for a trial that has since finished (failed, by its stopped heartbeat)
+        is closed in that state; a finished trial without a run gets one; a second run for the
+        same trial is deleted. Runs of trials still running (another worker's) are left alone.
+        """
+        runs: dict[int, list[Any]] = {}
+        for run in self.trial_runs(name):
+            runs.setdefault(int(run.data.tags.get("rys.trial", -1)), []).append(run)
+        fixed = {"closed": 0, "created": 0, "deleted": 0}
+        for trial in study.get_trials(deepcopy=False):
+            if not trial.state.is_finished():
+                continue
+            want = "FAILED" if trial.state.name == "FAIL" else "FINISHED"
+            mine = runs.get(trial.number, [])
+            keep = next((r for r in mine if r.info.run_id == trial.user_attrs.get("mlflow_run")), None) or (mine[0] if mine else None)
+            if keep is None or keep.info.status != want or keep.data.tags.get("rys.state") != trial.state.name:
+                if keep is None:
+                    fixed["created"] += 1
+                else:
+                    fixed["closed"] += 1
+                    trial = _with_run(trial, keep.info.run_id)
+                self.close_trial_run(trial, name, parent)
+            for run in mine:
+                if keep is not None and run.info.run_id != keep.info.run_id:
+                    self.client.delete_run(run.info.run_id)
+                    fixed["deleted"] += 1
+        if any(fixed.values()):
+            log.warning("MLflow brought in line with the study after an interruption: %s", fixed)
+        return fixed
 
     def trial_runs(self, study: str) -> list[Any]:
         """Every trial run of a study (any status)."""
@@ -127,6 +164,15 @@ class Tracker:
         ms = [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items() if v is not None and math.isfinite(float(v))]
         for at in range(0, max(len(ps), len(ms)), 100):  # the store takes at most 100 params per call
             self.client.log_batch(run_id, metrics=ms[at : at + 100], params=ps[at : at + 100])
+
+
+def _with_run(trial: Any, run_id: str) -> Any:
+    """The frozen trial with its user attrs naming run_id (finished trials cannot be updated)."""
+    import copy
+
+    clone = copy.copy(trial)
+    clone._user_attrs = {**trial.user_attrs, "mlflow_run": run_id}
+    return clone
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

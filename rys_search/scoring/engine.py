@@ -128,7 +128,7 @@ def token_logprobs(
     prompt once and continue from its KV cache; the rest run whole.
     """
     _check(requests)
-    budget = token_budget or default_token_budget(loaded.device)
+    budget = token_budget or getattr(loaded, "token_budget", None) or default_token_budget(loaded.device)
     groups: dict[tuple[int, ...], list[int]] = {}
     for i, req in enumerate(requests):
         if req.prefix:
@@ -250,7 +250,7 @@ def greedy_generate(
     import torch
 
     model, tokenizer, device = loaded.model, loaded.tokenizer, loaded.device
-    budget = token_budget or default_token_budget(device)
+    budget = token_budget or getattr(loaded, "token_budget", None) or default_token_budget(device)
     pad = _pad_id(tokenizer)
     texts: list[str] = [""] * len(prompts)
     tokens = 0

@@ -71,7 +71,7 @@ class FixedPointObjective(Objective):
         boundaries = sorted({pos + k * width for pos, width, count in repeats for k in range(count + 1)})
         vocab = loaded.model.get_output_embeddings().weight.shape[0]
         cap = LOGIT_ELEMENTS.get(loaded.device.type, LOGIT_ELEMENTS["cpu"])
-        budget = max(max(len(s) for s in seqs), cap // vocab)
+        budget = max(max(len(s) for s in seqs), min(cap // vocab, getattr(loaded, "token_budget", None) or cap))
         pad = _pad_id(tokenizer)
         per_seq: list[dict[str, Any]] = [{} for _ in seqs]
         tokens = 0

@@ -4,8 +4,9 @@
 
 Blocks are proposed left to right, so they never overlap; each one's ranges shrink to what
 the layer region and the added-layer budget still allow, and a family's repeat period (from
-its data file) is honoured by stepping widths in multiples of it. `n_blocks = 0` is the
-unmodified model, which every study runs first. The grid sampler sweeps the RYS
+its data file) is honoured by stepping widths in multiples of it. The unmodified model is
+enqueued as trial 0 (marked by a user attribute, with no parameters); samplers propose one
+block or more. The grid sampler sweeps the RYS
 literature's (i, j) pairs instead: one block i..j-1, run twice.
 """
 
@@ -18,7 +19,7 @@ from .config import SearchSpace
 
 __all__ = ["UNMODIFIED", "grid_pairs", "suggest_schedule"]
 
-UNMODIFIED = {"n_blocks": 0}
+UNMODIFIED = "unmodified"  # user attr of the enqueued trial 0
 GRID_PARAM = "rys"
 
 
@@ -27,8 +28,10 @@ def _round_up(value: int, period: int) -> int:
 
 
 def suggest_schedule(trial: Any, n_layers: int, space: SearchSpace, period: int = 1) -> LayerSchedule:
+    if trial.user_attrs.get(UNMODIFIED):  # trial 0, enqueued: the unmodified model, no parameters
+        return LayerSchedule.identity(n_layers)
     first, last = space.resolved_region(n_layers)
-    n_blocks = trial.suggest_int("n_blocks", 0, space.max_blocks)
+    n_blocks = trial.suggest_int("n_blocks", 1, space.max_blocks)
     min_width = _round_up(space.width[0], period)
     blocks: list[Block] = []
     budget = space.max_added_layers

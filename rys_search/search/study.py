@@ -27,15 +27,24 @@ __all__ = ["StudyRunner", "open_study", "pareto_rows", "run_study", "storage_for
 log = logging.getLogger(__name__)
 FINISHED = ("COMPLETE", "PRUNED")
 MAX_CONSECUTIVE_FAILURES = 3
+OOM_RETRIES = 2
+HEARTBEAT, GRACE = 5, 10  # seconds: a trial whose worker is silent this long is failed
+
+
+def _out_of_memory(exc: Exception) -> bool:
+    return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
 
 
 def storage_for(url: str):
     """An Optuna storage for url; RDB storages get a heartbeat so a killed worker's trials fail over."""
+    import warnings
+
     import optuna
 
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     if url.startswith(("sqlite:", "postgresql", "mysql")):
         try:
-            return optuna.storages.RDBStorage(url, heartbeat_interval=10, grace_period=30)
+            return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT, grace_period=GRACE)
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UserError(f"cannot open storage {url}: {first}") from None
@@ -143,6 +152,7 @@ class StudyRunner:
         self.baseline: dict[str, Any] = {}
         self.items: dict[int, dict[str, Any]] = {}
         self.consecutive_failures = 0
+        self.stopped_reason: str | None = None
         self.seen = {}
         for t in self.study.get_trials(deepcopy=False):
             key = t.user_attrs.get("schedule")
@@ -174,14 +184,20 @@ class StudyRunner:
     def __call__(self, trial) -> list[float]:
         import optuna
 
-        from ..scoring import paired_change
-
         schedule = self.suggest(trial)
         key = str(schedule)
         blocks = schedule.blocks(self.n_layers) or ()
         trial.set_user_attr("schedule", key)
         trial.set_user_attr("blocks", ",".join(str(b) for b in blocks) or "none")
         trial.set_user_attr("added_layers", schedule.added_layers(self.n_layers))
+        if self.tracker is not None:  # the trial's run is open while it runs: a crash leaves it RUNNING
+            t0 = time.perf_counter()
+            run = self.tracker.open_trial_run(self.parent_run, self.config.name, trial.number, {
+                "schedule": key, "blocks": trial.user_attrs["blocks"], "added_layers": schedule.added_layers(self.n_layers),
+                "sampler": self.config.sampler, **{f"optuna.{k}": v for k, v in trial.params.items()}})
+            trial.set_user_attr("mlflow_run", run)
+            self.timings.tracking += time.perf_counter() - t0
+            self.timings.trial_tracking += time.perf_counter() - t0
         first = self.seen.get(key)
         if first is not None and first != trial.number:
             trial.set_user_attr("duplicate_of", first)
@@ -189,43 +205,80 @@ class StudyRunner:
             raise optuna.TrialPruned(f"duplicate of trial {first}")
         self.seen[key] = trial.number
         start = time.perf_counter()
-        tokens = 0
         items: dict[str, Any] = {}
+        trial.set_user_attr("tokens", 0)
         try:
-            fp = None
-            if self.config.screen.enabled or "fixed_point" in self.config.extra_objectives:
-                fp = self.fixed_point.evaluate(self.loaded, schedule)
-                tokens += fp.tokens
-                items["fixed_point"] = fp.items
-                trial.set_user_attr("fixed_point", {"score": fp.score, "interval": list(fp.interval), **fp.metrics})
-                reason = self._screen(fp)
-                if reason:
-                    trial.set_user_attr("pruned_reason", reason)
-                    raise optuna.TrialPruned(reason)
-            values = []
-            scores = {}
-            for name, objective in self.probes.items():
-                result = objective.evaluate(self.loaded, schedule, split=self.config.split, limit=self.limit)
-                if schedule.is_identity(self.n_layers):
-                    self.baseline.setdefault(name, result)
-                change, lo, hi = paired_change(result, self._baseline(name))
-                tokens += result.tokens
-                items[name] = result.items
-                scores[name] = {"score": result.score, "interval": list(result.interval), "noise": result.noise,
-                                "change": change, "change_interval": [lo, hi], "seconds": result.seconds}
-                values.append(result.score)
-            trial.set_user_attr("scores", scores)
-            if "fixed_point" in self.config.extra_objectives:
-                values.append(fp.score)
-            if "added_layers" in self.config.extra_objectives:
-                values.append(float(schedule.added_layers(self.n_layers)))
-            return values
+            for attempt in range(OOM_RETRIES + 1):
+                try:
+                    return self._evaluate(trial, schedule, items)
+                except Exception as exc:
+                    if not _out_of_memory(exc) or attempt == OOM_RETRIES:
+                        raise
+                    self._shrink_batches(exc)
+        except optuna.TrialPruned:
+            raise
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            trial.set_user_attr("fail_reason", reason[:500])
+            raise
         finally:
             seconds = time.perf_counter() - start
             self.timings.evaluation += seconds
             trial.set_user_attr("seconds", seconds)
-            trial.set_user_attr("tokens", tokens)
             self.items[trial.number] = items
+
+    def _shrink_batches(self, exc: Exception) -> None:
+        """After an out-of-memory error: free the cache and halve the tokens per batch."""
+        import torch
+
+        from ..scoring.engine import default_token_budget
+
+        budget = self.loaded.token_budget or default_token_budget(self.loaded.device)
+        self.loaded.token_budget = max(256, budget // 2)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        log.warning("out of memory (%s); retrying the trial with %d tokens per batch", exc, self.loaded.token_budget)
+
+    def _evaluate(self, trial, schedule: LayerSchedule, items: dict[str, Any]) -> list[float]:
+        import math
+
+        import optuna
+
+        from ..scoring import paired_change
+
+        tokens = 0
+        fp = None
+        if self.config.screen.enabled or "fixed_point" in self.config.extra_objectives:
+            fp = self.fixed_point.evaluate(self.loaded, schedule)
+            tokens += fp.tokens
+            items["fixed_point"] = fp.items
+            trial.set_user_attr("fixed_point", {"score": fp.score, "interval": list(fp.interval), **fp.metrics})
+            reason = self._screen(fp)
+            if reason:
+                trial.set_user_attr("pruned_reason", reason)
+                trial.set_user_attr("tokens", tokens)
+                raise optuna.TrialPruned(reason)
+        values = []
+        scores = {}
+        for name, objective in self.probes.items():
+            result = objective.evaluate(self.loaded, schedule, split=self.config.split, limit=self.limit)
+            if not math.isfinite(result.score):
+                raise FloatingPointError(f"the {name} score is {result.score} (non-finite model output?)")
+            if schedule.is_identity(self.n_layers):
+                self.baseline.setdefault(name, result)
+            change, lo, hi = paired_change(result, self._baseline(name))
+            tokens += result.tokens
+            items[name] = result.items
+            scores[name] = {"score": result.score, "interval": list(result.interval), "noise": result.noise,
+                            "change": change, "change_interval": [lo, hi], "seconds": result.seconds}
+            values.append(result.score)
+        trial.set_user_attr("scores", scores)
+        trial.set_user_attr("tokens", tokens)
+        if "fixed_point" in self.config.extra_objectives:
+            values.append(fp.score)
+        if "added_layers" in self.config.extra_objectives:
+            values.append(float(schedule.added_layers(self.n_layers)))
+        return values
 
     def _screen(self, fp) -> str | None:
         screen = self.config.screen
@@ -245,32 +298,20 @@ class StudyRunner:
         if trial.state == TrialState.FAIL:
             self.consecutive_failures += 1
             if self.consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
-                log.error("stopping: %d trials failed in a row", self.consecutive_failures)
+                self.stopped_reason = (f"{self.consecutive_failures} trials failed in a row; the last: "
+                                       f"{trial.user_attrs.get('fail_reason', 'unknown error')}")
                 study.stop()
         else:
             self.consecutive_failures = 0
         start = time.perf_counter()
         if self.tracker is not None:
-            self.tracker.trial_run(
-                self.parent_run, self.config.name, trial.number, trial.state.name,
-                params=trial_params(trial, self.config), metrics=trial_metrics(trial),
-                tags={"rys.pruned_reason": trial.user_attrs.get("pruned_reason", "")},
-                items=self.items.pop(trial.number, None),
-                status="FAILED" if trial.state == TrialState.FAIL else "FINISHED",
-            )
+            self.tracker.close_trial_run(trial, self.config.name, self.parent_run, items=self.items.pop(trial.number, None))
         self.timings.tracking += time.perf_counter() - start
         self.timings.trial_tracking += time.perf_counter() - start
         if finished_count(study) >= self.config.trials:
             study.stop()
         if self.progress is not None:
             self.progress.update(study, trial, self)
-
-
-def trial_params(trial, config: StudyConfig) -> dict[str, Any]:
-    attrs = trial.user_attrs
-    return {"schedule": attrs.get("schedule", ""), "blocks": attrs.get("blocks", ""),
-            "added_layers": attrs.get("added_layers", 0), "sampler": config.sampler,
-            **{f"optuna.{k}": v for k, v in trial.params.items()}}
 
 
 def trial_metrics(trial) -> dict[str, float]:
@@ -341,11 +382,10 @@ def run_study(config: StudyConfig, loaded: Any = None, progress: bool = True, ou
     parent = tracker.study_run(config.name, config.to_dict(), study.user_attrs.get("mlflow_parent_run"))
     study.set_user_attr("mlflow_parent_run", parent)
     study.set_user_attr("tracking_uri", config.tracking_location())
+    _fail_stale(study)
+    tracker.reconcile(study, config.name, parent)  # trials a killed run left behind
     timings.tracking += time.perf_counter() - t0
-    if not study.trials:
-        from .space import GRID_PARAM, UNMODIFIED
-
-        study.enqueue_trial({GRID_PARAM: "none"} if grid is not None else UNMODIFIED)
+    _enqueue_unmodified(study, grid)
     runner = StudyRunner(config, loaded, study, tracker, parent, timings=timings)
     done = finished_count(study)
     if progress:
@@ -360,6 +400,10 @@ def run_study(config: StudyConfig, loaded: Any = None, progress: bool = True, ou
         runner.progress.close()
     rows = pareto_rows(study)
     t0 = time.perf_counter()
+    if any(t.state.name == "RUNNING" for t in study.get_trials(deepcopy=False)):
+        time.sleep(GRACE + 1)  # a trial a killed run left RUNNING fails once its heartbeat is GRACE old
+    _fail_stale(study)
+    tracker.reconcile(study, config.name, parent)
     from .plots import study_figures
 
     figures = study_figures(study, config, loaded.n_layers)
@@ -372,6 +416,7 @@ def run_study(config: StudyConfig, loaded: Any = None, progress: bool = True, ou
     return {
         "study": config.name,
         "status": status,
+        "stopped_reason": runner.stopped_reason,
         "finished_trials": finished_count(study),
         "trials_target": config.trials,
         "pareto": rows,
@@ -382,6 +427,28 @@ def run_study(config: StudyConfig, loaded: Any = None, progress: bool = True, ou
                     "tracking": timings.tracking, "total": time.perf_counter() - started},
         "config": config.to_dict(),
     }
+
+
+def _enqueue_unmodified(study, grid: list[str] | None) -> None:
+    """The unmodified model runs first; again if a killed run lost it before it finished."""
+    from .space import GRID_PARAM, UNMODIFIED
+
+    def is_unmodified(t) -> bool:
+        return bool(t.user_attrs.get(UNMODIFIED)) or t.user_attrs.get("added_layers") == 0
+
+    if any(is_unmodified(t) and t.state.name in ("COMPLETE", "WAITING") for t in study.get_trials(deepcopy=False)):
+        return
+    study.enqueue_trial({GRID_PARAM: "none"} if grid is not None else {}, user_attrs={UNMODIFIED: True})
+
+
+def _fail_stale(study) -> None:
+    """Mark as failed the trials of workers whose heartbeat stopped (a killed process)."""
+    import optuna
+
+    try:
+        optuna.storages.fail_stale_trials(study)  # a no-op for storages without a heartbeat
+    except Exception as exc:
+        log.debug("fail_stale_trials: %s", exc)
 
 
 def list_studies(storage: str | None = None) -> list[dict[str, Any]]:

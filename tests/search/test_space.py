@@ -2,7 +2,7 @@ import optuna
 import pytest
 
 from rys_search.search.config import SearchSpace
-from rys_search.search.space import grid_pairs, suggest_grid, suggest_schedule
+from rys_search.search.space import UNMODIFIED, grid_pairs, suggest_grid, suggest_schedule
 
 
 @pytest.mark.parametrize("period", [1, 2, 6])
@@ -24,9 +24,13 @@ def test_proposals_respect_region_budget_and_period(period):
     assert len(seen) > 50  # the space is explored, not collapsed
 
 
-def test_unmodified_is_n_blocks_zero():
-    trial = optuna.trial.FixedTrial({"n_blocks": 0})
-    assert suggest_schedule(trial, 30, SearchSpace()).is_identity(30)
+def test_the_enqueued_unmodified_trial_and_a_fixed_proposal():
+    study = optuna.create_study()
+    study.enqueue_trial({}, user_attrs={UNMODIFIED: True})
+    trial = study.ask()
+    assert suggest_schedule(trial, 30, SearchSpace()).is_identity(30) and trial.params == {}
+    later = study.ask()
+    assert later.user_attrs == {} and not suggest_schedule(later, 30, SearchSpace()).is_identity(30)
     fixed = optuna.trial.FixedTrial({"n_blocks": 1, "b0_start": 10, "b0_width": 3, "b0_extra": 1})
     assert str(suggest_schedule(fixed, 30, SearchSpace())) == "0-9,10-12x2,13-29"
 

@@ -1,0 +1,134 @@
+"""Nothing lost: a killed run resumes, failing trials are recorded and the study goes on."""
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+import torch
+
+from rys_search.search.config import Screen, load_config
+from rys_search.search.study import open_study, run_study
+from rys_search.tracking import Tracker
+from tiny import save_tiny
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-fail")
+    save_tiny(folder, "qwen3")
+    return str(folder)
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def runs_by_trial(cfg):
+    out = {}
+    for run in Tracker(cfg.tracking_location()).trial_runs(cfg.name):
+        out.setdefault(int(run.data.tags["rys.trial"]), []).append(run)
+    return out
+
+
+def assert_optuna_and_mlflow_agree(cfg):
+    study = open_study(cfg, create=False)
+    runs = runs_by_trial(cfg)
+    for trial in study.trials:
+        assert trial.state.is_finished(), f"trial {trial.number} left {trial.state.name}"
+        [run] = runs[trial.number]
+        assert run.info.status == ("FAILED" if trial.state.name == "FAIL" else "FINISHED")
+        assert run.data.tags["rys.state"] == trial.state.name
+    assert set(runs) == {t.number for t in study.trials}
+    return study
+
+
+def test_kill_9_at_a_random_point_then_resume(tiny_folder, workdir):
+    args = [sys.executable, "-m", "rys_search.cli", "run", "--model", tiny_folder, "--trials", "8",
+            "--limit", "2", "--study", "crash", "--sampler", "random"]
+    proc = subprocess.Popen(args, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    db = workdir / "studies" / "crash.db"
+    rng = random.Random()
+    target = rng.randint(1, 5)  # kill once this many trials have finished, at a random moment after
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if db.exists():
+            try:
+                with sqlite3.connect(db) as con:
+                    done = con.execute("select count(*) from trials where state in ('COMPLETE','PRUNED')").fetchone()[0]
+            except sqlite3.Error:
+                done = 0
+            if done >= target:
+                time.sleep(rng.uniform(0, 1.5))
+                break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    cfg = load_config(overrides={"model": tiny_folder, "trials": 8, "limit": 2, "name": "crash", "sampler": "random"})
+    before = {}
+    if db.exists():
+        study = open_study(cfg, create=False)
+        before = {t.number: t.values for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")}
+    again = subprocess.run(args, cwd=workdir, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    study = assert_optuna_and_mlflow_agree(cfg)
+    finished = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(finished) == 8
+    for number, values in before.items():  # every trial finished before the kill is kept as it was
+        assert study.trials[number].values == values
+
+
+def test_a_failing_trial_is_recorded_and_the_study_goes_on(tiny_folder, workdir, monkeypatch):
+    from rys_search.scoring.probes import ProbeObjective
+
+    original = ProbeObjective.evaluate
+    calls = {"n": 0}
+
+    def sometimes(self, loaded, schedule=None, **kw):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise RuntimeError("tokenizer error: unexpected byte")
+        if calls["n"] == 7:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
+        return original(self, loaded, schedule, **kw)
+
+    monkeypatch.setattr(ProbeObjective, "evaluate", sometimes)
+    cfg = load_config(overrides={"model": tiny_folder, "trials": 4, "limit": 2, "name": "flaky", "sampler": "random",
+                                 "screen": Screen(enabled=False)})
+    summary = run_study(cfg, progress=False)
+    assert summary["finished_trials"] == 4 and summary["stopped_reason"] is None
+    study = assert_optuna_and_mlflow_agree(cfg)
+    failed = [t for t in study.trials if t.state.name == "FAIL"]
+    assert len(failed) == 1 and failed[0].user_attrs["fail_reason"] == "RuntimeError: tokenizer error: unexpected byte"
+    # the out-of-memory trial was retried with smaller batches and completed
+    assert all(t.state.name != "FAIL" or "OutOfMemory" not in t.user_attrs.get("fail_reason", "") for t in study.trials)
+
+
+def test_the_same_failure_again_and_again_stops_the_run(tiny_folder, workdir, monkeypatch, capsys):
+    from rys_search.cli import main
+    from rys_search.scoring.probes import ProbeObjective
+
+    def broken(self, loaded, schedule=None, **kw):
+        result = original(self, loaded, schedule, **kw)
+        result.score = float("nan")
+        return result
+
+    original = ProbeObjective.evaluate
+    monkeypatch.setattr(ProbeObjective, "evaluate", broken)
+    config = workdir / "noscreen.toml"
+    config.write_text('[screen]\nenabled = false\n')  # every trial reaches the probes
+    code = main(["run", "--config", str(config), "--model", tiny_folder, "--trials", "10", "--limit", "2",
+                 "--study", "nan", "--sampler", "random"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "stopped: 3 trials failed in a row; the last: FloatingPointError: the math score is nan" in err
+    cfg = load_config(config, overrides={"model": tiny_folder, "trials": 10, "limit": 2, "name": "nan", "sampler": "random"})
+    study = assert_optuna_and_mlflow_agree(cfg)
+    assert [t.state.name for t in study.trials] == ["FAIL"] * 3
