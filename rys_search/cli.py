@@ -140,7 +140,7 @@ def _rys_pair(text: str) -> tuple[int, int]:
 
 def resolve_schedule(args: argparse.Namespace, n_layers: int):
     """The schedule named by --schedule or --rys, checked against the model's depth."""
-    from .schedule import LayerSchedule, ScheduleError
+    from .schedule import LayerSchedule
 
     if getattr(args, "rys", None) is not None:
         i, j = _rys_pair(args.rys)
@@ -372,7 +372,7 @@ def _print_pareto(rows: list[dict[str, Any]], objectives: list[str]) -> None:
         if held:
             hparts = [f"{n} {h['score']:.2f} ({h['change']:+.2f} [{h['change_interval'][0]:+.2f}, {h['change_interval'][1]:+.2f}])"
                       for n, h in held.items()]
-            print(f"        held-out: " + "  ".join(hparts))
+            print("        held-out: " + "  ".join(hparts))
 
 
 def _study_config(args: argparse.Namespace):

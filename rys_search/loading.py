@@ -236,7 +236,6 @@ def load_model(
     spec: str | None = "default", device: str | None = None, dtype: str | None = None
 ) -> LoadedModel:
     """Load weights and tokenizer, pick device and dtype, and wrap the model in a ScheduledModel."""
-    import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from .runtime import ScheduledModel

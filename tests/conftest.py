@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from tiny import TINY, tiny_model
+from tiny import TINY, save_tiny, tiny_model
 
 FAMILIES = sorted(TINY)
 
@@ -42,3 +42,18 @@ def smollm2(smollm2_cache):
     loaded = load_model("default", device="cpu")
     assert loaded.from_cache is False
     return loaded
+
+
+@pytest.fixture(scope="session")
+def saved_tiny(tmp_path_factory):
+    """saved_tiny(family) -> the folder of a tiny model of that family saved as a HF checkpoint."""
+    folders: dict[str, str] = {}
+
+    def get(family: str) -> str:
+        if family not in folders:
+            folder = tmp_path_factory.mktemp(f"tiny-{family}")
+            save_tiny(folder, family)
+            folders[family] = str(folder)
+        return folders[family]
+
+    return get

@@ -8,14 +8,11 @@ import sys
 import pytest
 
 from rys_search.loading import default_gguf
-from tiny import save_tiny
 
 
 @pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-bad")
-    save_tiny(folder, "mistral")
-    return str(folder)
+def tiny_folder(saved_tiny):
+    return saved_tiny("mistral")
 
 
 def cli(*args, cwd=None):

@@ -3,7 +3,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from rys_search.cli import main
 from rys_search.schedule import LayerSchedule

@@ -5,14 +5,11 @@ import json
 import pytest
 
 from rys_search.cli import main
-from tiny import save_tiny
 
 
 @pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-qwen2")
-    save_tiny(folder, "qwen2")
-    return str(folder)
+def tiny_folder(saved_tiny):
+    return saved_tiny("qwen2")
 
 
 def test_eval_json(tiny_folder, capsys):

@@ -358,8 +358,6 @@ def pareto_rows(study) -> list[dict[str, Any]]:
 
 def run_study(config: StudyConfig, loaded: Any = None, progress: bool = True, out: Any = None) -> dict[str, Any]:
     """Run (or resume) the study until it has config.trials finished trials; return a summary."""
-    import optuna
-
     from ..loading import load_model
     from ..tracking import Tracker, ui_command
     from .progress import Progress

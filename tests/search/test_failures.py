@@ -1,6 +1,5 @@
 """Nothing lost: a killed run resumes, failing trials are recorded and the study goes on."""
 
-import os
 import random
 import signal
 import sqlite3
@@ -8,27 +7,18 @@ import subprocess
 import sys
 import time
 
-import optuna
 import pytest
 import torch
 
 from rys_search.search.config import Screen, load_config
 from rys_search.search.study import open_study, run_study
 from rys_search.tracking import Tracker
-from tiny import save_tiny
 
 
 @pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-fail")
-    save_tiny(folder, "qwen3")
-    return str(folder)
+def tiny_folder(saved_tiny):
+    return saved_tiny("qwen3")
 
-
-@pytest.fixture
-def workdir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 def runs_by_trial(cfg):

@@ -1,30 +1,19 @@
 """A small study end to end on a tiny model on the CPU: storage, MLflow, Pareto, resume."""
 
 import json
-import sqlite3
 
-import optuna
 import pytest
 
 from rys_search.cli import main
-from rys_search.errors import UserError
 from rys_search.search.config import ConfigError, load_config
 from rys_search.search.study import open_study, run_study
 from rys_search.tracking import Tracker
-from tiny import save_tiny
 
 
 @pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny")
-    save_tiny(folder, "llama")
-    return str(folder)
+def tiny_folder(saved_tiny):
+    return saved_tiny("llama")
 
-
-@pytest.fixture
-def workdir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # studies/ and mlruns/ land here
-    return tmp_path
 
 
 def config(tiny_folder, **overrides):
