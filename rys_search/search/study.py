@@ -14,7 +14,10 @@ resumes and stops at the same total.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
+from datetime import datetime
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +32,7 @@ FINISHED = ("COMPLETE", "PRUNED")
 MAX_CONSECUTIVE_FAILURES = 3
 OOM_RETRIES = 2
 HEARTBEAT, GRACE = 5, 10  # seconds: a trial whose worker is silent this long is failed
+WORKER = f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _out_of_memory(exc: Exception) -> bool:
@@ -184,6 +188,7 @@ class StudyRunner:
     def __call__(self, trial) -> list[float]:
         import optuna
 
+        trial.set_user_attr("worker", WORKER)  # first: a dead worker's trial can be told from a live one
         schedule = self.suggest(trial)
         key = str(schedule)
         blocks = schedule.blocks(self.n_layers) or ()
@@ -380,7 +385,7 @@ def run_study(config: StudyConfig, loaded: Any = None, progress: bool = True, ou
     parent = tracker.study_run(config.name, config.to_dict(), study.user_attrs.get("mlflow_parent_run"))
     study.set_user_attr("mlflow_parent_run", parent)
     study.set_user_attr("tracking_uri", config.tracking_location())
-    _fail_stale(study)
+    _fail_dead(study)
     tracker.reconcile(study, config.name, parent)  # trials a killed run left behind
     timings.tracking += time.perf_counter() - t0
     _enqueue_unmodified(study, grid)
@@ -398,9 +403,7 @@ def run_study(config: StudyConfig, loaded: Any = None, progress: bool = True, ou
         runner.progress.close()
     rows = pareto_rows(study)
     t0 = time.perf_counter()
-    if any(t.state.name == "RUNNING" for t in study.get_trials(deepcopy=False)):
-        time.sleep(GRACE + 1)  # a trial a killed run left RUNNING fails once its heartbeat is GRACE old
-    _fail_stale(study)
+    _fail_dead(study, wait=True)
     tracker.reconcile(study, config.name, parent)
     from .plots import study_figures
 
@@ -437,6 +440,49 @@ def _enqueue_unmodified(study, grid: list[str] | None) -> None:
     if any(is_unmodified(t) and t.state.name in ("COMPLETE", "WAITING") for t in study.get_trials(deepcopy=False)):
         return
     study.enqueue_trial({GRID_PARAM: "none"} if grid is not None else {}, user_attrs={UNMODIFIED: True})
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _fail_dead(study, wait: bool = False) -> None:
+    """Fail the trials a killed process left RUNNING.
+
+    On this host a trial's worker process is checked directly; a trial that never got as far
+    as naming its worker (killed within milliseconds of starting) is dead once it is GRACE
+    old; elsewhere the storage's heartbeat decides (Optuna also checks it before each trial).
+    """
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    _fail_stale(study)
+    host = socket.gethostname()
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    unnamed = [t for t in running if "worker" not in t.user_attrs and t.datetime_start is not None]
+    if wait and unnamed:  # let a nameless orphan grow GRACE old rather than leave it RUNNING
+        youngest = min((datetime.now() - t.datetime_start).total_seconds() for t in unnamed)
+        if youngest < GRACE:
+            time.sleep(GRACE - youngest + 0.5)
+    now = datetime.now()
+    for trial in running:
+        worker = trial.user_attrs.get("worker")
+        if worker:
+            where, _, pid = worker.rpartition(":")
+            dead = where == host and pid.isdigit() and not _alive(int(pid))
+        else:
+            dead = trial.datetime_start is not None and (now - trial.datetime_start).total_seconds() > GRACE
+        if dead:
+            try:
+                study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            except UpdateFinishedTrialError:
+                pass
 
 
 def _fail_stale(study) -> None:

@@ -32,7 +32,8 @@ def assert_optuna_and_mlflow_agree(cfg):
     study = open_study(cfg, create=False)
     runs = runs_by_trial(cfg)
     for trial in study.trials:
-        assert trial.state.is_finished(), f"trial {trial.number} left {trial.state.name}"
+        assert trial.state.is_finished(), f"trial {trial.number} left {trial.state.name}: {trial.user_attrs}"
+        assert len(runs.get(trial.number, [])) == 1, f"trial {trial.number}: {[r.info for r in runs.get(trial.number, [])]}"
         [run] = runs[trial.number]
         assert run.info.status == ("FAILED" if trial.state.name == "FAIL" else "FINISHED")
         assert run.data.tags["rys.state"] == trial.state.name
@@ -122,3 +123,20 @@ def test_the_same_failure_again_and_again_stops_the_run(tiny_folder, workdir, mo
     cfg = load_config(config, overrides={"model": tiny_folder, "trials": 10, "limit": 2, "name": "nan", "sampler": "random"})
     study = assert_optuna_and_mlflow_agree(cfg)
     assert [t.state.name for t in study.trials] == ["FAIL"] * 3
+
+
+def test_a_trial_killed_before_it_named_its_worker_is_failed(saved_tiny, workdir):
+    """Optuna's heartbeat never sees a trial killed before its first beat: rys-search fails it by age."""
+    from optuna.trial import TrialState
+
+    settings = {"model": saved_tiny("qwen3"), "limit": 2, "name": "orphan", "sampler": "random"}
+    cfg = load_config(overrides={**settings, "trials": 2})
+    run_study(cfg, progress=False)
+    study = open_study(cfg, create=False)
+    orphan = study.ask()  # RUNNING, no heartbeat, no worker: what a kill right after ask() leaves
+    assert study.trials[orphan.number].state == TrialState.RUNNING
+    summary = run_study(load_config(overrides={**settings, "trials": 3}), progress=False)
+    assert summary["finished_trials"] == 3
+    study = open_study(cfg, create=False)
+    assert study.trials[orphan.number].state == TrialState.FAIL
+    assert_optuna_and_mlflow_agree(cfg)
