@@ -14,7 +14,9 @@ per-layer RoPE and ``DynamicCache`` follow each virtual layer's source layer. Sw
 schedules only rebuilds a list of module references: no tensor is allocated.
 
 Each position holds its own module object, and a clone has its own hook tables (a copy
-of its source's at the time it was made), so hooks can tell positions apart.
+of its source's when it was first made; clones are kept per (source, position), so a hook
+added to a source layer later does not reach its existing clones), so hooks can tell
+positions apart. transformers' own output hooks are installed before any clone exists.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class ScheduledModel:
             if isinstance(value, (list, tuple)) and len(value) == self.n_layers:
                 self._original_config[key] = value
         self.schedule = LayerSchedule.identity(self.n_layers)
+        self._clones: dict[tuple[int, int], nn.Module] = {}
         _install_output_hooks(model)
 
     # ---- switching -------------------------------------------------------------------
@@ -100,8 +103,12 @@ class ScheduledModel:
         return sum(1 for t in _tensors(self.layers) if t.data_ptr() not in original)
 
     def _virtual_layer(self, src: int, pos: int) -> nn.Module:
-        source = self._original_layers[src]
-        return source if src == pos else _with_layer_index(source, pos)
+        if src == pos:
+            return self._original_layers[src]
+        key = (src, pos)
+        if key not in self._clones:  # a clone depends only on (source, position): make it once
+            self._clones[key] = _with_layer_index(self._original_layers[src], pos)
+        return self._clones[key]
 
     @contextmanager
     def capture_states(self, boundaries: Iterable[int]) -> Iterator[dict[int, list[Any]]]:
