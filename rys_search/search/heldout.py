@@ -16,20 +16,17 @@ __all__ = ["heldout_scores"]
 
 def heldout_scores(study: Any, config: Any, loaded: Any = None) -> int:
     """Score every Pareto member without held-out scores; return how many were scored."""
-    from ..loading import load_model
     from ..scoring import get_objective
     from ..scoring.stats import paired_interval
+    from .study import load_study_model
 
     cached = study.user_attrs.get("heldout") or {}  # schedule -> held-out scores (finished trials are read-only)
     missing = [t for t in study.best_trials if t.user_attrs.get("schedule") not in cached]
     if not missing:
         return 0
     if loaded is None:
-        device = None if config.device == "auto" else config.device
-        dtype = None if config.dtype == "auto" else config.dtype
-        loaded = load_model(config.model, device=device, dtype=dtype)
-    limit = None if config.limit in (0, "auto") else int(config.limit)
-    limit = limit if config.limit != "auto" or loaded.device.type == "cuda" else 24
+        loaded = load_study_model(config)
+    limit = config.resolve(loaded.device.type == "cuda").item_limit()  # the same items the search used
     objectives = {n: get_objective(n, mode=config.mode, suites=list(config.suites)) for n in config.objectives}
     baseline = study.user_attrs.get("heldout_baseline") or {}
     for name, objective in objectives.items():

@@ -128,7 +128,6 @@ class Timings:
     tracking: float = 0.0  # MLflow, all of it
     trial_tracking: float = 0.0  # MLflow, inside the optimisation loop
     optimize: float = 0.0  # the whole loop
-    trials: int = 0
 
     def sampler(self) -> float:
         """Loop time that is neither evaluation nor tracking: Optuna's sampler and storage."""
@@ -299,7 +298,6 @@ class StudyRunner:
     def on_finished(self, study, trial) -> None:
         from optuna.trial import TrialState
 
-        self.timings.trials += 1
         if trial.state == TrialState.FAIL:
             self.consecutive_failures += 1
             if self.consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
@@ -361,9 +359,17 @@ def pareto_rows(study) -> list[dict[str, Any]]:
     return rows
 
 
+def load_study_model(config: StudyConfig):
+    """The study's model on its device and dtype ("auto": the loader's choice)."""
+    from ..loading import load_model
+
+    device = None if config.device == "auto" else config.device
+    dtype = None if config.dtype == "auto" else config.dtype
+    return load_model(config.model, device=device, dtype=dtype)
+
+
 def run_study(config: StudyConfig, loaded: Any = None, progress: bool = True, out: Any = None) -> dict[str, Any]:
     """Run (or resume) the study until it has config.trials finished trials; return a summary."""
-    from ..loading import load_model
     from ..tracking import Tracker, ui_command
     from .progress import Progress
 
@@ -371,9 +377,7 @@ def run_study(config: StudyConfig, loaded: Any = None, progress: bool = True, ou
     timings = Timings()
     if loaded is None:
         t0 = time.perf_counter()
-        device = None if config.device == "auto" else config.device
-        dtype = None if config.dtype == "auto" else config.dtype
-        loaded = load_model(config.model, device=device, dtype=dtype)
+        loaded = load_study_model(config)
         timings.load = time.perf_counter() - t0
     config = config.resolve(loaded.device.type == "cuda")
     from .space import grid_pairs
@@ -409,9 +413,9 @@ def run_study(config: StudyConfig, loaded: Any = None, progress: bool = True, ou
 
     figures = study_figures(study, config, loaded.n_layers)
     tracker.close_study(parent, rows, figures, {"finished_trials": finished_count(study), "pareto_size": len(rows)})
-    for figure in figures.values():
-        import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt
 
+    for figure in figures.values():
         plt.close(figure)
     timings.tracking += time.perf_counter() - t0
     return {
