@@ -10,6 +10,8 @@
     rys-search pareto --study NAME [--json]
     rys-search ls
     rys-search status --study NAME
+    rys-search export --study NAME (--trial N | --pareto) --format gguf|hf --out DIR [--force]
+    rys-search export [--model M] (--schedule S | --rys I,J) --format gguf|hf --out DIR [--type q8_0]
 
 Bad input (a schedule, a model path, an option) ends with one line on stderr and exit
 status 2; --debug shows the traceback instead. Heavy libraries are imported inside the
@@ -119,6 +121,24 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--storage", help="Optuna storage URL (default: sqlite:///studies/NAME.db)")
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)
+    exp = sub.add_parser("export", help="write schedules as GGUF (llama.cpp) or Hugging Face checkpoints, verified")
+    exp.add_argument("--study", help="export from this study (with --trial N or --pareto)")
+    exp.add_argument("--storage", help="the study's Optuna storage URL (default: sqlite:///studies/NAME.db)")
+    pick = exp.add_mutually_exclusive_group()
+    pick.add_argument("--trial", type=int, help="the study's trial number to export")
+    pick.add_argument("--pareto", action="store_true", help="export every schedule of the study's Pareto front")
+    exp.add_argument("--model", default=None, help="without --study: HF id or folder, a .gguf file, or 'default'")
+    exp.add_argument("--device", default=None, help="where verification runs (default: cuda if present)")
+    _schedule_options(exp)
+    exp.add_argument("--format", required=True, help="gguf (llama.cpp, LM Studio, Ollama) or hf (transformers, vLLM)")
+    exp.add_argument("--out", required=True, metavar="DIR", help="folder that receives the exports")
+    exp.add_argument("--type", dest="gguf_type", help="GGUF from a Hugging Face model: f16 (default), bf16, q8_0 or f32")
+    exp.add_argument("--dtype", default=None, help="HF export: float32, bfloat16 or float16 (default: the source's)")
+    exp.add_argument("--force", action="store_true", help="replace an existing export")
+    exp.add_argument("--no-verify", dest="verify", action="store_false",
+                     help="skip loading the export back through transformers and llama.cpp")
+    exp.add_argument("--json", action="store_true", help="print the results as JSON")
+    exp.set_defaults(func=cmd_export)
     return parser
 
 
@@ -428,6 +448,144 @@ def cmd_status(args: argparse.Namespace) -> int:
     if facts.get("mlflow_ui"):
         print(f"MLflow       {facts['mlflow_ui']}")
     return 0
+
+
+def _export_jobs(args: argparse.Namespace) -> tuple[str, list[Any], Any]:
+    """The model spec, the jobs (schedule text or LayerSchedule + what the study knew), and the study."""
+    from .export import ExportJob
+
+    if args.study is None:
+        if args.trial is not None or args.pareto:
+            raise UserError("--trial and --pareto need --study NAME")
+        if args.schedule is None and args.rys is None:
+            raise UserError("name what to export: --schedule S or --rys I,J, or --study NAME with --trial N or --pareto")
+        _check_syntax(args)
+        return args.model or "default", [ExportJob(schedule=None)], None
+    if args.model is not None or args.schedule is not None or args.rys is not None:
+        raise UserError("with --study the model and schedule come from the study: drop --model/--schedule/--rys")
+    if args.trial is None and not args.pareto:
+        raise UserError("with --study name --trial N or --pareto")
+    from optuna.trial import TrialState
+
+    from .schedule import LayerSchedule
+    from .search.study import open_study, pareto_rows, stored_config
+
+    study = open_study(_study_config(args), create=False)
+    config = stored_config(study)
+    heldout = study.user_attrs.get("heldout") or {}
+    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+    if args.pareto:
+        def repeats_something(text: str) -> bool:
+            path = LayerSchedule.parse(text).expand()
+            return path != tuple(range(len(path)))
+
+        numbers = [row["trial"] for row in pareto_rows(study) if repeats_something(row["schedule"])]
+        if not numbers:
+            raise UserError(f"the Pareto front of study {args.study!r} holds only the unmodified model; nothing to export")
+    else:
+        if args.trial not in by_number:
+            raise UserError(f"study {args.study!r} has no trial {args.trial}")
+        numbers = [args.trial]
+    jobs = []
+    for number in numbers:
+        trial = by_number[number]
+        if trial.state != TrialState.COMPLETE or not trial.user_attrs.get("schedule"):
+            raise UserError(f"trial {number} of study {args.study!r} did not complete ({trial.state.name}); nothing to export")
+        schedule = LayerSchedule.parse(trial.user_attrs["schedule"])
+        job = ExportJob(schedule, study=args.study, trial=number, scores=trial.user_attrs.get("scores") or {},
+                        heldout=heldout.get(str(schedule)) or {}, mlflow_run=trial.user_attrs.get("mlflow_run"))
+        jobs.append(job)
+    return config.model, jobs, study
+
+
+def _source_facts(spec: str) -> tuple[Any, Any, int]:
+    """The model source, its family and layer count, from headers only (no weights loaded)."""
+    from .architectures import UnsupportedFamily, families, family_for
+    from .ggufio import inspect_gguf
+    from .loading import load_config, resolve_model
+
+    source = resolve_model(spec)
+    if source.kind == "gguf":
+        info = inspect_gguf(source.location)
+        family = next((f for f in families().values() if f.gguf_arch == info.arch), None)
+        if family is None:
+            raise UnsupportedFamily(f"GGUF architecture {info.arch!r} is not supported")
+        return source, family, info.block_count
+    config, _ = load_config(spec)
+    family = family_for(config.model_type)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return source, family, int(text.num_hidden_layers)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from functools import lru_cache
+
+    from . import __version__
+    from .export import FORMATS, VerificationFailed, check_target, export_schedule, target_path
+    from .loading import load_model, pick_device, pick_dtype
+
+    _quiet_transformers()
+    if args.format not in FORMATS:
+        raise UserError(f"unknown export format {args.format!r}; use gguf or hf")
+    if args.format == "gguf" and args.dtype is not None:
+        raise UserError("--dtype is for --format hf; a GGUF takes --type (from a Hugging Face source)")
+    if args.format == "hf" and args.gguf_type is not None:
+        raise UserError("--type is for --format gguf; an HF export takes --dtype")
+    hf_dtype = pick_dtype(args.dtype, pick_device("cpu")) if args.dtype is not None else None
+    spec, jobs, study = _export_jobs(args)
+    source, family, n_layers = _source_facts(spec)
+    for job in jobs:
+        if job.schedule is None:
+            job.schedule = resolve_schedule(args, n_layers)
+        job.schedule.check(n_layers)
+        if job.schedule.is_identity(n_layers):
+            raise UserError(f"schedule {job.schedule} repeats nothing: it is the unmodified model")
+        check_target(target_path(args.out, source.name, job.schedule, args.format), args.force)
+    if hf_dtype is None and args.format == "hf" and source.kind == "hf":
+        from .loading import load_config
+
+        config, _ = load_config(spec)
+        hf_dtype = getattr(config, "dtype", None) or None
+        hf_dtype = pick_dtype(str(hf_dtype).removeprefix("torch."), pick_device("cpu")) if hf_dtype else None
+    # Verification compares in float32: the source's own weights, against the export loaded back.
+    loaded = lru_cache(maxsize=1)(lambda: load_model(spec, device=args.device, dtype="float32"))
+    results = []
+    for job in jobs:
+        try:
+            result = export_schedule(job, args.format, args.out, source=source, family=family, n_layers=n_layers,
+                                     loaded=loaded, gguf_type=args.gguf_type, hf_dtype=hf_dtype, force=args.force,
+                                     verify=args.verify, rys_version=__version__)
+        except VerificationFailed as exc:
+            print(f"rys-search: verification failed, nothing kept: {exc}", file=sys.stderr)
+            return 1
+        results.append(result)
+        if job.mlflow_run and study.user_attrs.get("tracking_uri"):
+            from .tracking import Tracker
+
+            Tracker(study.user_attrs["tracking_uri"]).log_export(job.mlflow_run, result)
+        if not args.json:
+            _print_export(result)
+    if args.json:
+        print(json.dumps(results, indent=1, default=str))
+    return 0
+
+
+def _print_export(result: dict[str, Any]) -> None:
+    size = result["bytes"] / 2**20
+    print(f"{result['path']}  ({result['format']}, {result['written_as']}, {size:.1f} MiB, "
+          f"schedule {result['schedule']}, {result['seconds']:.1f} s)")
+    checks = result.get("verification")
+    if not checks:
+        print("  not verified (--no-verify)")
+        return
+    t = checks["transformers"]
+    print(f"  transformers: max logit difference {t['max_abs_logit_diff']:.3g} (tolerance {t['tolerance']:.3g}), "
+          f"top-1 agreement {t['top1_agreement']:.3f} over {t['positions']} positions")
+    c = checks.get("llama_cpp")
+    if c:
+        print(f"  llama.cpp: {c['greedy_tokens_checked'] - c['mismatches'] - c['near_tie_flips']}/"
+              f"{c['greedy_tokens_checked']} greedy tokens identical; {c['near_tie_flips']} flips at "
+              f"{c['near_ties']} near ties (gap < {c['near_tie_margin']})")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -156,6 +156,12 @@ class Tracker:
             if not token:
                 return runs
 
+    def log_export(self, run_id: str, result: dict[str, Any]) -> None:
+        """Record an export of the trial's schedule in the trial's run: a tag per format and the details."""
+        name = Path(result["path"]).name
+        self.client.set_tag(run_id, f"rys.export.{result['format']}", result["path"])
+        self.client.log_dict(run_id, result, f"exports/{name}.json")
+
     def _batch(self, run_id: str, params: dict[str, Any] | None = None, metrics: dict[str, float] | None = None) -> None:
         from mlflow.entities import Metric, Param
 

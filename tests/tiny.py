@@ -51,15 +51,15 @@ TINY = {
 }
 
 
-def tiny_config(family: str):
+def tiny_config(family: str, **overrides):
     spec = dict(TINY[family])
     model_type = spec.pop("model_type")
-    return AutoConfig.for_model(model_type, **{**COMMON, **spec})
+    return AutoConfig.for_model(model_type, **{**COMMON, **spec, **overrides})
 
 
-def tiny_model(family: str, seed: int = 0):
+def tiny_model(family: str, seed: int = 0, **overrides):
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(tiny_config(family), dtype=torch.float32)
+    model = AutoModelForCausalLM.from_config(tiny_config(family, **overrides), dtype=torch.float32)
     # Random init leaves norms at 1 and some weights tiny; perturb every tensor so that
     # each layer is distinct and a wrong layer order cannot hide.
     with torch.no_grad():
@@ -122,9 +122,44 @@ def tiny_tokenizer():
     return fast
 
 
-def save_tiny(folder, family: str, seed: int = 0):
-    """A tiny model of the family as a Hugging Face folder (safetensors, config, tokenizer)."""
-    model = tiny_model(family, seed)
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+BPE_VOCAB = 320
+
+
+def tiny_bpe_tokenizer():
+    """A byte-level BPE tokenizer (the kind llama.cpp reads as 'gpt2') trained here on a few lines."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    trainer = trainers.BpeTrainer(vocab_size=BPE_VOCAB, special_tokens=specials, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    corpus = ["What is 17*23? The answer is 391.", "Name three primary colours: red, yellow and blue.",
+              "Write one sentence about the sea.", "Ann is taller than Bo; who is shortest?"] * 20
+    tok.train_from_iterator(corpus, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>",
+                                   pad_token="<|endoftext|>")
+    fast.chat_template = CHATML
+    return fast
+
+
+def save_tiny(folder, family: str, seed: int = 0, bpe: bool = False, sharpen: float = 1.0, **overrides):
+    """A tiny model of the family as a Hugging Face folder (safetensors, config, tokenizer).
+
+    bpe=True: a byte-level BPE tokenizer of BPE_VOCAB ids (what a GGUF export needs).
+    sharpen: scales the output matrix, so that greedy choices are rarely near ties.
+    """
+    if bpe:
+        overrides = {"vocab_size": BPE_VOCAB, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, **overrides}
+    model = tiny_model(family, seed, **overrides)
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(sharpen)
     model.save_pretrained(folder)
-    tiny_tokenizer().save_pretrained(folder)
+    (tiny_bpe_tokenizer() if bpe else tiny_tokenizer()).save_pretrained(folder)
     return model

@@ -34,6 +34,9 @@ _KEYS = {
     "gguf_arch": str,
     "gguf_per_layer_keys": list,
     "repeat_period": int,
+    "gguf_from_hf": bool,
+    "gguf_rope_permute": bool,
+    "gguf_tokenizer_pre": str,
 }
 
 
@@ -47,6 +50,9 @@ class Family:
     gguf_arch: str
     gguf_per_layer_keys: tuple[str, ...]
     repeat_period: int
+    gguf_from_hf: bool  # the exporter can write a GGUF from a Hugging Face checkpoint of this family
+    gguf_rope_permute: bool  # llama.cpp wants q/k rows in its interleaved rotary order
+    gguf_tokenizer_pre: str  # llama.cpp's pre-tokenizer name for a GGUF written from a HF tokenizer
 
     def layer_list(self, model: Any):
         """The model's nn.ModuleList of decoder layers."""

@@ -1,0 +1,97 @@
+"""The model card: README.md beside a Hugging Face export, `rys.model_card` inside a GGUF.
+
+    >>> text = model_card(facts)        # facts: schedule, source, scores, held-out, files
+
+Every string that came from outside (model and study names, objective names, anything a
+user typed) is escaped for Markdown and HTML, and written into the YAML header as JSON
+strings, so a name cannot inject markup, links or front-matter keys.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from typing import Any
+
+__all__ = ["md", "model_card"]
+
+_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|>~])")
+
+
+def md(value: Any) -> str:
+    """One line of text, safe inside Markdown and HTML: no newlines, markup escaped."""
+    text = " ".join(str(value).split())
+    return _SPECIAL.sub(r"\\\1", html.escape(text, quote=True))
+
+
+def _plain(value: Any) -> str:
+    """A YAML header value: letters, digits and . _ / - only (what a model id may hold)."""
+    return re.sub(r"[^A-Za-z0-9._/-]+", "_", str(value)).strip("_")
+
+
+def _interval(values: Any) -> str:
+    try:
+        lo, hi = values
+        return f"[{float(lo):.2f}, {float(hi):.2f}]"
+    except (TypeError, ValueError):
+        return ""
+
+
+def model_card(facts: dict[str, Any]) -> str:
+    """Markdown with a YAML header: what was repeated, the measured scores, and how to run it."""
+    schedule = str(facts["schedule"])
+    lines = [
+        "---",
+        f"base_model: {json.dumps(_plain(facts['source_name']))}",
+        "tags: [\"rys\", \"layer-repeat\", \"rys-search\"]",
+        f"rys_schedule: {json.dumps(schedule)}",
+        "---",
+        "",
+        f"# {md(facts['source_name'])} with repeated layers ({md(schedule)})",
+        "",
+        f"Exported by rys-search {md(facts['rys_version'])}. The decoder layers run in this order "
+        f"(source layer indices, inclusive ranges, xN = N runs in a row): `{md(schedule)}`, "
+        f"{int(facts['layers'])} layers instead of {int(facts['source_layers'])}. No weight was trained or "
+        "changed; repeated layers are copies of their source layers.",
+        "",
+        f"- source: {md(facts['source_name'])} (sha256 {md(facts.get('source_sha256') or 'not recorded')})",
+    ]
+    if facts.get("study") is not None:
+        lines.append(f"- study: {md(facts['study'])}, trial {md(facts.get('trial'))}")
+    scores = facts.get("scores") or {}
+    if scores:
+        lines += ["", "## Scores measured by the search (search split)", "",
+                  "| objective | score | 95% interval | change vs unmodified | 95% paired interval |",
+                  "|---|---|---|---|---|"]
+        for name, s in scores.items():
+            lines.append(
+                f"| {md(name)} | {float(s.get('score', float('nan'))):.2f} | {_interval(s.get('interval'))} "
+                f"| {float(s.get('change', float('nan'))):+.2f} | {_interval(s.get('change_interval'))} |"
+            )
+        lines.append("")
+        lines.append("A change whose paired interval holds 0 is within the noise of the probes.")
+    heldout = facts.get("heldout") or {}
+    if heldout:
+        lines += ["", "## Held-out probes (never used by the search)", "",
+                  "| objective | score | change vs unmodified | 95% paired interval |", "|---|---|---|---|"]
+        for name, h in heldout.items():
+            lines.append(f"| {md(name)} | {float(h.get('score', float('nan'))):.2f} | "
+                         f"{float(h.get('change', float('nan'))):+.2f} | {_interval(h.get('change_interval'))} |")
+    verification = facts.get("verification") or {}
+    if verification:
+        lines += ["", "## Verification", ""]
+        for key, value in verification.items():
+            lines.append(f"- {md(key)}: {md(value)}")
+    lines += ["", "## Use", ""]
+    if facts.get("format") == "gguf":
+        lines += ["```sh", f"llama-server -m {facts['file_name']}", "```"]
+    else:
+        lines += [
+            "```python",
+            "from transformers import AutoModelForCausalLM, AutoTokenizer",
+            f"model = AutoModelForCausalLM.from_pretrained({json.dumps(str(facts['file_name']))})",
+            f"tokenizer = AutoTokenizer.from_pretrained({json.dumps(str(facts['file_name']))})",
+            "```",
+        ]
+    return "\n".join(lines) + "\n"

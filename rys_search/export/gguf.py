@@ -1,0 +1,341 @@
+"""Write a schedule as one GGUF file: the only module (with ggufio) that imports gguf.
+
+    >>> plan = plan_from_gguf("SmolLM2.Q4_1.gguf", order, family, provenance)   # bytes copied
+    >>> plan = plan_from_hf(loaded, order, "q8_0", provenance)                  # converted
+    >>> write_gguf(plan, "out.gguf.tmp", progress)
+
+From a GGUF source every tensor of layer s is copied byte for byte to each position that
+runs s (quantized data is never re-quantized), read from the file in chunks so memory
+stays flat; `block_count` and the per-layer metadata arrays the family data names are
+remapped. From a Hugging Face model the tensors are renamed with gguf-py's name map,
+converted one at a time (f32, f16, bf16 or q8_0), and the tokenizer and chat template are
+written from the model's own tokenizer files. Provenance goes under the `rys.` keys.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from ..errors import UserError
+
+__all__ = ["GGUFPlan", "OUT_TYPES", "gguf_fields", "plan_from_gguf", "plan_from_hf", "write_gguf"]
+
+CHUNK = 16 << 20  # bytes read and written at a time when copying tensor data
+OUT_TYPES = ("f32", "f16", "bf16", "q8_0")
+_BLOCK = re.compile(r"^blk\.(\d+)\.(.+)$")
+
+
+@dataclass(frozen=True)
+class OutTensor:
+    name: str
+    shape: tuple[int, ...]  # numpy order, outermost first
+    qtype: int  # gguf.GGMLQuantizationType value
+    nbytes: int
+    chunks: Callable[[], Iterator[Any]]  # yields the data (bytes or arrays) in order
+
+
+@dataclass
+class GGUFPlan:
+    arch: str
+    kv: list[tuple[str, Any, Any, Any]] = field(default_factory=list)  # key, value, type, array sub-type
+    tensors: list[OutTensor] = field(default_factory=list)
+    alignment: int | None = None
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors)
+
+
+def _provenance_kv(provenance: dict[str, Any]) -> list[tuple[str, Any, Any, Any]]:
+    """rys.* keys: strings and whole numbers as such, anything else as JSON text."""
+    import gguf
+
+    out = []
+    for key, value in provenance.items():
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            value = json.dumps(value, sort_keys=True)
+        if isinstance(value, int):
+            out.append((f"rys.{key}", value, gguf.GGUFValueType.INT64, None))
+        else:
+            out.append((f"rys.{key}", value, gguf.GGUFValueType.STRING, None))
+    return out
+
+
+# ---- from a GGUF source ---------------------------------------------------------------
+
+
+def _file_chunks(path: Path, offset: int, nbytes: int) -> Callable[[], Iterator[bytes]]:
+    def read() -> Iterator[bytes]:
+        with path.open("rb") as f:
+            f.seek(offset)
+            left = nbytes
+            while left:
+                chunk = f.read(min(CHUNK, left))
+                if not chunk:
+                    raise UserError(f"{path} ended early while copying tensor data (truncated?)")
+                left -= len(chunk)
+                yield chunk
+
+    return read
+
+
+def plan_from_gguf(path: str | Path, order: Sequence[int], per_layer_keys: Sequence[str],
+                   provenance: dict[str, Any], name_suffix: str) -> GGUFPlan:
+    """Copy a GGUF's metadata and tensors with the blocks of `order` (source index per new block)."""
+    import gguf
+
+    path = Path(path)
+    reader = gguf.GGUFReader(path)
+    arch = reader.fields["general.architecture"].contents()
+    n_source = int(reader.fields[f"{arch}.block_count"].contents())
+    per_layer = {f"{arch}.{key}" for key in per_layer_keys}
+    plan = GGUFPlan(arch=arch)
+    if (align := reader.fields.get("general.alignment")) is not None:
+        plan.alignment = int(align.contents())
+    for f in reader.fields.values():
+        if f.name.startswith("GGUF.") or f.name == "general.architecture" or f.name.startswith("rys."):
+            continue  # the writer adds these; an earlier export's provenance is replaced
+        vtype = f.types[0]
+        sub = f.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
+        value = f.contents()
+        if f.name == f"{arch}.block_count":
+            value = len(order)
+        elif f.name in per_layer and isinstance(value, list) and len(value) == n_source:
+            value = [value[s] for s in order]
+        elif f.name == "general.name":
+            value = f"{value} {name_suffix}"
+        plan.kv.append((f.name, value, vtype, sub))
+    if "general.name" not in reader.fields:
+        plan.kv.append(("general.name", name_suffix, gguf.GGUFValueType.STRING, None))
+    plan.kv += _provenance_kv(provenance)
+
+    by_block: dict[int, list[Any]] = {}
+    head, tail = [], []
+    for t in reader.tensors:
+        match = _BLOCK.match(t.name)
+        if match:
+            by_block.setdefault(int(match.group(1)), []).append(t)
+        else:
+            (tail if by_block else head).append(t)
+
+    def out(t, name: str) -> OutTensor:
+        shape = tuple(int(d) for d in reversed(t.shape.tolist()))
+        return OutTensor(name, shape, int(t.tensor_type), int(t.n_bytes), _file_chunks(path, int(t.data_offset), int(t.n_bytes)))
+
+    plan.tensors += [out(t, t.name) for t in head]
+    for new, src in enumerate(order):
+        for t in by_block.get(src, []):
+            plan.tensors.append(out(t, f"blk.{new}.{_BLOCK.match(t.name).group(2)}"))
+    plan.tensors += [out(t, t.name) for t in tail]
+    return plan
+
+
+def gguf_fields(path: str | Path) -> dict[str, Any]:
+    """Every metadata key of a GGUF file with its value (token lists included)."""
+    import gguf
+
+    reader = gguf.GGUFReader(Path(path))
+    return {f.name: f.contents() for f in reader.fields.values()}
+
+
+# ---- from a Hugging Face model ------------------------------------------------------------
+
+
+_FILE_TYPES = {"f32": 0, "f16": 1, "q8_0": 7, "bf16": 32}
+
+
+def _qtype_for(data_shape: Sequence[int], out_type: str) -> Any:
+    import gguf
+
+    T = gguf.GGMLQuantizationType
+    if len(data_shape) < 2 or out_type == "f32":
+        return T.F32  # norms and biases stay f32, as llama.cpp's converter keeps them
+    if out_type == "q8_0":
+        return T.Q8_0 if data_shape[-1] % 32 == 0 else T.F16
+    return {"f16": T.F16, "bf16": T.BF16}[out_type]
+
+
+def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
+    """llama.cpp's rotary layout for q/k of the llama architecture (its converter does the same)."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def _rope_theta(config: Any) -> float:
+    params = getattr(config, "rope_parameters", None) or {}
+    if isinstance(params, dict) and "rope_type" in params:
+        if params.get("rope_type", "default") != "default":
+            raise UserError(
+                f"GGUF export from a Hugging Face model supports plain RoPE only; this model uses "
+                f"{params['rope_type']!r} scaling: export --format hf instead"
+            )
+        if "rope_theta" in params:
+            return float(params["rope_theta"])
+    return float(getattr(config, "rope_theta", 10000.0))
+
+
+def _tokenizer_kv(tokenizer: Any, vocab_size: int, pre: str, writer_kv: list) -> None:
+    import gguf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer.save_pretrained(tmp)
+        try:
+            vocab = gguf.vocab.BpeVocab(Path(tmp))
+        except (FileNotFoundError, ValueError, KeyError) as exc:
+            raise UserError(
+                f"GGUF export from a Hugging Face model needs a GPT-2-style byte-level BPE tokenizer "
+                f"({exc}); export --format hf instead"
+            ) from None
+        special = gguf.SpecialVocab(Path(tmp), load_merges=True, n_vocab=vocab_size)
+    tokens, types = [], []
+    for text, _score, kind in vocab.all_tokens():
+        tokens.append(text.decode("utf-8") if isinstance(text, bytes) else text)
+        types.append(int(kind))
+    for k in range(len(tokens), vocab_size):  # ids the embedding has but the tokenizer never makes
+        tokens.append(f"[PAD{k}]")
+        types.append(int(gguf.TokenType.UNUSED))
+    V = gguf.GGUFValueType
+    writer_kv += [
+        ("tokenizer.ggml.model", "gpt2", V.STRING, None),
+        ("tokenizer.ggml.pre", pre, V.STRING, None),
+        ("tokenizer.ggml.tokens", tokens[:vocab_size], V.ARRAY, V.STRING),
+        ("tokenizer.ggml.token_type", types[:vocab_size], V.ARRAY, V.INT32),
+    ]
+    if special.merges:
+        writer_kv.append(("tokenizer.ggml.merges", list(special.merges), V.ARRAY, V.STRING))
+    else:  # llama.cpp insists on the key
+        writer_kv.append(("tokenizer.ggml.merges", [" "], V.ARRAY, V.STRING))
+    for kind, tid in special.special_token_ids.items():
+        key = {"bos": "bos_token_id", "eos": "eos_token_id", "unk": "unknown_token_id", "sep": "seperator_token_id",
+               "pad": "padding_token_id", "eot": "eot_token_id", "eom": "eom_token_id"}.get(kind)
+        if key is not None and tid < vocab_size:
+            writer_kv.append((f"tokenizer.ggml.{key}", int(tid), V.UINT32, None))
+    for kind, value in special.add_special_token.items():
+        writer_kv.append((f"tokenizer.ggml.add_{kind}_token", bool(value), V.BOOL, None))
+    template = getattr(tokenizer, "chat_template", None) or special.chat_template
+    if isinstance(template, str):
+        writer_kv.append(("tokenizer.chat_template", template, V.STRING, None))
+
+
+def plan_from_hf(model: Any, tokenizer: Any, family: Any, order: Sequence[int], out_type: str,
+                 provenance: dict[str, Any], name: str) -> GGUFPlan:
+    """GGUF tensors and metadata for a transformers model (loaded, no schedule applied) run as `order`."""
+    import gguf
+    import torch
+
+    if out_type not in OUT_TYPES:
+        raise UserError(f"unknown GGUF type {out_type!r}; use one of {', '.join(OUT_TYPES)}")
+    if not family.gguf_from_hf:
+        raise UserError(f"GGUF export from a Hugging Face {family.name} model is not supported; export --format hf")
+    config = family.config_of(model)
+    arch = family.gguf_arch
+    arch_enum = next(a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == arch)
+    n_head, n_kv = config.num_attention_heads, config.num_key_value_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // n_head
+    V = gguf.GGUFValueType
+    plan = GGUFPlan(arch=arch)
+    kv = plan.kv
+    kv += [
+        ("general.type", "model", V.STRING, None),
+        ("general.name", name, V.STRING, None),
+        ("general.file_type", _FILE_TYPES[out_type], V.UINT32, None),
+        ("general.quantization_version", gguf.GGML_QUANT_VERSION, V.UINT32, None),
+        (f"{arch}.block_count", len(order), V.UINT32, None),
+        (f"{arch}.context_length", int(config.max_position_embeddings), V.UINT32, None),
+        (f"{arch}.embedding_length", int(config.hidden_size), V.UINT32, None),
+        (f"{arch}.feed_forward_length", int(config.intermediate_size), V.UINT32, None),
+        (f"{arch}.attention.head_count", int(n_head), V.UINT32, None),
+        (f"{arch}.attention.head_count_kv", int(n_kv), V.UINT32, None),
+        (f"{arch}.attention.key_length", int(head_dim), V.UINT32, None),
+        (f"{arch}.attention.value_length", int(head_dim), V.UINT32, None),
+        (f"{arch}.attention.layer_norm_rms_epsilon", float(config.rms_norm_eps), V.FLOAT32, None),
+        (f"{arch}.rope.freq_base", _rope_theta(config), V.FLOAT32, None),
+        (f"{arch}.rope.dimension_count", int(head_dim), V.UINT32, None),
+        (f"{arch}.vocab_size", int(config.vocab_size), V.UINT32, None),
+    ]
+    _tokenizer_kv(tokenizer, int(config.vocab_size), family.gguf_tokenizer_pre, kv)
+    kv += _provenance_kv(provenance)
+
+    names = gguf.get_tensor_name_map(arch_enum, len(order))
+    state = model.state_dict()
+    prefix = family.layers + "."
+    tied = bool(getattr(model.config, "tie_word_embeddings", False))
+
+    def renamed() -> Iterator[tuple[str, str]]:
+        """(HF source key, HF key as it is named in the exported model)."""
+        layer_keys: dict[int, list[str]] = {}
+        for key in state:
+            if key.startswith(prefix):
+                index, rest = key[len(prefix):].split(".", 1)
+                layer_keys.setdefault(int(index), []).append(rest)
+            elif not (tied and key == "lm_head.weight"):
+                yield key, key
+        for new, src in enumerate(order):
+            for rest in layer_keys[src]:
+                yield f"{prefix}{src}.{rest}", f"{prefix}{new}.{rest}"
+
+    for src_key, new_key in renamed():
+        gguf_name = names.get_name(new_key, try_suffixes=(".weight", ".bias"))
+        if gguf_name is None:
+            raise UserError(f"no GGUF name for tensor {src_key!r} of this {family.name} model")
+        tensor = state[src_key]
+        shape = tuple(int(d) for d in tensor.shape)
+        qtype = _qtype_for(shape, out_type)
+        permute = None
+        if family.gguf_rope_permute and re.search(r"\.attn_(q|k)\.weight$", gguf_name):
+            permute = n_head if ".attn_q." in gguf_name else n_kv
+        nbytes = int(np.prod(gguf.quant_shape_to_byte_shape(shape, qtype))) if qtype not in (
+            gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16) else int(np.prod(shape)) * (4 if qtype == gguf.GGMLQuantizationType.F32 else 2)
+
+        def convert(tensor=tensor, qtype=qtype, permute=permute) -> Iterator[np.ndarray]:
+            data = tensor.detach().to(device="cpu", dtype=torch.float32).numpy()
+            if permute is not None:
+                data = _permute(data, permute)
+            yield np.ascontiguousarray(gguf.quants.quantize(data, qtype))
+
+        plan.tensors.append(OutTensor(gguf_name, shape, int(qtype), nbytes, convert))
+    return plan
+
+
+# ---- writing ---------------------------------------------------------------------------------
+
+
+def write_gguf(plan: GGUFPlan, path: str | Path, progress: Callable[[int], None] | None = None) -> None:
+    """Header, metadata and tensor table, then each tensor's data streamed in order."""
+    import gguf
+
+    writer = gguf.GGUFWriter(Path(path), arch=plan.arch)
+    if plan.alignment is not None:
+        writer.data_alignment = plan.alignment
+    for key, value, vtype, sub in plan.kv:
+        writer.add_key_value(key, value, vtype, sub_type=sub)
+    for t in plan.tensors:
+        writer.add_tensor_info(t.name, t.shape, np.float32, t.nbytes, raw_dtype=gguf.GGMLQuantizationType(t.qtype))
+    try:
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        fout = writer.fout[0]
+        for t in plan.tensors:
+            writer.write_padding(fout, fout.tell())
+            written = 0
+            for chunk in t.chunks():
+                data = memoryview(chunk).cast("B") if isinstance(chunk, np.ndarray) else chunk
+                fout.write(data)
+                written += len(data)
+                if progress is not None:
+                    progress(len(data))
+            if written != t.nbytes:
+                raise RuntimeError(f"tensor {t.name}: wrote {written} bytes, expected {t.nbytes}")
+            writer.write_padding(fout, t.nbytes)
+        fout.flush()
+    finally:
+        writer.close()
