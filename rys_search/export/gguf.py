@@ -15,6 +15,7 @@ written from the model's own tokenizer files. Provenance goes under the `rys.` k
 from __future__ import annotations
 
 import json
+import logging
 import re
 import tempfile
 from dataclasses import dataclass, field
@@ -24,11 +25,13 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from ..errors import UserError
+from .hf import renamed_keys
 
 __all__ = ["GGUFPlan", "OUT_TYPES", "gguf_fields", "plan_from_gguf", "plan_from_hf", "write_gguf"]
 
 CHUNK = 16 << 20  # bytes read and written at a time when copying tensor data
 OUT_TYPES = ("f32", "f16", "bf16", "q8_0")
+log = logging.getLogger(__name__)
 _BLOCK = re.compile(r"^blk\.(\d+)\.(.+)$")
 
 
@@ -236,6 +239,9 @@ def plan_from_hf(model: Any, tokenizer: Any, family: Any, order: Sequence[int], 
     if not family.gguf_from_hf:
         raise UserError(f"GGUF export from a Hugging Face {family.name} model is not supported; export --format hf")
     config = family.config_of(model)
+    if "sliding_attention" in (getattr(config, "layer_types", None) or []):
+        log.warning("a GGUF carries no sliding windows: llama.cpp runs this model's sliding-window layers with "
+                    "full attention (the same output up to the window's length)")
     arch = family.gguf_arch
     arch_enum = next(a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == arch)
     n_head, n_kv = config.num_attention_heads, config.num_key_value_heads
@@ -269,20 +275,8 @@ def plan_from_hf(model: Any, tokenizer: Any, family: Any, order: Sequence[int], 
     prefix = family.layers + "."
     tied = bool(getattr(model.config, "tie_word_embeddings", False))
 
-    def renamed() -> Iterator[tuple[str, str]]:
-        """(HF source key, HF key as it is named in the exported model)."""
-        layer_keys: dict[int, list[str]] = {}
-        for key in state:
-            if key.startswith(prefix):
-                index, rest = key[len(prefix):].split(".", 1)
-                layer_keys.setdefault(int(index), []).append(rest)
-            elif not (tied and key == "lm_head.weight"):
-                yield key, key
-        for new, src in enumerate(order):
-            for rest in layer_keys[src]:
-                yield f"{prefix}{src}.{rest}", f"{prefix}{new}.{rest}"
-
-    for src_key, new_key in renamed():
+    skip = {"lm_head.weight"} if tied else set()
+    for src_key, new_key in renamed_keys(state, prefix, order, skip):
         gguf_name = names.get_name(new_key, try_suffixes=(".weight", ".bias"))
         if gguf_name is None:
             raise UserError(f"no GGUF name for tensor {src_key!r} of this {family.name} model")
@@ -292,8 +286,7 @@ def plan_from_hf(model: Any, tokenizer: Any, family: Any, order: Sequence[int], 
         permute = None
         if family.gguf_rope_permute and re.search(r"\.attn_(q|k)\.weight$", gguf_name):
             permute = n_head if ".attn_q." in gguf_name else n_kv
-        nbytes = int(np.prod(gguf.quant_shape_to_byte_shape(shape, qtype))) if qtype not in (
-            gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16) else int(np.prod(shape)) * (4 if qtype == gguf.GGMLQuantizationType.F32 else 2)
+        nbytes = int(np.prod(gguf.quant_shape_to_byte_shape(shape, qtype)))
 
         def convert(tensor=tensor, qtype=qtype, permute=permute) -> Iterator[np.ndarray]:
             data = tensor.detach().to(device="cpu", dtype=torch.float32).numpy()

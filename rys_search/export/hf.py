@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-__all__ = ["SHARD_BYTES", "remapped_config", "write_hf"]
+__all__ = ["SHARD_BYTES", "remapped_config", "renamed_keys", "write_hf"]
 
 SHARD_BYTES = 2 << 30
 
@@ -36,7 +36,7 @@ def remapped_config(config: Any, family: Any, order: Sequence[int]) -> Any:
     return config
 
 
-def _renamed(state: dict[str, Any], prefix: str, order: Sequence[int], skip: set[str]) -> Iterator[tuple[str, str]]:
+def renamed_keys(state: dict[str, Any], prefix: str, order: Sequence[int], skip: set[str]) -> Iterator[tuple[str, str]]:
     """(source key, key in the exported model): layers follow `order`, the rest keep their names."""
     per_layer: dict[int, list[str]] = {}
     head, tail = [], []
@@ -67,7 +67,7 @@ def write_hf(model: Any, tokenizer: Any, family: Any, order: Sequence[int], fold
     tied = bool(getattr(model.config, "tie_word_embeddings", False))
     skip = {"lm_head.weight"} if tied else set()
     dtype = dtype or next(model.parameters()).dtype
-    items = list(_renamed(state, family.layers + ".", order, skip))
+    items = list(renamed_keys(state, family.layers + ".", order, skip))
 
     def size(key: str) -> int:
         t = state[key]
