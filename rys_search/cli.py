@@ -518,8 +518,6 @@ def _source_facts(spec: str) -> tuple[Any, Any, int]:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from functools import lru_cache
-
     from . import __version__
     from .export import FORMATS, VerificationFailed, check_target, export_schedule, target_path
     from .loading import load_model, pick_device, pick_dtype
@@ -548,7 +546,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         hf_dtype = getattr(config, "dtype", None) or None
         hf_dtype = pick_dtype(str(hf_dtype).removeprefix("torch."), pick_device("cpu")) if hf_dtype else None
     # Verification compares in float32: the source's own weights, against the export loaded back.
-    loaded = lru_cache(maxsize=1)(lambda: load_model(spec, device=args.device, dtype="float32"))
+    # Each export loads the source afresh (from the dequantized cache) and lets it go before
+    # loading its output back, so memory holds one model at a time.
+    def loaded():
+        return load_model(spec, device=args.device, dtype="float32")
     results = []
     for job in jobs:
         try:

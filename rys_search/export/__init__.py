@@ -153,8 +153,10 @@ def export_schedule(
 ) -> dict[str, Any]:
     """Write, verify and move one export into place; return what was done and measured.
 
-    `loaded()` returns the source model (LoadedModel); it is called only when the export
-    needs the weights in torch (a Hugging Face source, an HF export, or verification).
+    `loaded()` returns the source model (LoadedModel); it is called once, only when the
+    export needs the weights in torch (a Hugging Face source, an HF export, or verification),
+    and the model is consumed (its weights let go) before the export is loaded back, so
+    the two never share memory.
     """
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}; use gguf or hf")
@@ -185,7 +187,11 @@ def export_schedule(
     from .card import model_card
 
     result: dict[str, Any] = {"path": str(target), "format": fmt, "schedule": str(schedule), "trial": job.trial}
+    needs_torch = verify or fmt == "hf" or source.kind != "gguf"
     try:
+        model = loaded() if needs_torch else None
+        if model is not None:
+            model.runtime.reset()
         if fmt == "gguf":
             from .gguf import plan_from_gguf, plan_from_hf, write_gguf
 
@@ -195,8 +201,6 @@ def export_schedule(
                 plan = plan_from_gguf(source.location, order, family.gguf_per_layer_keys, provenance, suffix)
                 result["written_as"] = "bytes copied from the source GGUF"
             else:
-                model = loaded()
-                model.runtime.reset()
                 kind = gguf_type or "f16"
                 plan = plan_from_hf(model.model, model.tokenizer, family, order, kind, provenance,
                                     f"{source.name} {suffix}")
@@ -210,8 +214,6 @@ def export_schedule(
         else:
             from .hf import write_hf
 
-            model = loaded()
-            model.runtime.reset()
             dtype = hf_dtype or next(model.model.parameters()).dtype
             per_layer = sum(p.numel() for p in family.layer_list(model.model)[0].parameters())
             other = sum(p.numel() for p in model.model.parameters()) - per_layer * n_layers
@@ -229,7 +231,7 @@ def export_schedule(
         result["bytes"] = _size(staged)
         if verify:
             t0 = time.perf_counter()
-            result["verification"] = _verify(loaded(), schedule, staged, fmt, result["written_as"], source)
+            result["verification"] = _verify(model, schedule, staged, fmt, result["written_as"])
             result["verify_seconds"] = time.perf_counter() - t0
         if fmt == "hf":
             facts["verification"] = _card_lines(result.get("verification"))
@@ -253,7 +255,7 @@ def _size(path: Path) -> int:
     return path.stat().st_size
 
 
-def _tolerance_kind(written_as: str, source: Any, reference_dtype: Any) -> str:
+def _tolerance_kind(written_as: str, reference_dtype: Any) -> str:
     if written_as.startswith("bytes copied"):
         return "exact"
     if written_as in ("f16", "bf16", "q8_0"):
@@ -263,11 +265,16 @@ def _tolerance_kind(written_as: str, source: Any, reference_dtype: Any) -> str:
     return "exact"  # f32 / float32: the reference's own weights
 
 
-def _verify(loaded: Any, schedule: LayerSchedule, path: Path, fmt: str, written_as: str, source: Any) -> dict[str, Any]:
+def _verify(loaded: Any, schedule: LayerSchedule, path: Path, fmt: str, written_as: str) -> dict[str, Any]:
+    """Reference outputs from the source, then the source freed, then the export loaded back."""
+    import gc
+
     from .verify import TOLERANCES, Reference, verify_llama_cpp, verify_transformers
 
     ref = Reference.build(loaded, schedule)
-    kind = _tolerance_kind(written_as, source, loaded.dtype)
+    kind = _tolerance_kind(written_as, loaded.dtype)
+    loaded.model = loaded.runtime = None  # consumed: the weights go before the export is loaded
+    gc.collect()
     checks = {"transformers": verify_transformers(ref, path, fmt, TOLERANCES[kind])}
     checks["transformers"]["tolerance_kind"] = kind
     if fmt == "gguf":
