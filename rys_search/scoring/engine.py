@@ -9,11 +9,18 @@ batch first, so memory trouble shows at once), left-padded with position ids tha
 padding, and only the positions some target needs get logits. Requests that share a prefix
 (a prompt followed by several options) run the prefix once and continue from its KV cache.
 Results come back in input order.
+
+Every forward call goes through the runtime's prefix reuse (ScheduledModel.forward) with a
+digest of its inputs as the key: the batches depend only on the requests and the token
+budget, never on the schedule, so a call under any schedule finds the unmodified model's
+hidden states recorded by an earlier schedule and runs only the layers from its first
+deviation on. A prompt and the continuations that read its KV cache start at one boundary.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -49,7 +56,8 @@ def batches_by_length(lengths: Sequence[int], token_budget: int) -> list[list[in
     return batches
 
 
-def _pad_left(rows: list[Sequence[int]], pad_id: int, device: Any):
+def _pad_left(rows: list[Sequence[int]], pad_id: int, device: Any, keyed: bool = False):
+    """Left-padded ids, attention mask and position ids on device (and with keyed, their digest)."""
     import torch
 
     width = max(len(r) for r in rows)
@@ -60,7 +68,21 @@ def _pad_left(rows: list[Sequence[int]], pad_id: int, device: Any):
             ids[r, width - len(row):] = torch.as_tensor(list(row), dtype=torch.long)
             mask[r, width - len(row):] = 1
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    return ids.to(device), mask.to(device), positions.to(device)
+    out = ids.to(device), mask.to(device), positions.to(device)
+    return (*out, digest("left", ids, mask)) if keyed else out
+
+
+def digest(*parts: Any) -> bytes:
+    """A key for the prefix cache: the digest of a call's input tensors (CPU) and plain values."""
+    h = hashlib.blake2b(digest_size=16)
+    for part in parts:
+        if hasattr(part, "numpy"):
+            h.update(repr((part.dtype, tuple(part.shape))).encode())
+            h.update(part.contiguous().numpy().tobytes())
+        else:
+            h.update(repr(part).encode())
+        h.update(b"|")
+    return h.digest()
 
 
 def _pad_id(tokenizer: Any) -> int:
@@ -150,13 +172,13 @@ def _score_whole(loaded, requests, indices, budget, results) -> int:
     tokens = 0
     for chunk in batches_by_length([len(requests[i].ids) for i in indices], budget):
         batch = [indices[c] for c in chunk]
-        ids, mask, positions = _pad_left([requests[i].ids for i in batch], pad, loaded.device)
+        ids, mask, positions, key = _pad_left([requests[i].ids for i in batch], pad, loaded.device, keyed=True)
         width = ids.shape[1]
         # padded index of the logits that predict position p of row r: p - 1 + (width - len)
         first = min(p - 1 + width - len(requests[i].ids) for i in batch for p, _ in requests[i].targets)
         with torch.no_grad():
-            logits = loaded.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                                  logits_to_keep=width - first, use_cache=False).logits
+            logits = loaded.runtime.forward(key, input_ids=ids, attention_mask=mask, position_ids=positions,
+                                            logits_to_keep=width - first, use_cache=False)[0].logits
         logprobs = torch.log_softmax(logits.float(), dim=-1)
         tokens += int(mask.sum())
         picker = _Picker()
@@ -183,56 +205,53 @@ def _score_shared(loaded, requests, groups, budget, results) -> int:
     import torch
 
     pad = _pad_id(loaded.tokenizer)
+    runtime = loaded.runtime
     prefixes = list(groups)
     tokens = 0
     for chunk in batches_by_length([len(p) for p in prefixes], budget):
-        ids, mask, positions = _pad_left([prefixes[c] for c in chunk], pad, loaded.device)
+        ids, mask, positions, key = _pad_left([prefixes[c] for c in chunk], pad, loaded.device, keyed=True)
         width = ids.shape[1]
-        with torch.no_grad():
-            out = loaded.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                               logits_to_keep=1, use_cache=True)
-        last = torch.log_softmax(out.logits.float(), dim=-1)  # (prefixes, 1, vocab)
-        cache = out.past_key_values
-        tokens += int(mask.sum())
         members = [(row, i) for row, c in enumerate(chunk) for i in groups[prefixes[c]]]
         rest = max(max(p for p, _ in requests[i].targets) - requests[i].prefix for _, i in members)
         per_batch = max(1, budget // (width + max(rest, 1)))
-        for at in range(0, len(members), per_batch):
-            part = members[at : at + per_batch]
+        parts = [_Tails(requests, members[at : at + per_batch], pad, key) for at in range(0, len(members), per_batch)]
+        # the prompt and its continuations start at one boundary: the continuations read its KV cache
+        start = runtime.start_for([key] + [part.key for part in parts if part.key is not None])
+        with torch.no_grad():
+            out, _ = runtime.forward(key, start=start, input_ids=ids, attention_mask=mask, position_ids=positions,
+                                     logits_to_keep=1, use_cache=True)
+        last = torch.log_softmax(out.logits.float(), dim=-1)  # (prefixes, 1, vocab)
+        cache = out.past_key_values
+        tokens += int(mask.sum())
+        for part in parts:
             picker = _Picker()
-            for row, i in part:  # the target right after the prompt comes from the prompt's last logits
+            for row, i in part.members:  # the target right after the prompt comes from the prompt's last logits
                 results[i] = [None] * len(requests[i].targets)
                 for k, (p, w) in enumerate(requests[i].targets):
                     if p == requests[i].prefix:
                         picker.add(row, 0, w, _setter(results[i], k))
             picker.read(last)
-            # only the tokens some target after the prompt needs: those before the last target
-            tails = [list(requests[i].ids[requests[i].prefix : max(p for p, _ in requests[i].targets)]) for _, i in part]
-            if not any(tails):
+            if part.key is None:  # nothing after the prompt
                 continue
-            rows = torch.as_tensor([row for row, _ in part], dtype=torch.long, device=loaded.device)
-            span = max(len(t) for t in tails)
-            tail_ids = torch.full((len(part), span), pad, dtype=torch.long)
-            tail_mask = torch.zeros((len(part), span), dtype=torch.long)
-            for r, tail in enumerate(tails):
-                if tail:
-                    tail_ids[r, : len(tail)] = torch.as_tensor(tail, dtype=torch.long)
-                    tail_mask[r, : len(tail)] = 1
-            tail_ids, tail_mask = tail_ids.to(loaded.device), tail_mask.to(loaded.device)
-            start = mask[rows].sum(dim=1, keepdim=True)  # each row's real prompt length
-            tail_positions = start + torch.arange(span, device=loaded.device)
+            dev = loaded.device
+            rows = torch.as_tensor([row for row, _ in part.members], dtype=torch.long, device=dev)
+            tail_ids, tail_mask = part.ids.to(dev), part.mask.to(dev)
+            start_at = mask[rows].sum(dim=1, keepdim=True)  # each row's real prompt length
+            tail_positions = start_at + torch.arange(tail_ids.shape[1], device=dev)
             with torch.no_grad():
-                logits = loaded.model(
+                logits = runtime.forward(
+                    part.key,
+                    start=start,
                     input_ids=tail_ids,
                     attention_mask=torch.cat([mask[rows], tail_mask], dim=1),
                     position_ids=tail_positions,
                     past_key_values=_select_rows(cache, rows),
                     use_cache=True,
-                ).logits
+                )[0].logits
             logprobs = torch.log_softmax(logits.float(), dim=-1)
             tokens += int(tail_mask.sum())
             picker = _Picker()
-            for r, (_, i) in enumerate(part):
+            for r, (_, i) in enumerate(part.members):
                 prefix = requests[i].prefix
                 for k, (p, w) in enumerate(requests[i].targets):
                     if p > prefix:
@@ -241,6 +260,29 @@ def _score_shared(loaded, requests, groups, budget, results) -> int:
             del logits, logprobs
         del cache, out, last
     return tokens
+
+
+class _Tails:
+    """The continuations of one batch after their prompts: right-padded ids and mask (CPU), key."""
+
+    def __init__(self, requests, members, pad: int, prompt_key: bytes):
+        import torch
+
+        self.members = members
+        # only the tokens some target after the prompt needs: those before the last target
+        tails = [list(requests[i].ids[requests[i].prefix : max(p for p, _ in requests[i].targets)]) for _, i in members]
+        self.key = None
+        if not any(tails):
+            return
+        span = max(len(t) for t in tails)
+        self.ids = torch.full((len(members), span), pad, dtype=torch.long)
+        self.mask = torch.zeros((len(members), span), dtype=torch.long)
+        for r, tail in enumerate(tails):
+            if tail:
+                self.ids[r, : len(tail)] = torch.as_tensor(tail, dtype=torch.long)
+                self.mask[r, : len(tail)] = 1
+        rows = torch.as_tensor([row for row, _ in members], dtype=torch.long)
+        self.key = digest("tail", prompt_key, rows, self.ids, self.mask)
 
 
 def greedy_generate(

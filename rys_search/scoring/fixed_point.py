@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserError
-from .engine import _pad_left, _pad_id, batches_by_length
+from .engine import _pad_id, _pad_left, batches_by_length
 from .objective import Objective, register
 from .suites import builtin_dir
 
@@ -76,16 +76,16 @@ class FixedPointObjective(Objective):
         per_seq: list[dict[str, Any]] = [{} for _ in seqs]
         tokens = 0
         for batch in batches_by_length([len(s) for s in seqs], budget):
-            ids, mask, positions = _pad_left([seqs[i] for i in batch], pad, loaded.device)
+            ids, mask, positions, key = _pad_left([seqs[i] for i in batch], pad, loaded.device, keyed=True)
             keep = mask.clone()
             first = mask.argmax(dim=1)  # the first real token of each row
             keep[torch.arange(len(batch)), first] = 0
             kwargs = dict(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False)
-            with torch.no_grad():
-                with runtime.capture_states(boundaries) as states:
-                    scheduled = loaded.model(**kwargs).logits.float().log_softmax(-1)
+            with torch.no_grad():  # both passes reuse the unmodified prefix (the second is all prefix)
+                out, states = runtime.forward(key, capture=boundaries, **kwargs)
+                scheduled = out.logits.float().log_softmax(-1)
                 with runtime.using(_identity(runtime)):
-                    base = loaded.model(**kwargs).logits.float().log_softmax(-1)
+                    base = runtime.forward(key, **kwargs)[0].logits.float().log_softmax(-1)
                 kl = (base.exp() * (base - scheduled)).sum(-1)  # (batch, tokens)
             tokens += 2 * int(mask.sum())
             weights = keep.float()
@@ -115,7 +115,7 @@ def _identity(runtime: Any):
 
 def _block_figures(states, pos: int, width: int, count: int, row: int, weight) -> dict[str, Any]:
     """Step sizes, contraction and seam of one repeated block for one passage (a batch row)."""
-    h = [states[pos + k * width][-1][row].float() for k in range(count + 1)]  # h_0 .. h_count
+    h = [states[pos + k * width][row].float() for k in range(count + 1)]  # h_0 .. h_count
     n = float(weight.sum()) or 1.0
 
     def mean_norm(x):
