@@ -121,3 +121,18 @@ def test_fixed_point_with_reuse_equals_without(loaded, monkeypatch):
             for x, y in zip(a["blocks"], b["blocks"]):
                 assert x["contraction"] == pytest.approx(y["contraction"], rel=1e-4)
                 assert x["seam"] == pytest.approx(y["seam"], rel=1e-4)
+
+
+def test_probes_scored_together_equal_one_by_one(loaded):
+    from rys_search.scoring import evaluate_probes, get_objective
+
+    objectives = [get_objective(name) for name in ("math", "eq", "reasoning")]
+    schedule = SCHEDULES[0]
+    alone = [o.evaluate(loaded, schedule, limit=4) for o in objectives]
+    together = evaluate_probes(objectives, loaded, schedule, limit=4)
+    assert loaded.runtime.schedule.is_identity(6)
+    for a, b in zip(alone, together):
+        assert (a.objective, a.schedule, a.split, len(a.items)) == (b.objective, b.schedule, b.split, len(b.items))
+        for x, y in zip(a.items, b.items):
+            assert x["id"] == y["id"] and x["score"] == pytest.approx(y["score"], rel=1e-4, abs=1e-6)
+    assert sum(r.tokens for r in together) == pytest.approx(sum(r.tokens for r in alone), abs=3)
