@@ -246,6 +246,16 @@ def _identity(loaded):
 # ---- measuring -----------------------------------------------------------------------------
 
 
+def _free():
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def timed(fn, cuda):
     import torch
 
@@ -281,6 +291,7 @@ def measure(loaded, workload, schedules, variant, full_tokens=None):
             flops.append(counter.total * scale)
             extra.append(copy_seconds)
             del copy_loaded
+            _free()
         peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
         return dict(seconds=statistics.mean(seconds), tokens=statistics.mean(tokens), flops=statistics.mean(flops),
                     peak=peak, copy_seconds=statistics.mean(extra), scale=scale)
