@@ -346,6 +346,34 @@ def memory_check(loaded, workload):
         print(f"  {variant:7} {label:28} {value:8.2f}  {value / base:.3f}x the unmodified model without reuse")
 
 
+def profile(loaded, workload, schedules) -> None:
+    """Where the engine's time goes: forward calls, GPU busy time against wall time, top operators."""
+    import torch
+    from torch.profiler import ProfilerActivity
+
+    runtime = loaded.runtime
+    calls = []
+    forward = runtime.forward
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return forward(*args, **kwargs)
+
+    runtime.forward = counted
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if loaded.device.type == "cuda" else [])
+    try:
+        with torch.profiler.profile(activities=activities) as prof:
+            wall, _ = timed(lambda: [workload.run(loaded, s) for s in schedules], loaded.device.type == "cuda")
+    finally:
+        del runtime.forward
+    events = prof.key_averages()
+    busy = sum(e.self_device_time_total for e in events) / 1e6
+    print(f"profile over {len(schedules)} schedules: {wall / len(schedules):.3f} s each, {len(calls) / len(schedules):.0f} "
+          f"forward calls each, GPU busy {busy / len(schedules):.3f} s each ({100 * busy / wall:.0f}% of wall)")
+    print(events.table(sort_by="self_device_time_total", row_limit=12, max_name_column_width=60))
+    print(events.table(sort_by="self_cpu_time_total", row_limit=12, max_name_column_width=60))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default")
@@ -359,6 +387,7 @@ def main() -> None:
     parser.add_argument("--variants", default="engine,plain,copy")
     parser.add_argument("--copy-schedules", type=int, default=2)
     parser.add_argument("--copy-limit", type=int, default=20, help="items per probe for the copy's subsample")
+    parser.add_argument("--profile", action="store_true", help="also profile the engine on two schedules")
     parser.add_argument("--device", default=None)
     args = parser.parse_args()
 
@@ -428,6 +457,8 @@ def report(loaded, workload_name, args, peak_tflops) -> None:
     line("peak GPU memory GiB", "peak", "{:.2f}")
     if cuda:
         memory_check(loaded, workload)
+    if args.profile:
+        profile(loaded, workload, schedules[:2])
 
 
 if __name__ == "__main__":

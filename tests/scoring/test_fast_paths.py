@@ -136,3 +136,36 @@ def test_probes_scored_together_equal_one_by_one(loaded):
         for x, y in zip(a.items, b.items):
             assert x["id"] == y["id"] and x["score"] == pytest.approx(y["score"], rel=1e-4, abs=1e-6)
     assert sum(r.tokens for r in together) == pytest.approx(sum(r.tokens for r in alone), abs=3)
+
+
+def test_cheapest_batches_cover_every_index_within_the_budget_at_least_cost():
+    import itertools
+
+    from rys_search.scoring.engine import batches_by_length
+
+    rng = np.random.default_rng(3)
+    for _ in range(30):
+        lengths = [int(x) for x in rng.integers(1, 40, size=int(rng.integers(1, 8)))]
+        budget, cost = int(rng.integers(40, 120)), int(rng.integers(1, 60))
+        batches = batches_by_length(lengths, budget, cost)
+        assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+        assert lengths[batches[0][0]] == max(lengths)  # the longest batch first
+        for b in batches:
+            assert len(b) == 1 or max(lengths[i] for i in b) * len(b) <= budget
+
+        def total(bs):
+            return sum(max(lengths[i] for i in b) * len(b) + cost for b in bs)
+
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        best = None  # brute force over every way to cut the sorted order into contiguous batches
+        for cuts in itertools.product([0, 1], repeat=len(order) - 1):
+            bs, cur = [], [order[0]]
+            for c, i in zip(cuts, order[1:]):
+                if c:
+                    bs.append(cur)
+                    cur = []
+                cur.append(i)
+            bs.append(cur)
+            if all(len(b) == 1 or max(lengths[i] for i in b) * len(b) <= budget for b in bs):
+                best = total(bs) if best is None else min(best, total(bs))
+        assert total(batches) == best
