@@ -152,34 +152,32 @@ def _check(requests: Sequence[Request]) -> None:
 
 
 class _Picker:
-    """Collects (row, position, tokens) picks from one batch's log-probs and reads them all in
-    one gather and one device-to-host copy, instead of one small copy per target."""
+    """Collects (row, position, tokens) picks from one batch's logits and reads them all in one
+    gather and one device-to-host copy, instead of one small copy per target."""
 
     def __init__(self) -> None:
-        self.rows: list[int] = []
-        self.cols: list[int] = []
         self.tokens: list[int] = []
         self.spans: list[tuple[int, int, int, int, Any]] = []  # (start, stop, row, col, put)
 
     def add(self, row: int, col: int, wanted: Sequence[int], put) -> None:
         start = len(self.tokens)
-        self.rows += [row] * len(wanted)
-        self.cols += [col] * len(wanted)
         self.tokens += list(wanted)
         self.spans.append((start, len(self.tokens), row, col, put))
 
-    def read(self, logprobs) -> None:
+    def read(self, logits) -> None:
+        """Log-softmax only at the picked positions (not every kept position), then one gather."""
         import torch
 
         if not self.spans:
             return
-        dev = logprobs.device
-        rows = torch.as_tensor(self.rows, dtype=torch.long, device=dev)
-        cols = torch.as_tensor(self.cols, dtype=torch.long, device=dev)
-        toks = torch.as_tensor(self.tokens, dtype=torch.long, device=dev)
-        values = logprobs[rows, cols, toks].double().cpu().numpy()
+        dev = logits.device
         at = torch.as_tensor([[r, c] for _, _, r, c, _ in self.spans], dtype=torch.long, device=dev)
-        tops = logprobs[at[:, 0], at[:, 1]].argmax(dim=-1).cpu().tolist()
+        logprobs = torch.log_softmax(logits[at[:, 0], at[:, 1]].float(), dim=-1)  # (spans, vocab)
+        owner = torch.as_tensor([k for k, (start, stop, *_) in enumerate(self.spans) for _ in range(stop - start)],
+                                dtype=torch.long, device=dev)
+        toks = torch.as_tensor(self.tokens, dtype=torch.long, device=dev)
+        values = logprobs[owner, toks].double().cpu().numpy()
+        tops = logprobs.argmax(dim=-1).cpu().tolist()
         for (start, stop, _, _, put), top in zip(self.spans, tops):
             put((values[start:stop], int(top)))
 
@@ -229,7 +227,6 @@ def _score_whole(loaded, requests, indices, budget, results) -> int:
         with torch.no_grad():
             logits = loaded.runtime.forward(key, input_ids=ids, attention_mask=mask, position_ids=positions,
                                             logits_to_keep=width - first, use_cache=False)[0].logits
-        logprobs = torch.log_softmax(logits.float(), dim=-1)
         tokens += int(mask.sum())
         picker = _Picker()
         for row, i in enumerate(batch):
@@ -237,8 +234,8 @@ def _score_whole(loaded, requests, indices, budget, results) -> int:
             results[i] = [None] * len(requests[i].targets)
             for k, (p, wanted) in enumerate(requests[i].targets):
                 picker.add(row, p - 1 + shift, wanted, _setter(results[i], k))
-        picker.read(logprobs)
-        del logits, logprobs
+        picker.read(logits)
+        del logits
     return tokens
 
 
@@ -270,7 +267,7 @@ def _score_shared(loaded, requests, groups, budget, results) -> int:
         with torch.no_grad():
             out, _ = runtime.forward(key, start=start, input_ids=ids, attention_mask=mask, position_ids=positions,
                                      logits_to_keep=1, use_cache=True)
-        last = torch.log_softmax(out.logits.float(), dim=-1)  # (prefixes, 1, vocab)
+        last = out.logits  # (prefixes, 1, vocab)
         cache = out.past_key_values
         tokens += int(mask.sum())
         for part in parts:
@@ -298,7 +295,6 @@ def _score_shared(loaded, requests, groups, budget, results) -> int:
                     past_key_values=_select_rows(cache, rows),
                     use_cache=True,
                 )[0].logits
-            logprobs = torch.log_softmax(logits.float(), dim=-1)
             tokens += int(tail_mask.sum())
             picker = _Picker()
             for r, (_, i) in enumerate(part.members):
@@ -306,8 +302,8 @@ def _score_shared(loaded, requests, groups, budget, results) -> int:
                 for k, (p, w) in enumerate(requests[i].targets):
                     if p > prefix:
                         picker.add(r, p - 1 - prefix, w, _setter(results[i], k))
-            picker.read(logprobs)
-            del logits, logprobs
+            picker.read(logits)
+            del logits
         del cache, out, last
     return tokens
 

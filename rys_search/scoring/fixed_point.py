@@ -89,11 +89,12 @@ class FixedPointObjective(Objective):
                 kl = (base.exp() * (base - scheduled)).sum(-1)  # (batch, tokens)
             tokens += 2 * int(mask.sum())
             weights = keep.float()
+            count = weights.sum(-1).clamp(min=1.0)
+            kl_rows = ((kl * weights).sum(-1) / count).double().cpu().numpy()
+            blocks = [_block_figures(states, pos, width, n, weights, count) for pos, width, n in repeats]
             for row, i in enumerate(batch):
-                w = weights[row]
-                n = float(w.sum())
-                per_seq[i]["kl"] = float((kl[row] * w).sum() / max(n, 1.0))
-                per_seq[i]["blocks"] = [_block_figures(states, pos, width, count, row, w) for pos, width, count in repeats]
+                per_seq[i]["kl"] = float(kl_rows[row])
+                per_seq[i]["blocks"] = [block[row] for block in blocks]
             del scheduled, base, kl, states
         items = []
         for k, figures in enumerate(per_seq):
@@ -113,19 +114,25 @@ def _identity(runtime: Any):
     return LayerSchedule.identity(runtime.n_layers)
 
 
-def _block_figures(states, pos: int, width: int, count: int, row: int, weight) -> dict[str, Any]:
-    """Step sizes, contraction and seam of one repeated block for one passage (a batch row)."""
-    h = [states[pos + k * width][row].float() for k in range(count + 1)]  # h_0 .. h_count
-    n = float(weight.sum()) or 1.0
+def _block_figures(states, pos: int, width: int, count: int, weight, n) -> list[dict[str, Any]]:
+    """Step sizes, contraction and seam of one repeated block for each passage (batch row)."""
+    import torch
+
+    h = [states[pos + k * width].float() for k in range(count + 1)]  # h_0 .. h_count, (rows, tokens, hidden)
 
     def mean_norm(x):
-        return float((x.norm(dim=-1) * weight).sum() / n)
+        return (x.norm(dim=-1) * weight).sum(-1) / n
 
-    steps = [mean_norm(h[k + 1] - h[k]) for k in range(count)]
-    ratios = [steps[k] / steps[k - 1] for k in range(1, count) if steps[k - 1] > 0]
-    seam = float(((h[1] - h[0]).norm(dim=-1) / h[0].norm(dim=-1).clamp(min=1e-12) * weight).sum() / n)
-    contraction = math.exp(sum(math.log(max(r, 1e-12)) for r in ratios) / len(ratios)) if ratios else 0.0
-    return {"steps": steps, "contraction": contraction, "seam": seam}
+    steps = torch.stack([mean_norm(h[k + 1] - h[k]) for k in range(count)], dim=1)  # (rows, count)
+    seam = ((h[1] - h[0]).norm(dim=-1) / h[0].norm(dim=-1).clamp(min=1e-12) * weight).sum(-1) / n
+    steps, seam = steps.double().cpu().numpy(), seam.double().cpu().numpy()
+    out = []
+    for row in range(steps.shape[0]):
+        s = [float(x) for x in steps[row]]
+        ratios = [s[k] / s[k - 1] for k in range(1, count) if s[k - 1] > 0]
+        contraction = math.exp(sum(math.log(max(r, 1e-12)) for r in ratios) / len(ratios)) if ratios else 0.0
+        out.append({"steps": s, "contraction": contraction, "seam": float(seam[row])})
+    return out
 
 
 register("fixed_point", lambda mode="logprob", suites=None: FixedPointObjective(mode=mode, suites=suites))
