@@ -367,7 +367,9 @@ def profile(loaded, workload, schedules) -> None:
     finally:
         del runtime.forward
     events = prof.key_averages()
-    busy = sum(e.self_device_time_total for e in events) / 1e6
+    from torch.autograd import DeviceType
+
+    busy = sum(e.self_device_time_total for e in events if e.device_type == DeviceType.CUDA) / 1e6  # kernels only
     print(f"profile over {len(schedules)} schedules: {wall / len(schedules):.3f} s each, {len(calls) / len(schedules):.0f} "
           f"forward calls each, GPU busy {busy / len(schedules):.3f} s each ({100 * busy / wall:.0f}% of wall)")
     print(events.table(sort_by="self_device_time_total", row_limit=12, max_name_column_width=60))
