@@ -17,20 +17,30 @@ Each position holds its own module object, and a clone has its own hook tables (
 of its source's when it was first made; clones are kept per (source, position), so a hook
 added to a source layer later does not reach its existing clones), so hooks can tell
 positions apart. transformers' own output hooks are installed before any clone exists.
+
+Prefix reuse: every schedule runs the unmodified model's layers up to its first deviating
+position, so a forward call's hidden states there are the same for every schedule.
+`ScheduledModel.forward(key, ...)` records them per call (key: a digest of the call's
+inputs) in a `PrefixCache` and later schedules start from the deepest recorded boundary at or
+before their deviation, feeding the recorded state in as ``inputs_embeds`` to the remaining
+layers only:
+
+    >>> out, states = runtime.forward(key, capture=[12], input_ids=ids, attention_mask=mask)
 """
 
 from __future__ import annotations
 
 import copy
+import os
 from contextlib import contextmanager
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 from torch import nn
 
 from .architectures import Family, family_for
 from .schedule import LayerSchedule
 
-__all__ = ["ScheduledModel"]
+__all__ = ["PrefixCache", "ScheduledModel"]
 
 
 class ScheduledModel:
@@ -57,6 +67,9 @@ class ScheduledModel:
                 self._original_config[key] = value
         self.schedule = LayerSchedule.identity(self.n_layers)
         self._clones: dict[tuple[int, int], nn.Module] = {}
+        self._suffixes: dict[int, nn.ModuleList] = {}  # the current schedule's layers from a start on
+        self.deviation = self.n_layers  # first position whose layer differs from the unmodified model's
+        self.prefix_cache = PrefixCache.for_model(model)
         _install_output_hooks(model)
 
     # ---- switching -------------------------------------------------------------------
@@ -65,20 +78,29 @@ class ScheduledModel:
         if isinstance(schedule, str):
             schedule = LayerSchedule.parse(schedule)
         schedule.check(self.n_layers)
-        if schedule.is_identity(self.n_layers):
+        self.schedule = schedule
+        path = schedule.expand()
+        self.deviation = next((pos for pos, src in enumerate(path) if pos != src), len(path))
+        self._suffixes = {}
+        self._apply(0)
+        return schedule
+
+    def _apply(self, start: int) -> None:
+        """Install the schedule's layers path[start:] (positions counted from start) and their config."""
+        if start == 0 and self.schedule.is_identity(self.n_layers):
             setattr(self._owner, self._attr, self._original_layers)
             for key, value in self._original_config.items():
                 setattr(self.config, key, value)
-        else:
-            path = schedule.expand()
-            layers = nn.ModuleList([self._virtual_layer(src, pos) for pos, src in enumerate(path)])
-            setattr(self._owner, self._attr, layers)
-            self.config.num_hidden_layers = len(path)
-            for key, value in self._original_config.items():
-                if key != "num_hidden_layers":
-                    setattr(self.config, key, [value[src] for src in path])
-        self.schedule = schedule
-        return schedule
+            return
+        path = self.schedule.expand()
+        if start not in self._suffixes:
+            self._suffixes[start] = nn.ModuleList(
+                [self._virtual_layer(src, pos) for pos, src in enumerate(path[start:])])
+        setattr(self._owner, self._attr, self._suffixes[start])
+        self.config.num_hidden_layers = len(path) - start
+        for key, value in self._original_config.items():
+            if key != "num_hidden_layers":
+                setattr(self.config, key, [value[src] for src in path[start:]])
 
     def reset(self) -> None:
         self.set_schedule(LayerSchedule.identity(self.n_layers))
@@ -90,6 +112,64 @@ class ScheduledModel:
             yield self.set_schedule(schedule)
         finally:
             self.set_schedule(previous)
+
+    @contextmanager
+    def _layers_from(self, start: int) -> Iterator[nn.ModuleList]:
+        """Inside the block the model runs only the schedule's layers from position start on."""
+        if start:
+            self._apply(start)
+        try:
+            yield self.layers
+        finally:
+            if start:
+                self._apply(0)
+
+    # ---- forward with prefix reuse -----------------------------------------------------
+
+    def start_for(self, keys: Sequence[Any], limit: int | None = None) -> int:
+        """The deepest boundary every call in keys can start from under this schedule (0: none).
+
+        Calls that belong together (a prompt and the continuations that read its KV cache) must
+        start at the same boundary: pass all their keys. At least one layer always runs.
+        """
+        cap = min(self.deviation, len(self.schedule) - 1, self.deviation if limit is None else limit)
+        if self.prefix_cache is None or cap < 1 or any(k is None for k in keys):
+            return 0
+        return self.prefix_cache.start(keys, cap)
+
+    def forward(self, key: Any = None, *, capture: Iterable[int] = (), start: int | None = None, **inputs):
+        """``model(**inputs)`` under the schedule, starting past the unmodified prefix where recorded.
+
+        key: a digest of everything that determines the hidden states (ids, attention mask,
+        position ids, the cached prompt it continues); None: no reuse. capture: boundaries whose
+        hidden state is returned (as in capture_states, one tensor each). start: the boundary to
+        start from (see start_for); by default the deepest usable one, never past a captured
+        boundary. Returns (model output, {boundary: hidden state}).
+        """
+        capture = sorted(set(capture))
+        if start is None:
+            start = self.start_for([key], min(capture) if capture else None)
+        cache = self.prefix_cache
+        entry = cache.entries.get(key, {}) if cache is not None and key is not None else {}
+        if start and start not in entry:
+            raise ValueError(f"no recorded hidden state at boundary {start} for this call")
+        record = []
+        if cache is not None and key is not None:  # unmodified states this run passes through
+            record = [b for b in range(start + 1, min(self.deviation, len(self.schedule) - 1) + 1) if b not in entry]
+        wanted = sorted(set(record) | {q for q in capture if q > start or (q == start == 0)})
+        states: dict[int, Any] = {}
+        if start and start in capture:
+            states[start] = entry[start]
+        if start:
+            inputs = {k: v for k, v in inputs.items() if k != "input_ids"}
+            inputs["inputs_embeds"] = entry[start]
+        with self._layers_from(start) as layers, _hooks(layers, [q - start for q in wanted]) as seen:
+            output = self.model(**inputs)
+        for q in wanted:
+            states[q] = seen[q - start]
+        if record:
+            cache.add(key, {b: states[b] for b in record})
+        return output, {q: states[q] for q in capture}
 
     # ---- inspection ------------------------------------------------------------------
 
@@ -142,6 +222,85 @@ class ScheduledModel:
         finally:
             for handle in handles:
                 handle.remove()
+
+
+@contextmanager
+def _hooks(layers: nn.ModuleList, boundaries: Iterable[int]) -> Iterator[dict[int, Any]]:
+    """The hidden state at each boundary of layers (input of layer q, or the last one's output)."""
+    seen: dict[int, Any] = {}
+    handles = []
+    for q in boundaries:
+        if not 0 <= q <= len(layers):
+            raise ValueError(f"boundary {q} is outside a schedule of {len(layers)} layers")
+        if q < len(layers):
+
+            def pre_hook(module, args, kwargs, _q=q):
+                seen[_q] = args[0] if args else kwargs["hidden_states"]
+
+            handles.append(layers[q].register_forward_pre_hook(pre_hook, with_kwargs=True))
+        else:
+
+            def post_hook(module, args, output, _q=q):
+                seen[_q] = output[0] if isinstance(output, tuple) else output
+
+            handles.append(layers[q - 1].register_forward_hook(post_hook))
+    try:
+        yield seen
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+class PrefixCache:
+    """Hidden states of the unmodified model at layer boundaries, per forward call.
+
+    entries[key][b] is the input of layer b (the residual stream after the first b layers) for
+    the call whose inputs digest to key. Entries are added until `budget` bytes are held, then
+    calls that are not recorded are recomputed; nothing is evicted. The budget comes from
+    $RYS_SEARCH_PREFIX_CACHE (GiB, 0 turns reuse off), else 40% of the free memory of the
+    model's GPU, or 1 GiB on the CPU.
+    """
+
+    def __init__(self, budget: int):
+        self.budget = int(budget)
+        self.used = 0
+        self.entries: dict[Any, dict[int, Any]] = {}
+
+    @classmethod
+    def for_model(cls, model: nn.Module) -> "PrefixCache | None":
+        setting = os.environ.get("RYS_SEARCH_PREFIX_CACHE")
+        if setting is not None:
+            budget = float(setting) * 2**30
+        else:
+            device = next(model.parameters()).device
+            if device.type == "cuda":
+                import torch
+
+                budget = 0.4 * torch.cuda.mem_get_info(device)[0]
+            else:
+                budget = 2**30
+        return cls(int(budget)) if budget > 0 else None
+
+    def start(self, keys: Sequence[Any], cap: int) -> int:
+        """The deepest boundary at most cap recorded for every key (0 if none)."""
+        common: set[int] | None = None
+        for key in keys:
+            have = {b for b in self.entries.get(key, ()) if b <= cap}
+            common = have if common is None else common & have
+            if not common:
+                return 0
+        return max(common) if common else 0
+
+    def add(self, key: Any, states: dict[int, Any]) -> None:
+        size = sum(t.numel() * t.element_size() for t in states.values())
+        if self.used + size > self.budget:
+            return
+        self.entries.setdefault(key, {}).update(states)
+        self.used += size
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self.used = 0
 
 
 def _install_output_hooks(model: nn.Module) -> None:

@@ -12,6 +12,7 @@ paired one (stats.py).
 
 from . import fixed_point as _fixed_point  # noqa: F401  (registers "fixed_point")
 from .objective import MODES, Objective, ObjectiveResult, available_objectives, get_objective, paired_change, register
+from .probes import evaluate_probes
 from .stats import bootstrap_interval, half_width, paired_interval
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "ObjectiveResult",
     "available_objectives",
     "bootstrap_interval",
+    "evaluate_probes",
     "get_objective",
     "half_width",
     "paired_change",

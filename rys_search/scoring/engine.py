@@ -9,17 +9,25 @@ batch first, so memory trouble shows at once), left-padded with position ids tha
 padding, and only the positions some target needs get logits. Requests that share a prefix
 (a prompt followed by several options) run the prefix once and continue from its KV cache.
 Results come back in input order.
+
+Every forward call goes through the runtime's prefix reuse (ScheduledModel.forward) with a
+digest of its inputs as the key: the batches depend only on the requests and the token
+budget, never on the schedule, so a call under any schedule finds the unmodified model's
+hidden states recorded by an earlier schedule and runs only the layers from its first
+deviation on. A prompt and the continuations that read its KV cache start at one boundary.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["Request", "token_logprobs", "greedy_generate", "default_token_budget", "batches_by_length"]
+__all__ = ["Request", "token_logprobs", "greedy_generate", "default_token_budget", "batches_by_length", "call_cost"]
 
 
 @dataclass(frozen=True)
@@ -34,8 +42,16 @@ def default_token_budget(device: Any) -> int:
     return 65536 if getattr(device, "type", str(device)) == "cuda" else 4096
 
 
-def batches_by_length(lengths: Sequence[int], token_budget: int) -> list[list[int]]:
-    """Indices grouped into batches of similar length, longest first, each within the budget."""
+def batches_by_length(lengths: Sequence[int], token_budget: int, call_cost: int = 0) -> list[list[int]]:
+    """Indices grouped into batches of similar length, longest first, each within the budget.
+
+    call_cost is what one more forward call costs, in padded tokens: with it the grouping of
+    the sorted lengths minimises padded tokens + call_cost per batch (dynamic programming), so
+    a batch is split where its padding would cost more than a call; with 0, batches are filled
+    greedily to the budget.
+    """
+    if call_cost > 0 and lengths:
+        return [list(b) for b in _cheapest_batches(tuple(lengths), int(token_budget), int(call_cost))]
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     batches: list[list[int]] = []
     for index in order:
@@ -49,7 +65,49 @@ def batches_by_length(lengths: Sequence[int], token_budget: int) -> list[list[in
     return batches
 
 
-def _pad_left(rows: list[Sequence[int]], pad_id: int, device: Any):
+@lru_cache(maxsize=256)
+def _cheapest_batches(lengths: tuple[int, ...], budget: int, call_cost: int) -> tuple[tuple[int, ...], ...]:
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    sorted_lengths = np.array([lengths[i] for i in order], dtype=np.int64)
+    n = len(order)
+    best = np.zeros(n + 1)  # best[i]: cheapest cost of the sorted items i..n-1
+    cut = np.zeros(n + 1, dtype=np.int64)
+    for i in range(n - 1, -1, -1):
+        longest = int(sorted_lengths[i])  # the batch starting at i is as wide as its first item
+        size = max(1, min(n - i, budget // max(longest, 1)))
+        ends = np.arange(i + 1, i + size + 1)
+        costs = (ends - i) * longest + call_cost + best[ends]
+        k = int(np.argmin(costs))
+        best[i], cut[i] = costs[k], ends[k]
+    batches, i = [], 0
+    while i < n:
+        batches.append(tuple(order[i : cut[i]]))
+        i = int(cut[i])
+    return tuple(batches)
+
+
+def call_cost(loaded: Any) -> int:
+    """The cost of one forward call in padded tokens: host time per call (about 0.4 ms a layer)
+    over the time a token takes (2 x parameters at about 400 TFLOP/s on a GPU, 100 GFLOP/s on
+    a CPU); at least 64. `loaded.call_cost` overrides it."""
+    given = getattr(loaded, "call_cost", None)
+    if given is not None:
+        return int(given)
+    model = loaded.model
+    key = id(model)
+    if key not in _CALL_COSTS:
+        params = sum(p.numel() for p in model.parameters())
+        rate = 4e14 if getattr(loaded.device, "type", str(loaded.device)) == "cuda" else 1e11
+        layers = len(loaded.runtime.schedule) if getattr(loaded, "runtime", None) is not None else 1
+        _CALL_COSTS[key] = max(64, int(layers * 4e-4 * rate / (2 * params)))
+    return _CALL_COSTS[key]
+
+
+_CALL_COSTS: dict[int, int] = {}
+
+
+def _pad_left(rows: list[Sequence[int]], pad_id: int, device: Any, keyed: bool = False):
+    """Left-padded ids, attention mask and position ids on device (and with keyed, their digest)."""
     import torch
 
     width = max(len(r) for r in rows)
@@ -60,7 +118,21 @@ def _pad_left(rows: list[Sequence[int]], pad_id: int, device: Any):
             ids[r, width - len(row):] = torch.as_tensor(list(row), dtype=torch.long)
             mask[r, width - len(row):] = 1
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    return ids.to(device), mask.to(device), positions.to(device)
+    out = ids.to(device), mask.to(device), positions.to(device)
+    return (*out, digest("left", ids, mask)) if keyed else out
+
+
+def digest(*parts: Any) -> bytes:
+    """A key for the prefix cache: the digest of a call's input tensors (CPU) and plain values."""
+    h = hashlib.blake2b(digest_size=16)
+    for part in parts:
+        if hasattr(part, "numpy"):
+            h.update(repr((part.dtype, tuple(part.shape))).encode())
+            h.update(part.contiguous().numpy().tobytes())
+        else:
+            h.update(repr(part).encode())
+        h.update(b"|")
+    return h.digest()
 
 
 def _pad_id(tokenizer: Any) -> int:
@@ -80,34 +152,32 @@ def _check(requests: Sequence[Request]) -> None:
 
 
 class _Picker:
-    """Collects (row, position, tokens) picks from one batch's log-probs and reads them all in
-    one gather and one device-to-host copy, instead of one small copy per target."""
+    """Collects (row, position, tokens) picks from one batch's logits and reads them all in one
+    gather and one device-to-host copy, instead of one small copy per target."""
 
     def __init__(self) -> None:
-        self.rows: list[int] = []
-        self.cols: list[int] = []
         self.tokens: list[int] = []
         self.spans: list[tuple[int, int, int, int, Any]] = []  # (start, stop, row, col, put)
 
     def add(self, row: int, col: int, wanted: Sequence[int], put) -> None:
         start = len(self.tokens)
-        self.rows += [row] * len(wanted)
-        self.cols += [col] * len(wanted)
         self.tokens += list(wanted)
         self.spans.append((start, len(self.tokens), row, col, put))
 
-    def read(self, logprobs) -> None:
+    def read(self, logits) -> None:
+        """Log-softmax only at the picked positions (not every kept position), then one gather."""
         import torch
 
         if not self.spans:
             return
-        dev = logprobs.device
-        rows = torch.as_tensor(self.rows, dtype=torch.long, device=dev)
-        cols = torch.as_tensor(self.cols, dtype=torch.long, device=dev)
-        toks = torch.as_tensor(self.tokens, dtype=torch.long, device=dev)
-        values = logprobs[rows, cols, toks].double().cpu().numpy()
+        dev = logits.device
         at = torch.as_tensor([[r, c] for _, _, r, c, _ in self.spans], dtype=torch.long, device=dev)
-        tops = logprobs[at[:, 0], at[:, 1]].argmax(dim=-1).cpu().tolist()
+        logprobs = torch.log_softmax(logits[at[:, 0], at[:, 1]].float(), dim=-1)  # (spans, vocab)
+        owner = torch.as_tensor([k for k, (start, stop, *_) in enumerate(self.spans) for _ in range(stop - start)],
+                                dtype=torch.long, device=dev)
+        toks = torch.as_tensor(self.tokens, dtype=torch.long, device=dev)
+        values = logprobs[owner, toks].double().cpu().numpy()
+        tops = logprobs.argmax(dim=-1).cpu().tolist()
         for (start, stop, _, _, put), top in zip(self.spans, tops):
             put((values[start:stop], int(top)))
 
@@ -148,16 +218,15 @@ def _score_whole(loaded, requests, indices, budget, results) -> int:
 
     pad = _pad_id(loaded.tokenizer)
     tokens = 0
-    for chunk in batches_by_length([len(requests[i].ids) for i in indices], budget):
+    for chunk in batches_by_length([len(requests[i].ids) for i in indices], budget, call_cost(loaded)):
         batch = [indices[c] for c in chunk]
-        ids, mask, positions = _pad_left([requests[i].ids for i in batch], pad, loaded.device)
+        ids, mask, positions, key = _pad_left([requests[i].ids for i in batch], pad, loaded.device, keyed=True)
         width = ids.shape[1]
         # padded index of the logits that predict position p of row r: p - 1 + (width - len)
         first = min(p - 1 + width - len(requests[i].ids) for i in batch for p, _ in requests[i].targets)
         with torch.no_grad():
-            logits = loaded.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                                  logits_to_keep=width - first, use_cache=False).logits
-        logprobs = torch.log_softmax(logits.float(), dim=-1)
+            logits = loaded.runtime.forward(key, input_ids=ids, attention_mask=mask, position_ids=positions,
+                                            logits_to_keep=width - first, use_cache=False)[0].logits
         tokens += int(mask.sum())
         picker = _Picker()
         for row, i in enumerate(batch):
@@ -165,8 +234,8 @@ def _score_whole(loaded, requests, indices, budget, results) -> int:
             results[i] = [None] * len(requests[i].targets)
             for k, (p, wanted) in enumerate(requests[i].targets):
                 picker.add(row, p - 1 + shift, wanted, _setter(results[i], k))
-        picker.read(logprobs)
-        del logits, logprobs
+        picker.read(logits)
+        del logits
     return tokens
 
 
@@ -183,64 +252,83 @@ def _score_shared(loaded, requests, groups, budget, results) -> int:
     import torch
 
     pad = _pad_id(loaded.tokenizer)
+    runtime = loaded.runtime
     prefixes = list(groups)
     tokens = 0
-    for chunk in batches_by_length([len(p) for p in prefixes], budget):
-        ids, mask, positions = _pad_left([prefixes[c] for c in chunk], pad, loaded.device)
+    for chunk in batches_by_length([len(p) for p in prefixes], budget, call_cost(loaded)):
+        ids, mask, positions, key = _pad_left([prefixes[c] for c in chunk], pad, loaded.device, keyed=True)
         width = ids.shape[1]
-        with torch.no_grad():
-            out = loaded.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                               logits_to_keep=1, use_cache=True)
-        last = torch.log_softmax(out.logits.float(), dim=-1)  # (prefixes, 1, vocab)
-        cache = out.past_key_values
-        tokens += int(mask.sum())
         members = [(row, i) for row, c in enumerate(chunk) for i in groups[prefixes[c]]]
         rest = max(max(p for p, _ in requests[i].targets) - requests[i].prefix for _, i in members)
         per_batch = max(1, budget // (width + max(rest, 1)))
-        for at in range(0, len(members), per_batch):
-            part = members[at : at + per_batch]
+        parts = [_Tails(requests, members[at : at + per_batch], pad, key) for at in range(0, len(members), per_batch)]
+        # the prompt and its continuations start at one boundary: the continuations read its KV cache
+        start = runtime.start_for([key] + [part.key for part in parts if part.key is not None])
+        with torch.no_grad():
+            out, _ = runtime.forward(key, start=start, input_ids=ids, attention_mask=mask, position_ids=positions,
+                                     logits_to_keep=1, use_cache=True)
+        last = out.logits  # (prefixes, 1, vocab)
+        cache = out.past_key_values
+        tokens += int(mask.sum())
+        for part in parts:
             picker = _Picker()
-            for row, i in part:  # the target right after the prompt comes from the prompt's last logits
+            for row, i in part.members:  # the target right after the prompt comes from the prompt's last logits
                 results[i] = [None] * len(requests[i].targets)
                 for k, (p, w) in enumerate(requests[i].targets):
                     if p == requests[i].prefix:
                         picker.add(row, 0, w, _setter(results[i], k))
             picker.read(last)
-            # only the tokens some target after the prompt needs: those before the last target
-            tails = [list(requests[i].ids[requests[i].prefix : max(p for p, _ in requests[i].targets)]) for _, i in part]
-            if not any(tails):
+            if part.key is None:  # nothing after the prompt
                 continue
-            rows = torch.as_tensor([row for row, _ in part], dtype=torch.long, device=loaded.device)
-            span = max(len(t) for t in tails)
-            tail_ids = torch.full((len(part), span), pad, dtype=torch.long)
-            tail_mask = torch.zeros((len(part), span), dtype=torch.long)
-            for r, tail in enumerate(tails):
-                if tail:
-                    tail_ids[r, : len(tail)] = torch.as_tensor(tail, dtype=torch.long)
-                    tail_mask[r, : len(tail)] = 1
-            tail_ids, tail_mask = tail_ids.to(loaded.device), tail_mask.to(loaded.device)
-            start = mask[rows].sum(dim=1, keepdim=True)  # each row's real prompt length
-            tail_positions = start + torch.arange(span, device=loaded.device)
+            dev = loaded.device
+            rows = torch.as_tensor([row for row, _ in part.members], dtype=torch.long, device=dev)
+            tail_ids, tail_mask = part.ids.to(dev), part.mask.to(dev)
+            start_at = mask[rows].sum(dim=1, keepdim=True)  # each row's real prompt length
+            tail_positions = start_at + torch.arange(tail_ids.shape[1], device=dev)
             with torch.no_grad():
-                logits = loaded.model(
+                logits = runtime.forward(
+                    part.key,
+                    start=start,
                     input_ids=tail_ids,
                     attention_mask=torch.cat([mask[rows], tail_mask], dim=1),
                     position_ids=tail_positions,
                     past_key_values=_select_rows(cache, rows),
                     use_cache=True,
-                ).logits
-            logprobs = torch.log_softmax(logits.float(), dim=-1)
+                )[0].logits
             tokens += int(tail_mask.sum())
             picker = _Picker()
-            for r, (_, i) in enumerate(part):
+            for r, (_, i) in enumerate(part.members):
                 prefix = requests[i].prefix
                 for k, (p, w) in enumerate(requests[i].targets):
                     if p > prefix:
                         picker.add(r, p - 1 - prefix, w, _setter(results[i], k))
-            picker.read(logprobs)
-            del logits, logprobs
+            picker.read(logits)
+            del logits
         del cache, out, last
     return tokens
+
+
+class _Tails:
+    """The continuations of one batch after their prompts: right-padded ids and mask (CPU), key."""
+
+    def __init__(self, requests, members, pad: int, prompt_key: bytes):
+        import torch
+
+        self.members = members
+        # only the tokens some target after the prompt needs: those before the last target
+        tails = [list(requests[i].ids[requests[i].prefix : max(p for p, _ in requests[i].targets)]) for _, i in members]
+        self.key = None
+        if not any(tails):
+            return
+        span = max(len(t) for t in tails)
+        self.ids = torch.full((len(members), span), pad, dtype=torch.long)
+        self.mask = torch.zeros((len(members), span), dtype=torch.long)
+        for r, tail in enumerate(tails):
+            if tail:
+                self.ids[r, : len(tail)] = torch.as_tensor(tail, dtype=torch.long)
+                self.mask[r, : len(tail)] = 1
+        rows = torch.as_tensor([row for row, _ in members], dtype=torch.long)
+        self.key = digest("tail", prompt_key, rows, self.ids, self.mask)
 
 
 def greedy_generate(

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserError
-from .engine import _pad_left, _pad_id, batches_by_length
+from .engine import _pad_id, _pad_left, batches_by_length
 from .objective import Objective, register
 from .suites import builtin_dir
 
@@ -76,24 +76,25 @@ class FixedPointObjective(Objective):
         per_seq: list[dict[str, Any]] = [{} for _ in seqs]
         tokens = 0
         for batch in batches_by_length([len(s) for s in seqs], budget):
-            ids, mask, positions = _pad_left([seqs[i] for i in batch], pad, loaded.device)
+            ids, mask, positions, key = _pad_left([seqs[i] for i in batch], pad, loaded.device, keyed=True)
             keep = mask.clone()
             first = mask.argmax(dim=1)  # the first real token of each row
             keep[torch.arange(len(batch)), first] = 0
             kwargs = dict(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False)
-            with torch.no_grad():
-                with runtime.capture_states(boundaries) as states:
-                    scheduled = loaded.model(**kwargs).logits.float().log_softmax(-1)
+            with torch.no_grad():  # both passes reuse the unmodified prefix (the second is all prefix)
+                out, states = runtime.forward(key, capture=boundaries, **kwargs)
+                scheduled = out.logits.float().log_softmax(-1)
                 with runtime.using(_identity(runtime)):
-                    base = loaded.model(**kwargs).logits.float().log_softmax(-1)
+                    base = runtime.forward(key, **kwargs)[0].logits.float().log_softmax(-1)
                 kl = (base.exp() * (base - scheduled)).sum(-1)  # (batch, tokens)
             tokens += 2 * int(mask.sum())
             weights = keep.float()
+            count = weights.sum(-1).clamp(min=1.0)
+            kl_rows = ((kl * weights).sum(-1) / count).double().cpu().numpy()
+            blocks = [_block_figures(states, pos, width, n, weights, count) for pos, width, n in repeats]
             for row, i in enumerate(batch):
-                w = weights[row]
-                n = float(w.sum())
-                per_seq[i]["kl"] = float((kl[row] * w).sum() / max(n, 1.0))
-                per_seq[i]["blocks"] = [_block_figures(states, pos, width, count, row, w) for pos, width, count in repeats]
+                per_seq[i]["kl"] = float(kl_rows[row])
+                per_seq[i]["blocks"] = [block[row] for block in blocks]
             del scheduled, base, kl, states
         items = []
         for k, figures in enumerate(per_seq):
@@ -113,19 +114,25 @@ def _identity(runtime: Any):
     return LayerSchedule.identity(runtime.n_layers)
 
 
-def _block_figures(states, pos: int, width: int, count: int, row: int, weight) -> dict[str, Any]:
-    """Step sizes, contraction and seam of one repeated block for one passage (a batch row)."""
-    h = [states[pos + k * width][-1][row].float() for k in range(count + 1)]  # h_0 .. h_count
-    n = float(weight.sum()) or 1.0
+def _block_figures(states, pos: int, width: int, count: int, weight, n) -> list[dict[str, Any]]:
+    """Step sizes, contraction and seam of one repeated block for each passage (batch row)."""
+    import torch
+
+    h = [states[pos + k * width].float() for k in range(count + 1)]  # h_0 .. h_count, (rows, tokens, hidden)
 
     def mean_norm(x):
-        return float((x.norm(dim=-1) * weight).sum() / n)
+        return (x.norm(dim=-1) * weight).sum(-1) / n
 
-    steps = [mean_norm(h[k + 1] - h[k]) for k in range(count)]
-    ratios = [steps[k] / steps[k - 1] for k in range(1, count) if steps[k - 1] > 0]
-    seam = float(((h[1] - h[0]).norm(dim=-1) / h[0].norm(dim=-1).clamp(min=1e-12) * weight).sum() / n)
-    contraction = math.exp(sum(math.log(max(r, 1e-12)) for r in ratios) / len(ratios)) if ratios else 0.0
-    return {"steps": steps, "contraction": contraction, "seam": seam}
+    steps = torch.stack([mean_norm(h[k + 1] - h[k]) for k in range(count)], dim=1)  # (rows, count)
+    seam = ((h[1] - h[0]).norm(dim=-1) / h[0].norm(dim=-1).clamp(min=1e-12) * weight).sum(-1) / n
+    steps, seam = steps.double().cpu().numpy(), seam.double().cpu().numpy()
+    out = []
+    for row in range(steps.shape[0]):
+        s = [float(x) for x in steps[row]]
+        ratios = [s[k] / s[k - 1] for k in range(1, count) if s[k - 1] > 0]
+        contraction = math.exp(sum(math.log(max(r, 1e-12)) for r in ratios) / len(ratios)) if ratios else 0.0
+        out.append({"steps": s, "contraction": contraction, "seam": float(seam[row])})
+    return out
 
 
 register("fixed_point", lambda mode="logprob", suites=None: FixedPointObjective(mode=mode, suites=suites))

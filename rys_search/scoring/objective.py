@@ -88,7 +88,10 @@ class Objective(ABC):
         start = time.perf_counter()
         with runtime.using(chosen) as applied:
             items, metrics, tokens = self._score(loaded, split=split, limit=limit)
-        seconds = time.perf_counter() - start
+        return self.result(items, metrics, tokens, time.perf_counter() - start, split, applied)
+
+    def result(self, items, metrics, tokens: int, seconds: float, split: str, schedule: Any) -> ObjectiveResult:
+        """The result of scoring items under schedule: mean score, bootstrap interval and the rest."""
         scores = [float(i["score"]) for i in items]
         score = sum(scores) / len(scores) if scores else float("nan")
         return ObjectiveResult(
@@ -97,7 +100,7 @@ class Objective(ABC):
             direction=self.direction,
             mode=self.mode,
             split=split,
-            schedule=str(applied),
+            schedule=str(schedule),
             score=score,
             interval=bootstrap_interval(scores),
             items=items,

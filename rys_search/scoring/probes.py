@@ -28,7 +28,7 @@ from .objective import Objective
 from .scorers import digit_credit, eq_bench_score, parse_choice, parse_eq_ratings, parse_final_number, parse_number
 from .suites import Item, Suite
 
-__all__ = ["ProbeObjective"]
+__all__ = ["ProbeObjective", "evaluate_probes"]
 
 EQ_VALUES = tuple(range(11))
 
@@ -179,18 +179,24 @@ class ProbeObjective(Objective):
 
         return requests, read
 
-    def _score_logprob(self, loaded, items: list[Item], key: tuple[str, int | None]):
+    def _plans_for(self, loaded, items: list[Item], key: tuple[str, int | None]) -> list[_Plan]:
         cached = self._plans.get(key)
         if cached is None or cached[0] is not loaded.tokenizer:
             cached = self._plans[key] = (loaded.tokenizer, [self._plan(loaded.tokenizer, item) for item in items])
-        plans = cached[1]
-        flat = [req for plan in plans for req in plan.requests]
-        outs, tokens = token_logprobs(loaded, flat)
+        return cached[1]
+
+    def _finish(self, items: list[Item], plans: list[_Plan], outs) -> list[dict[str, Any]]:
         results, at = [], 0
         for item, plan in zip(items, plans):
             n = len(plan.requests)
             results.append({"id": item.id, **plan.finish(outs[at : at + n])})
             at += n
+        return results
+
+    def _score_logprob(self, loaded, items: list[Item], key: tuple[str, int | None]):
+        plans = self._plans_for(loaded, items, key)
+        outs, tokens = token_logprobs(loaded, [req for plan in plans for req in plan.requests])
+        results = self._finish(items, plans, outs)
         return results, _summary(results), tokens
 
     # ---- generate --------------------------------------------------------------------
@@ -203,6 +209,48 @@ class ProbeObjective(Objective):
         for item, text in zip(items, texts):
             results.append({"id": item.id, "output": text, **_score_text(item, self.answer_prefix + text)})
         return results, _summary(results), tokens
+
+
+def evaluate_probes(objectives: list[Any], loaded: Any, schedule: Any = None, *, split: str = "search",
+                    limit: int | None = None) -> list[Any]:
+    """Evaluate several objectives under one schedule; the logprob-mode probes share one engine pass.
+
+    Their requests go through token_logprobs together, so prompts of every suite fill the same
+    sorted batches (fewer, fuller forward calls). Each result is what its own evaluate would
+    give, except that seconds and tokens are the shared pass's, split by its share of the
+    requests' tokens. Other objectives are evaluated one by one. Results come in input order.
+    """
+    import time
+
+    runtime = loaded.runtime
+    chosen = schedule if schedule is not None else runtime.schedule
+    together = [k for k, o in enumerate(objectives) if isinstance(o, ProbeObjective) and o.mode == "logprob"]
+    results: list[Any] = [None] * len(objectives)
+    for k, objective in enumerate(objectives):
+        if k not in together:
+            results[k] = objective.evaluate(loaded, chosen, split=split, limit=limit)
+    if not together:
+        return results
+    start = time.perf_counter()
+    with runtime.using(chosen) as applied:
+        work = []
+        for k in together:
+            objective = objectives[k]
+            items = objective.items(split, limit)
+            plans = objective._plans_for(loaded, items, (split, limit))
+            work.append((k, items, plans, [req for plan in plans for req in plan.requests]))
+        outs, tokens = token_logprobs(loaded, [req for *_, reqs in work for req in reqs])
+    seconds = time.perf_counter() - start
+    sizes = [sum(len(r.ids) for r in reqs) for *_, reqs in work]
+    at = 0
+    for (k, items, plans, reqs), size in zip(work, sizes):
+        objective = objectives[k]
+        items_out = objective._finish(items, plans, outs[at : at + len(reqs)])
+        at += len(reqs)
+        share = size / max(1, sum(sizes))
+        results[k] = objective.result(items_out, _summary(items_out), round(tokens * share), seconds * share,
+                                      split, applied)
+    return results
 
 
 def _score_text(item: Item, text: str) -> dict[str, Any]:

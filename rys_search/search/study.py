@@ -239,6 +239,8 @@ class StudyRunner:
 
         budget = self.loaded.token_budget or default_token_budget(self.loaded.device)
         self.loaded.token_budget = max(256, budget // 2)
+        if getattr(self.loaded.runtime, "prefix_cache", None) is not None:  # the new batches have new keys
+            self.loaded.runtime.prefix_cache.clear()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         log.warning("out of memory (%s); retrying the trial with %d tokens per batch", exc, self.loaded.token_budget)
@@ -248,7 +250,7 @@ class StudyRunner:
 
         import optuna
 
-        from ..scoring import paired_change
+        from ..scoring import evaluate_probes, paired_change
 
         tokens = 0
         fp = None
@@ -264,8 +266,10 @@ class StudyRunner:
                 raise optuna.TrialPruned(reason)
         values = []
         scores = {}
-        for name, objective in self.probes.items():
-            result = objective.evaluate(self.loaded, schedule, split=self.config.split, limit=self.limit)
+        # the probes share one engine pass: fuller batches, fewer forward calls
+        together = evaluate_probes(list(self.probes.values()), self.loaded, schedule, split=self.config.split,
+                                   limit=self.limit)
+        for name, result in zip(self.probes, together):
             if not math.isfinite(result.score):
                 raise FloatingPointError(f"the {name} score is {result.score} (non-finite model output?)")
             if schedule.is_identity(self.n_layers):

@@ -79,18 +79,18 @@ def test_kill_9_at_a_random_point_then_resume(tiny_folder, workdir):
 def test_a_failing_trial_is_recorded_and_the_study_goes_on(tiny_folder, workdir, monkeypatch):
     from rys_search.scoring.probes import ProbeObjective
 
-    original = ProbeObjective.evaluate
+    original = ProbeObjective.result  # every probe's result is made here, scored alone or together
     calls = {"n": 0}
 
-    def sometimes(self, loaded, schedule=None, **kw):
+    def sometimes(self, *args, **kw):
         calls["n"] += 1
         if calls["n"] == 4:
             raise RuntimeError("tokenizer error: unexpected byte")
         if calls["n"] == 7:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
-        return original(self, loaded, schedule, **kw)
+        return original(self, *args, **kw)
 
-    monkeypatch.setattr(ProbeObjective, "evaluate", sometimes)
+    monkeypatch.setattr(ProbeObjective, "result", sometimes)
     cfg = load_config(overrides={"model": tiny_folder, "trials": 4, "limit": 2, "name": "flaky", "sampler": "random",
                                  "screen": Screen(enabled=False)})
     summary = run_study(cfg, progress=False)
@@ -106,13 +106,13 @@ def test_the_same_failure_again_and_again_stops_the_run(tiny_folder, workdir, mo
     from rys_search.cli import main
     from rys_search.scoring.probes import ProbeObjective
 
-    def broken(self, loaded, schedule=None, **kw):
-        result = original(self, loaded, schedule, **kw)
+    def broken(self, *args, **kw):
+        result = original(self, *args, **kw)
         result.score = float("nan")
         return result
 
-    original = ProbeObjective.evaluate
-    monkeypatch.setattr(ProbeObjective, "evaluate", broken)
+    original = ProbeObjective.result
+    monkeypatch.setattr(ProbeObjective, "result", broken)
     config = workdir / "noscreen.toml"
     config.write_text('[screen]\nenabled = false\n')  # every trial reaches the probes
     code = main(["run", "--config", str(config), "--model", tiny_folder, "--trials", "10", "--limit", "2",
