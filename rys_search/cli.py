@@ -405,7 +405,10 @@ def _launch_workers(args: argparse.Namespace, config: Any) -> int:
     envs = worker_envs(args.workers, args.gpus)
     if args.gpus is not None and config.device not in ("auto", "cuda", "cuda:0"):
         raise UserError(f"--gpus gives each worker one GPU as cuda:0; --device {config.device} cannot be used with it")
-    started = time.perf_counter()  # storage tables and the MLflow experiment were made in cmd_run
+    from datetime import datetime
+
+    launched = datetime.now()  # storage tables and the MLflow experiment were made in cmd_run
+    started = time.perf_counter()
     code = launch(worker_command(args), envs)
     wall = time.perf_counter() - started
     try:
@@ -414,15 +417,30 @@ def _launch_workers(args: argparse.Namespace, config: Any) -> int:
         return code or 2
     stored = stored_config(study)
     rows = pareto_rows(study)
+    rate = _trial_rate(study, launched)
     if args.json:
         print(json.dumps({"study": config.name, "workers": len(envs), "finished_trials": finished_count(study),
-                          "trials_target": stored.trials, "seconds": wall, "pareto": rows,
+                          "trials_target": stored.trials, "seconds": wall, **rate, "pareto": rows,
                           "storage": config.storage_url()}, indent=1, default=str))
         return code
     _print_pareto(rows, stored.objectives)
     print(f"study {config.name}: {finished_count(study)}/{stored.trials} finished trials, {len(envs)} workers, "
           f"{wall:.1f} s; storage {config.storage_url()}")
+    if rate["trials_this_launch"]:
+        print(f"{rate['trials_this_launch']} trials finished in this launch: {rate['trials_per_minute']:.2f} per minute "
+              f"from the first trial's start to the last one's end ({rate['trial_window_s']:.1f} s)")
     return code
+
+
+def _trial_rate(study: Any, since: Any) -> dict[str, Any]:
+    """Finished trials that started after `since`, and their rate over first start to last end."""
+    mine = [t for t in study.get_trials(deepcopy=False) if t.state.name in ("COMPLETE", "PRUNED")
+            and t.datetime_start is not None and t.datetime_start >= since and t.datetime_complete is not None]
+    if not mine:
+        return {"trials_this_launch": 0, "trials_per_minute": None, "trial_window_s": None}
+    window = (max(t.datetime_complete for t in mine) - min(t.datetime_start for t in mine)).total_seconds()
+    return {"trials_this_launch": len(mine), "trials_per_minute": 60 * len(mine) / max(window, 1e-9),
+            "trial_window_s": window}
 
 
 def _print_pareto(rows: list[dict[str, Any]], objectives: list[str]) -> None:

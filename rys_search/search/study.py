@@ -34,7 +34,6 @@ from .parallel import Surplus, admitted, has_room, is_server_storage, original_o
 __all__ = ["StudyRunner", "open_study", "pareto_rows", "run_study", "storage_for"]
 
 log = logging.getLogger(__name__)
-FINISHED = ("COMPLETE", "PRUNED")
 MAX_CONSECUTIVE_FAILURES = 3
 OOM_RETRIES = 2
 HEARTBEAT, GRACE = 5, 10  # seconds: a trial whose worker is silent this long is failed
