@@ -375,7 +375,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     summary = run_study(config, progress=True, worker_index=args.worker_index)
     if args.worker_index is not None:  # one of several: the launcher prints the study's summary
         sec = summary["seconds"]
-        print(f"worker {args.worker_index} ({summary['worker']}): {summary['worker_trials']} trials taken, "
+        gpu = os.environ.get("CUDA_VISIBLE_DEVICES")
+        where = summary["worker"] + (f", CUDA_VISIBLE_DEVICES={gpu}" if gpu is not None else "")
+        print(f"worker {args.worker_index} ({where}): {summary['worker_trials']} trials taken, "
               f"{summary['surplus_trials']} surplus; load {sec['load']:.1f} s, evaluation {sec['evaluation']:.1f} s, "
               f"total {sec['total']:.1f} s" + (f"; stopped: {summary['stopped_reason']}" if summary["stopped_reason"] else ""))
         return 1 if summary["stopped_reason"] else 0
