@@ -7,6 +7,7 @@
     rys-search validate [--model M] --schedule S --bench gsm8k=FILE --bench bbh=DIR
                         --bench eqbench=FILE [--limit N] [--json]
     rys-search run [--config FILE] [--study NAME] [--trials N] [--sampler tpe] ...
+                   [--storage URL] [--tracking-uri URI] [--workers N | --gpus 0,1]
     rys-search pareto --study NAME [--json]
     rys-search ls
     rys-search status --study NAME
@@ -101,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device")
     run.add_argument("--dtype")
     run.add_argument("--suites", action="append", help="also read probe suites from DIR")
+    run.add_argument("--workers", type=int, help="start N worker processes on this host, all on the one study")
+    run.add_argument("--gpus", help="start one worker per listed GPU (CUDA_VISIBLE_DEVICES), e.g. 0,1")
+    run.add_argument("--worker-index", dest="worker_index", type=int, help=argparse.SUPPRESS)
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
     run.set_defaults(func=cmd_run)
 
@@ -347,6 +351,27 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+# `run` options a worker inherits from its launcher: (attribute, flag)
+RUN_FLAGS = (("config", "--config"), ("name", "--study"), ("model", "--model"), ("trials", "--trials"),
+             ("sampler", "--sampler"), ("seed", "--seed"), ("objectives", "--objectives"),
+             ("extra_objectives", "--extra-objectives"), ("mode", "--mode"), ("limit", "--limit"),
+             ("storage", "--storage"), ("tracking_uri", "--tracking-uri"), ("device", "--device"), ("dtype", "--dtype"))
+
+
+def worker_command(args: argparse.Namespace) -> list[str]:
+    """The `rys-search run` line each worker of --workers / --gpus runs (the launcher's, minus those)."""
+    from .search.workers import python_command
+
+    command = python_command() + (["--debug"] if args.debug else []) + ["run"]
+    for attribute, flag in RUN_FLAGS:
+        value = getattr(args, attribute)
+        if value is not None:
+            command += [flag, str(value)]
+    for folder in args.suites or []:
+        command += ["--suites", folder]
+    return command
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .search.config import load_config
     from .search.study import run_study
@@ -360,7 +385,22 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     for name in config.objectives:  # an unknown objective fails here, before the model loads
         get_objective(name, mode=config.mode, suites=list(config.suites))
-    summary = run_study(config)
+    from .search.study import storage_for
+    from .tracking import Tracker
+
+    storage_for(config.storage_url())  # an unreachable storage or tracking server ends here, before the model loads
+    Tracker(config.tracking_location())
+    if args.workers is not None or args.gpus is not None:
+        return _launch_workers(args, config)
+    summary = run_study(config, progress=True, worker_index=args.worker_index)
+    if args.worker_index is not None:  # one of several: the launcher prints the study's summary
+        sec = summary["seconds"]
+        gpu = os.environ.get("CUDA_VISIBLE_DEVICES")
+        where = summary["worker"] + (f", CUDA_VISIBLE_DEVICES={gpu}" if gpu is not None else "")
+        print(f"worker {args.worker_index} ({where}): {summary['worker_trials']} trials taken, "
+              f"{summary['surplus_trials']} surplus; load {sec['load']:.1f} s, evaluation {sec['evaluation']:.1f} s, "
+              f"total {sec['total']:.1f} s" + (f"; stopped: {summary['stopped_reason']}" if summary["stopped_reason"] else ""))
+        return 1 if summary["stopped_reason"] else 0
     if args.json:
         print(json.dumps(summary, indent=1, default=str))
         return 1 if summary["stopped_reason"] else 0
@@ -375,6 +415,54 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"rys-search: stopped: {summary['stopped_reason']}", file=sys.stderr)
         return 1
     return 0
+
+
+def _launch_workers(args: argparse.Namespace, config: Any) -> int:
+    """--workers / --gpus: prepare storage and tracking, run the workers, print the study's summary."""
+    import time
+
+    from .search.study import finished_count, open_study, pareto_rows, stored_config
+    from .search.workers import launch, worker_envs
+
+    envs = worker_envs(args.workers, args.gpus)
+    if args.gpus is not None and config.device not in ("auto", "cuda", "cuda:0"):
+        raise UserError(f"--gpus gives each worker one GPU as cuda:0; --device {config.device} cannot be used with it")
+    from datetime import datetime
+
+    launched = datetime.now()  # storage tables and the MLflow experiment were made in cmd_run
+    started = time.perf_counter()
+    code = launch(worker_command(args), envs)
+    wall = time.perf_counter() - started
+    try:
+        study = open_study(config, create=False)
+    except UserError:
+        return code or 2
+    stored = stored_config(study)
+    rows = pareto_rows(study)
+    rate = _trial_rate(study, launched)
+    if args.json:
+        print(json.dumps({"study": config.name, "workers": len(envs), "finished_trials": finished_count(study),
+                          "trials_target": stored.trials, "seconds": wall, **rate, "pareto": rows,
+                          "storage": config.storage_url()}, indent=1, default=str))
+        return code
+    _print_pareto(rows, stored.objectives)
+    print(f"study {config.name}: {finished_count(study)}/{stored.trials} finished trials, {len(envs)} workers, "
+          f"{wall:.1f} s; storage {config.storage_url()}")
+    if rate["trials_this_launch"]:
+        print(f"{rate['trials_this_launch']} trials finished in this launch: {rate['trials_per_minute']:.2f} per minute "
+              f"from the first trial's start to the last one's end ({rate['trial_window_s']:.1f} s)")
+    return code
+
+
+def _trial_rate(study: Any, since: Any) -> dict[str, Any]:
+    """Finished trials that started after `since`, and their rate over first start to last end."""
+    mine = [t for t in study.get_trials(deepcopy=False) if t.state.name in ("COMPLETE", "PRUNED")
+            and t.datetime_start is not None and t.datetime_start >= since and t.datetime_complete is not None]
+    if not mine:
+        return {"trials_this_launch": 0, "trials_per_minute": None, "trial_window_s": None}
+    window = (max(t.datetime_complete for t in mine) - min(t.datetime_start for t in mine)).total_seconds()
+    return {"trials_this_launch": len(mine), "trials_per_minute": 60 * len(mine) / max(window, 1e-9),
+            "trial_window_s": window}
 
 
 def _print_pareto(rows: list[dict[str, Any]], objectives: list[str]) -> None:

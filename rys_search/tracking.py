@@ -6,6 +6,8 @@
     >>> tracker.close_study(parent, pareto_table, figures)
 
 With the default SQLite backend (mlruns/mlflow.db) the artifacts are kept in mlruns/artifacts.
+With a tracking server (`--tracking-uri http://HOST:PORT`, started as `mlflow server` on a SQL
+backend) several workers log to one experiment; the server keeps the artifacts.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+from .errors import UserError
 
 __all__ = ["EXPERIMENT", "Tracker", "ui_command"]
 
@@ -33,26 +37,48 @@ def _artifact_root(uri: str) -> str | None:
 
 
 def ui_command(uri: str) -> str:
+    if uri.startswith(("http://", "https://")):
+        return f"open {uri} (the MLflow tracking server)"
     return f"mlflow ui --backend-store-uri {uri}"
+
+
+def _check_server(uri: str) -> None:
+    """A one-line error for a tracking server that does not answer (MLflow itself retries for minutes)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10) as reply:
+            reply.read()
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise UserError(f"cannot reach the MLflow tracking server {uri}: {reason}") from None
 
 
 class Tracker:
     def __init__(self, uri: str):
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # a server would print each run's link
         from mlflow.tracking import MlflowClient
 
         for name in ("mlflow", "alembic"):  # mlflow sets its own level on import: quiet it after
             logging.getLogger(name).setLevel(logging.WARNING)
 
         self.uri = uri
+        if uri.startswith(("http://", "https://")):
+            _check_server(uri)
         self.client = MlflowClient(tracking_uri=uri)
         experiment = self.client.get_experiment_by_name(EXPERIMENT)
-        self.experiment_id = (
-            experiment.experiment_id
-            if experiment is not None
-            else self.client.create_experiment(EXPERIMENT, artifact_location=_artifact_root(uri))
-        )
+        if experiment is None:
+            try:
+                self.client.create_experiment(EXPERIMENT, artifact_location=_artifact_root(uri))
+            except Exception:  # another worker created it a moment ago
+                pass
+            experiment = self.client.get_experiment_by_name(EXPERIMENT)
+            if experiment is None:
+                raise UserError(f"cannot create the MLflow experiment {EXPERIMENT!r} at {uri}")
+        self.experiment_id = experiment.experiment_id
 
     # ---- study ------------------------------------------------------------------------
 
@@ -103,27 +129,26 @@ class Tracker:
             run_id = self.open_trial_run(parent, study, trial.number, {"schedule": trial.user_attrs.get("schedule", "")})
         state = trial.state.name
         reason = trial.user_attrs.get("pruned_reason") or trial.user_attrs.get("fail_reason") or ""
-        self._batch(run_id, metrics=trial_metrics(trial))
-        self.client.set_tag(run_id, "rys.state", state)
-        self.client.set_tag(run_id, "rys.reason", reason[:5000])
+        self._batch(run_id, metrics=trial_metrics(trial), tags={"rys.state": state, "rys.reason": reason[:5000]})
         if items:
             self.client.log_dict(run_id, items, "items.json")
         self.client.set_terminated(run_id, status="FAILED" if state == "FAIL" else "FINISHED")
         return run_id
 
-    def reconcile(self, study: Any, name: str, parent: str) -> dict[str, int]:
+    def reconcile(self, study: Any, name: str, parent: str, skip: Callable[[Any], bool] | None = None) -> dict[str, int]:
         """Make MLflow agree with Optuna after a crash: one run per finished trial, in its state.
 
         A run left RUNNING for a trial that has since finished (failed, by its stopped heartbeat)
         is closed in that state; a finished trial without a run gets one; a second run for the
-        same trial is deleted. Runs of trials still running (another worker's) are left alone.
+        same trial is deleted. Runs of trials still running (another worker's) are left alone, and
+        so are finished trials for which skip(trial) says their own live worker is logging them.
         """
         runs: dict[int, list[Any]] = {}
         for run in self.trial_runs(name):
             runs.setdefault(int(run.data.tags.get("rys.trial", -1)), []).append(run)
         fixed = {"closed": 0, "created": 0, "deleted": 0}
         for trial in study.get_trials(deepcopy=False):
-            if not trial.state.is_finished():
+            if not trial.state.is_finished() or (skip is not None and skip(trial)):
                 continue
             want = "FAILED" if trial.state.name == "FAIL" else "FINISHED"
             mine = runs.get(trial.number, [])
@@ -162,14 +187,17 @@ class Tracker:
         self.client.set_tag(run_id, f"rys.export.{result['format']}", result["path"])
         self.client.log_dict(run_id, result, f"exports/{name}.json")
 
-    def _batch(self, run_id: str, params: dict[str, Any] | None = None, metrics: dict[str, float] | None = None) -> None:
-        from mlflow.entities import Metric, Param
+    def _batch(self, run_id: str, params: dict[str, Any] | None = None, metrics: dict[str, float] | None = None,
+               tags: dict[str, str] | None = None) -> None:
+        """One request per 100 entries (a tracking server is a round trip per call)."""
+        from mlflow.entities import Metric, Param, RunTag
 
         now = int(time.time() * 1000)
         ps = [Param(k, str(v)[:6000]) for k, v in (params or {}).items()]
         ms = [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items() if v is not None and math.isfinite(float(v))]
-        for at in range(0, max(len(ps), len(ms)), 100):  # the store takes at most 100 params per call
-            self.client.log_batch(run_id, metrics=ms[at : at + 100], params=ps[at : at + 100])
+        ts = [RunTag(k, v) for k, v in (tags or {}).items()]
+        for at in range(0, max(len(ps), len(ms), len(ts)), 100):  # the store takes at most 100 params per call
+            self.client.log_batch(run_id, metrics=ms[at : at + 100], params=ps[at : at + 100], tags=ts[at : at + 100])
 
 
 def _with_run(trial: Any, run_id: str) -> Any:

@@ -13,12 +13,13 @@ __all__ = ["Progress"]
 
 
 class Progress:
-    def __init__(self, config: Any, already: int, out: Any = None):
+    def __init__(self, config: Any, already: int, out: Any = None, prefix: str = ""):
         self.config = config
         self.out = out or sys.stderr
         self.start = time.perf_counter()
         self.already = already
-        self.tty = hasattr(self.out, "isatty") and self.out.isatty()
+        self.prefix = prefix  # one of several workers: lines, each marked, never redrawn in place
+        self.tty = hasattr(self.out, "isatty") and self.out.isatty() and not prefix
         self.names = config.objective_names()
 
     def update(self, study: Any, trial: Any, runner: Any) -> None:
@@ -43,7 +44,7 @@ class Progress:
         bar_width = 20
         filled = int(bar_width * min(done, target) / max(target, 1))
         bar = "#" * filled + "-" * (bar_width - filled)
-        line = (f"[{bar}] {done}/{target} trials, {max(0, target - done)} left, ETA {_clock(eta)} | "
+        line = (f"{self.prefix}[{bar}] {done}/{target} trials, {max(0, target - done)} left, ETA {_clock(eta)} | "
                 f"best {', '.join(best) or '-'} | Pareto {pareto} | #{trial.number} {schedule} {state}"
                 + (f" ({reason})" if reason else ""))
         if self.tty:

@@ -9,6 +9,11 @@ probes, and record scores, intervals and paired changes against the unmodified m
 attributes; a callback then logs the finished trial to MLflow and updates the progress line.
 `trials` counts finished trials (complete or pruned) in all, so running the same command again
 resumes and stops at the same total.
+
+Several workers (processes, machines) may run the same study on one storage: the first to
+arrive creates it, with its MLflow parent run and the unmodified trial; the others join it.
+parallel.py holds the rules that keep them apart (exactly `trials` finished trials, one
+evaluation per schedule).
 """
 
 from __future__ import annotations
@@ -19,19 +24,20 @@ import socket
 import time
 from datetime import datetime
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import UserError
 from ..schedule import LayerSchedule
 from .config import ConfigError, StudyConfig, config_from_dict
+from .parallel import Surplus, admitted, has_room, is_server_storage, original_of, owner_may_still_close, pid_alive
 
 __all__ = ["StudyRunner", "open_study", "pareto_rows", "run_study", "storage_for"]
 
 log = logging.getLogger(__name__)
-FINISHED = ("COMPLETE", "PRUNED")
 MAX_CONSECUTIVE_FAILURES = 3
 OOM_RETRIES = 2
 HEARTBEAT, GRACE = 5, 10  # seconds: a trial whose worker is silent this long is failed
+CREATION_WAIT = 30  # seconds a joining worker waits for the creator to finish setting up a study
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
 
 
@@ -40,27 +46,48 @@ def _out_of_memory(exc: Exception) -> bool:
 
 
 def storage_for(url: str):
-    """An Optuna storage for url; RDB storages get a heartbeat so a killed worker's trials fail over."""
+    """An Optuna storage for url; RDB storages get a heartbeat so a killed worker's trials fail over.
+
+    Workers starting together on a new database may race to create its tables: a creation
+    that collides with another is retried. An unreachable database is a UserError at once.
+    """
+    import random
     import warnings
 
     import optuna
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     if url.startswith(("sqlite:", "postgresql", "mysql")):
-        try:
-            return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT, grace_period=GRACE)
-        except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise UserError(f"cannot open storage {url}: {first}") from None
+        shown = url
+        if url.startswith(("postgresql://", "postgres://")):  # the driver we install, whatever SQLAlchemy's default
+            url = "postgresql+psycopg://" + url.split("://", 1)[1]
+        engine: dict[str, Any] = {"pool_pre_ping": True}
+        if url.startswith("sqlite:"):  # several local workers may share one file: wait for its lock
+            engine = {"connect_args": {"timeout": 60}}
+        elif url.startswith("postgresql"):
+            engine["connect_args"] = {"connect_timeout": 10}
+        for attempt in range(5):
+            try:
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT,
+                                                  grace_period=GRACE)
+            except (IntegrityError, ProgrammingError):
+                if attempt == 4:
+                    raise
+                time.sleep(0.2 + random.random())  # another worker is creating the same tables
+            except Exception as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise UserError(f"cannot open storage {shown}: {first}") from None
     return url
 
 
-def make_sampler(config: StudyConfig, grid: list[str] | None = None):
+def make_sampler(config: StudyConfig, grid: list[str] | None = None, seed: int | None | str = "config"):
+    """The config's sampler; seed "config" means config.seed, None fresh randomness."""
     import optuna
 
     import warnings
 
-    seed, name = config.seed, config.sampler
+    seed, name = (config.seed if seed == "config" else seed), config.sampler
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
@@ -79,24 +106,41 @@ def make_sampler(config: StudyConfig, grid: list[str] | None = None):
     raise ConfigError(f"unknown sampler {name!r}")
 
 
-def open_study(config: StudyConfig, create: bool = True, grid: list[str] | None = None):
-    """The stored study of this name, or a new one; a stored one must measure the same things."""
+def open_study(config: StudyConfig, create: bool = True, grid: list[str] | None = None,
+               on_create: Callable[[Any], None] | None = None, seed: int | None | str = "config"):
+    """The stored study of this name, or a new one; a stored one must measure the same things.
+
+    When several workers start at once, one create_study wins; it runs on_create(study) (the
+    MLflow parent run, the unmodified trial) and stores the config last. The others wait for
+    that config, so they never work on a half-made study.
+    """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = storage_for(config.storage_url())
-    sampler = make_sampler(config, grid) if create else None
+    sampler = make_sampler(config, grid, seed) if create else None
     names = {s.study_name for s in optuna.get_all_study_summaries(storage)} if create else None
     try:
         if create and config.name not in names:
-            study = optuna.create_study(study_name=config.name, storage=storage, sampler=sampler,
-                                        directions=config.directions())
-            study.set_user_attr("config", config.to_dict())
-            study.set_user_attr("objectives", config.objective_names())
-            return study
+            try:
+                study = optuna.create_study(study_name=config.name, storage=storage, sampler=sampler,
+                                            directions=config.directions())
+            except optuna.exceptions.DuplicatedStudyError:
+                study = None  # another worker created it a moment ago: join it below
+            if study is not None:
+                study.set_user_attr("objectives", config.objective_names())
+                if on_create is not None:
+                    on_create(study)
+                study.set_user_attr("config", config.to_dict())
+                return study
         study = optuna.load_study(study_name=config.name, storage=storage, sampler=sampler)
     except KeyError:
         raise UserError(f"no study named {config.name!r} in {config.storage_url()}") from None
+    if create:
+        deadline = time.monotonic() + CREATION_WAIT
+        while "config" not in study.user_attrs and time.monotonic() < deadline:
+            time.sleep(0.2)  # its creator is still setting it up
+            study = optuna.load_study(study_name=config.name, storage=storage, sampler=sampler)
     stored = study.user_attrs.get("config")
     if create and stored:
         differences = [k for k in StudyConfig.SEARCH_DEFINING if stored.get(k) != config.to_dict().get(k)]
@@ -156,11 +200,8 @@ class StudyRunner:
         self.items: dict[int, dict[str, Any]] = {}
         self.consecutive_failures = 0
         self.stopped_reason: str | None = None
-        self.seen = {}
-        for t in self.study.get_trials(deepcopy=False):
-            key = t.user_attrs.get("schedule")
-            if key and t.state.name in FINISHED and "duplicate_of" not in t.user_attrs:
-                self.seen.setdefault(key, t.number)
+        self.trials_run = 0  # trials this worker took, surplus ones included
+        self.surplus = 0
         self.grid = None
         if self.config.sampler == "grid":
             from .space import grid_pairs
@@ -188,12 +229,18 @@ class StudyRunner:
         import optuna
 
         trial.set_user_attr("worker", WORKER)  # first: a dead worker's trial can be told from a live one
+        self.trials_run += 1
         schedule = self.suggest(trial)
         key = str(schedule)
         blocks = schedule.blocks(self.n_layers) or ()
-        trial.set_user_attr("schedule", key)
+        trial.set_user_attr("schedule", key)  # published before the checks below read the others'
         trial.set_user_attr("blocks", ",".join(str(b) for b in blocks) or "none")
         trial.set_user_attr("added_layers", schedule.added_layers(self.n_layers))
+        if not admitted(self.study, trial, self.config.trials):
+            reason = f"surplus: the study had {self.config.trials} trials finished or running when it started"
+            trial.set_user_attr("surplus", True)
+            trial.set_user_attr("fail_reason", reason)
+            raise Surplus(reason)
         if self.tracker is not None:  # the trial's run is open while it runs: a crash leaves it RUNNING
             t0 = time.perf_counter()
             run = self.tracker.open_trial_run(self.parent_run, self.config.name, trial.number, {
@@ -202,12 +249,11 @@ class StudyRunner:
             trial.set_user_attr("mlflow_run", run)
             self.timings.tracking += time.perf_counter() - t0
             self.timings.trial_tracking += time.perf_counter() - t0
-        first = self.seen.get(key)
-        if first is not None and first != trial.number:
+        first = original_of(self.study, trial, key, fail_dead=_fail_dead)
+        if first != trial.number:  # scored (or being scored) by a lower trial: never twice
             trial.set_user_attr("duplicate_of", first)
             trial.set_user_attr("pruned_reason", f"duplicate of trial {first}")
             raise optuna.TrialPruned(f"duplicate of trial {first}")
-        self.seen[key] = trial.number
         start = time.perf_counter()
         items: dict[str, Any] = {}
         trial.set_user_attr("tokens", 0)
@@ -302,7 +348,9 @@ class StudyRunner:
     def on_finished(self, study, trial) -> None:
         from optuna.trial import TrialState
 
-        if trial.state == TrialState.FAIL:
+        if trial.user_attrs.get("surplus"):
+            self.surplus += 1  # not a failure of the model: the study was full
+        elif trial.state == TrialState.FAIL:
             self.consecutive_failures += 1
             if self.consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
                 self.stopped_reason = (f"{self.consecutive_failures} trials failed in a row; the last: "
@@ -315,8 +363,6 @@ class StudyRunner:
             self.tracker.close_trial_run(trial, self.config.name, self.parent_run, items=self.items.pop(trial.number, None))
         self.timings.tracking += time.perf_counter() - start
         self.timings.trial_tracking += time.perf_counter() - start
-        if finished_count(study) >= self.config.trials:
-            study.stop()
         if self.progress is not None:
             self.progress.update(study, trial, self)
 
@@ -372,8 +418,14 @@ def load_study_model(config: StudyConfig):
     return load_model(config.model, device=device, dtype=dtype)
 
 
-def run_study(config: StudyConfig, loaded: Any = None, progress: bool = True, out: Any = None) -> dict[str, Any]:
-    """Run (or resume) the study until it has config.trials finished trials; return a summary."""
+def run_study(config: StudyConfig, loaded: Any = None, progress: bool = True, out: Any = None,
+              worker_index: int | None = None) -> dict[str, Any]:
+    """Run (or resume, or join) the study until it has config.trials finished trials; return a summary.
+
+    worker_index: this process's place among the workers `rys-search run --workers` started
+    (None: a process of its own). It only offsets the sampler's seed; on a server storage every
+    worker draws fresh randomness, since workers on other machines may hold the same index.
+    """
     from ..tracking import Tracker, ui_command
     from .progress import Progress
 
@@ -387,40 +439,54 @@ def run_study(config: StudyConfig, loaded: Any = None, progress: bool = True, ou
     from .space import grid_pairs
 
     grid = grid_pairs(loaded.n_layers, config.space, loaded.family.repeat_period) if config.sampler == "grid" else None
-    study = open_study(config, grid=grid)
     t0 = time.perf_counter()
     tracker = Tracker(config.tracking_location())
+
+    def on_create(study) -> None:  # only in the worker that created the study
+        study.set_user_attr("mlflow_parent_run", tracker.study_run(config.name, config.to_dict()))
+        study.set_user_attr("tracking_uri", config.tracking_location())
+        _enqueue_unmodified(study, grid)
+
+    seed: int | None = None if is_server_storage(config.storage_url()) else config.seed + (worker_index or 0)
+    study = open_study(config, grid=grid, on_create=on_create, seed=seed)
     parent = tracker.study_run(config.name, config.to_dict(), study.user_attrs.get("mlflow_parent_run"))
-    study.set_user_attr("mlflow_parent_run", parent)
-    study.set_user_attr("tracking_uri", config.tracking_location())
+    if parent != study.user_attrs.get("mlflow_parent_run"):
+        study.set_user_attr("mlflow_parent_run", parent)
+        study.set_user_attr("tracking_uri", config.tracking_location())
     _fail_dead(study)
-    tracker.reconcile(study, config.name, parent)  # trials a killed run left behind
+    tracker.reconcile(study, config.name, parent, skip=_owner_may_still_close)  # what a killed run left
     timings.tracking += time.perf_counter() - t0
     _enqueue_unmodified(study, grid)
     runner = StudyRunner(config, loaded, study, tracker, parent, timings=timings)
     done = finished_count(study)
     if progress:
-        runner.progress = Progress(config, done, out=out)
+        prefix = f"[worker {worker_index}] " if worker_index is not None else ""
+        runner.progress = Progress(config, done, out=out, prefix=prefix)
     status = "already complete"
-    if done < config.trials:
-        t0 = time.perf_counter()
-        study.optimize(runner, callbacks=[runner.on_finished], catch=(Exception,), gc_after_trial=False)
-        timings.optimize = time.perf_counter() - t0
-        status = "complete" if finished_count(study) >= config.trials else "stopped"
+    _quiet_surplus()
+    t0 = time.perf_counter()
+    while has_room(study, config.trials, fail_dead=_fail_dead):  # exactly config.trials in all workers
+        status = "complete"
+        study.optimize(runner, n_trials=1, callbacks=[runner.on_finished], catch=(Exception,), gc_after_trial=False)
+        if runner.stopped_reason:
+            status = "stopped"
+            break
+    timings.optimize = time.perf_counter() - t0
     if runner.progress is not None:
         runner.progress.close()
-    rows = pareto_rows(study)
     t0 = time.perf_counter()
     _fail_dead(study, wait=True)
-    tracker.reconcile(study, config.name, parent)
-    from .plots import study_figures
+    tracker.reconcile(study, config.name, parent, skip=_owner_may_still_close)
+    rows = pareto_rows(study)
+    if not study.get_trials(deepcopy=False, states=_running()):  # the last worker out closes the parent
+        from .plots import study_figures
 
-    figures = study_figures(study, config, loaded.n_layers)
-    tracker.close_study(parent, rows, figures, {"finished_trials": finished_count(study), "pareto_size": len(rows)})
-    import matplotlib.pyplot as plt
+        figures = study_figures(study, config, loaded.n_layers)
+        tracker.close_study(parent, rows, figures, {"finished_trials": finished_count(study), "pareto_size": len(rows)})
+        import matplotlib.pyplot as plt
 
-    for figure in figures.values():
-        plt.close(figure)
+        for figure in figures.values():
+            plt.close(figure)
     timings.tracking += time.perf_counter() - t0
     return {
         "study": config.name,
@@ -428,6 +494,9 @@ def run_study(config: StudyConfig, loaded: Any = None, progress: bool = True, ou
         "stopped_reason": runner.stopped_reason,
         "finished_trials": finished_count(study),
         "trials_target": config.trials,
+        "worker": WORKER,
+        "worker_trials": runner.trials_run,
+        "surplus_trials": runner.surplus,
         "pareto": rows,
         "storage": config.storage_url(),
         "tracking_uri": config.tracking_location(),
@@ -438,6 +507,28 @@ def run_study(config: StudyConfig, loaded: Any = None, progress: bool = True, ou
     }
 
 
+class _NoSurplusTracebacks(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Surplus(" not in record.getMessage()
+
+
+def _quiet_surplus() -> None:
+    """A surplus trial is bookkeeping, not an error: keep Optuna from printing its traceback."""
+    logger = logging.getLogger("optuna.study._optimize")
+    if not any(isinstance(f, _NoSurplusTracebacks) for f in logger.filters):
+        logger.addFilter(_NoSurplusTracebacks())
+
+
+def _running() -> tuple:
+    from optuna.trial import TrialState
+
+    return (TrialState.RUNNING,)
+
+
+def _owner_may_still_close(trial) -> bool:
+    return owner_may_still_close(trial, WORKER)
+
+
 def _enqueue_unmodified(study, grid: list[str] | None) -> None:
     """The unmodified model runs first; again if a killed run lost it before it finished."""
     from .space import GRID_PARAM, UNMODIFIED
@@ -445,19 +536,9 @@ def _enqueue_unmodified(study, grid: list[str] | None) -> None:
     def is_unmodified(t) -> bool:
         return bool(t.user_attrs.get(UNMODIFIED)) or t.user_attrs.get("added_layers") == 0
 
-    if any(is_unmodified(t) and t.state.name in ("COMPLETE", "WAITING") for t in study.get_trials(deepcopy=False)):
+    if any(is_unmodified(t) and t.state.name in ("COMPLETE", "RUNNING", "WAITING") for t in study.get_trials(deepcopy=False)):
         return
     study.enqueue_trial({GRID_PARAM: "none"} if grid is not None else {}, user_attrs={UNMODIFIED: True})
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _fail_dead(study, wait: bool = False) -> None:
@@ -478,12 +559,14 @@ def _fail_dead(study, wait: bool = False) -> None:
         youngest = min((datetime.now() - t.datetime_start).total_seconds() for t in unnamed)
         if youngest < GRACE:
             time.sleep(GRACE - youngest + 0.5)
+            # read again: another live worker's trial is nameless only for its first milliseconds
+            running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     now = datetime.now()
     for trial in running:
         worker = trial.user_attrs.get("worker")
         if worker:
             where, _, pid = worker.rpartition(":")
-            dead = where == host and pid.isdigit() and not _alive(int(pid))
+            dead = where == host and pid.isdigit() and not pid_alive(int(pid))
         else:
             dead = trial.datetime_start is not None and (now - trial.datetime_start).total_seconds() > GRACE
         if dead:
