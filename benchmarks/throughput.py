@@ -32,35 +32,16 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
+import sys
 import time
 from pathlib import Path
 
-SHAPES = {
-    # Qwen3-8B: 36 layers, hidden 4096, 32 query / 8 key-value heads of 128, MLP 12288, vocab 151936
-    "qwen3-8b": dict(model_type="qwen3", hidden_size=4096, intermediate_size=12288, num_hidden_layers=36,
-                     num_attention_heads=32, num_key_value_heads=8, head_dim=128, vocab_size=151936,
-                     max_position_embeddings=40960, tie_word_embeddings=False),
-}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from objectives_speed import SHAPES, random_schedules  # noqa: E402  (the 8B shape and the schedules drawn)
+
 PROBES = ("math", "eq", "reasoning")
 
 
-def random_schedules(n_layers: int, count: int, seed: int = 0):
-    """One or two blocks of 3 to 8 layers (as benchmarks/objectives_speed.py draws them)."""
-    from rys_search.schedule import Block, LayerSchedule
-
-    rng = random.Random(seed)
-    out = []
-    while len(out) < count:
-        width = rng.randint(3, 8)
-        start = rng.randint(1, n_layers - width - 1)
-        blocks = [Block(start, start + width - 1, rng.randint(1, 2))]
-        if rng.random() < 0.5:
-            w2 = rng.randint(3, 8)
-            s2 = rng.randint(0, n_layers - w2)
-            if s2 + w2 - 1 < start or s2 > start + width - 1:
-                blocks.append(Block(s2, s2 + w2 - 1, 1))
-        out.append(LayerSchedule.from_blocks(n_layers, blocks))
-    return out
 
 
 # ---- counting ------------------------------------------------------------------------------
