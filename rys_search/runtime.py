@@ -33,7 +33,7 @@ from __future__ import annotations
 import copy
 import os
 from contextlib import contextmanager
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from torch import nn
 
@@ -163,7 +163,8 @@ class ScheduledModel:
         if start:
             inputs = {k: v for k, v in inputs.items() if k != "input_ids"}
             inputs["inputs_embeds"] = entry[start]
-        with self._layers_from(start) as layers, _hooks(layers, [q - start for q in wanted]) as seen:
+        seen: dict[int, Any] = {}
+        with self._layers_from(start) as layers, _hooks(layers, [q - start for q in wanted], seen.__setitem__):
             output = self.model(**inputs)
         for q in wanted:
             states[q] = seen[q - start]
@@ -200,52 +201,34 @@ class ScheduledModel:
         another position that runs the same weights. The hooks are removed on exit.
         """
         captured: dict[int, list[Any]] = {q: [] for q in boundaries}
-        handles = []
-        layers = self.layers
-        for q, store in captured.items():
+        with _hooks(self.layers, captured, lambda q, state: captured[q].append(state)):
+            yield captured
+
+
+@contextmanager
+def _hooks(layers: nn.ModuleList, boundaries: Iterable[int], record: Callable[[int, Any], None]) -> Iterator[None]:
+    """Call record(q, state) with the hidden state at each boundary q of layers whenever it passes.
+
+    Boundary q is the input of layer q, or for q == len(layers) the last layer's output.
+    """
+    handles = []
+    try:
+        for q in boundaries:
             if not 0 <= q <= len(layers):
                 raise ValueError(f"boundary {q} is outside a schedule of {len(layers)} layers")
             if q < len(layers):
 
-                def pre_hook(module, args, kwargs, _store=store):
-                    _store.append(args[0] if args else kwargs["hidden_states"])
+                def pre_hook(module, args, kwargs, _q=q):
+                    record(_q, args[0] if args else kwargs["hidden_states"])
 
                 handles.append(layers[q].register_forward_pre_hook(pre_hook, with_kwargs=True))
             else:
 
-                def post_hook(module, args, output, _store=store):
-                    _store.append(output[0] if isinstance(output, tuple) else output)
+                def post_hook(module, args, output, _q=q):
+                    record(_q, output[0] if isinstance(output, tuple) else output)
 
                 handles.append(layers[q - 1].register_forward_hook(post_hook))
-        try:
-            yield captured
-        finally:
-            for handle in handles:
-                handle.remove()
-
-
-@contextmanager
-def _hooks(layers: nn.ModuleList, boundaries: Iterable[int]) -> Iterator[dict[int, Any]]:
-    """The hidden state at each boundary of layers (input of layer q, or the last one's output)."""
-    seen: dict[int, Any] = {}
-    handles = []
-    for q in boundaries:
-        if not 0 <= q <= len(layers):
-            raise ValueError(f"boundary {q} is outside a schedule of {len(layers)} layers")
-        if q < len(layers):
-
-            def pre_hook(module, args, kwargs, _q=q):
-                seen[_q] = args[0] if args else kwargs["hidden_states"]
-
-            handles.append(layers[q].register_forward_pre_hook(pre_hook, with_kwargs=True))
-        else:
-
-            def post_hook(module, args, output, _q=q):
-                seen[_q] = output[0] if isinstance(output, tuple) else output
-
-            handles.append(layers[q - 1].register_forward_hook(post_hook))
-    try:
-        yield seen
+        yield
     finally:
         for handle in handles:
             handle.remove()
