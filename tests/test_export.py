@@ -323,11 +323,11 @@ def test_full_disk_is_reported_and_leaves_nothing(saved_tiny, tmp_path, capsys, 
 def test_model_card_escapes_what_came_from_outside():
     from rys_search.export.card import model_card
 
-    facts = {"schedule": "0-3,2-3x2", "source_name": "evil\n---\ninjected: true <script>x</script> [a](http://x)",
-             "rys_version": "0.1.0", "layers": 6, "source_layers": 4, "study": "s|tudy*", "trial": 3,
-             "scores": {"math <b>": {"score": 1.0, "interval": [0.5, 1.5], "change": 0.2, "change_interval": [0.1, 0.3]}},
-             "format": "gguf", "file_name": "x.gguf"}
-    card = model_card(facts)
+    facts = {"schedule": "0-3,2-3x2", "source": "evil\n---\ninjected: true <script>x</script> [a](http://x)",
+             "version": "0.1.0", "layer_map": [0, 1, 2, 3, 2, 3], "source_block_count": 4, "study": "s|tudy*",
+             "trial": 3,
+             "scores": {"math <b>": {"score": 1.0, "interval": [0.5, 1.5], "change": 0.2, "change_interval": [0.1, 0.3]}}}
+    card = model_card(facts, "gguf", "x.gguf")
     header = card.split("---\n")[1]
     assert "injected: true" not in header.splitlines()  # only JSON-quoted inside base_model
     assert "<script>" not in card and "<b>" not in card and "](http" not in card

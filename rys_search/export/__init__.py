@@ -24,6 +24,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
@@ -88,16 +89,28 @@ def file_sha256(path: str | Path) -> str:
 
 
 def source_hash(source: Any) -> str | None:
+    """sha256 of a GGUF source, or of a folder's safetensors hashes (None for neither)."""
+    location = Path(source.location)
     if source.kind == "gguf":
-        return file_sha256(source.location)
-    folder = Path(source.location)
-    files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+        return _file_hash(location)
+    files = sorted(location.glob("*.safetensors")) if location.is_dir() else []
     if not files:
         return None
     digest = hashlib.sha256()
     for f in files:
-        digest.update(file_sha256(f).encode())
+        digest.update(_file_hash(f).encode())
     return digest.hexdigest()
+
+
+def _file_hash(path: Path) -> str:
+    stat = path.stat()
+    return _cached_sha256(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=64)
+def _cached_sha256(path: str, size: int, mtime_ns: int) -> str:
+    """A file's sha256, read once per process while its size and modification time stay the same."""
+    return file_sha256(path)
 
 
 class _Bar:
@@ -179,11 +192,6 @@ def export_schedule(
         "study": job.study, "trial": job.trial, "scores": job.scores or None, "heldout": job.heldout or None,
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    facts = {
-        "schedule": str(schedule), "source_name": source.name, "source_sha256": provenance["source_sha256"],
-        "rys_version": rys_version, "layers": len(order), "source_layers": n_layers, "study": job.study,
-        "trial": job.trial, "scores": job.scores, "heldout": job.heldout, "format": fmt, "file_name": target.name,
-    }
     from .card import model_card
 
     result: dict[str, Any] = {"path": str(target), "format": fmt, "schedule": str(schedule), "trial": job.trial}
@@ -195,7 +203,7 @@ def export_schedule(
         if fmt == "gguf":
             from .gguf import plan_from_gguf, plan_from_hf, write_gguf
 
-            provenance["model_card"] = model_card(facts)
+            provenance["model_card"] = model_card(provenance, fmt, target.name)
             suffix = f"(RYS {schedule})"
             if source.kind == "gguf":
                 plan = plan_from_gguf(source.location, order, family.gguf_per_layer_keys, provenance, suffix)
@@ -212,13 +220,10 @@ def export_schedule(
             finally:
                 bar.close()
         else:
-            from .hf import write_hf
+            from .hf import export_bytes, write_hf
 
             dtype = hf_dtype or next(model.model.parameters()).dtype
-            per_layer = sum(p.numel() for p in family.layer_list(model.model)[0].parameters())
-            other = sum(p.numel() for p in model.model.parameters()) - per_layer * n_layers
-            itemsize = dtype.itemsize if hasattr(dtype, "itemsize") else 4
-            needed = (other + per_layer * len(order)) * itemsize
+            needed = export_bytes(model.model, family, order, dtype)
             _check_space(out_dir, needed + (64 << 20))
             staged.mkdir()
             bar = _Bar(needed, target.name)
@@ -234,8 +239,8 @@ def export_schedule(
             result["verification"] = _verify(model, schedule, staged, fmt, result["written_as"])
             result["verify_seconds"] = time.perf_counter() - t0
         if fmt == "hf":
-            facts["verification"] = _card_lines(result.get("verification"))
-            (staged / "README.md").write_text(model_card(facts), encoding="utf-8")
+            card = model_card(provenance, fmt, target.name, _card_lines(result.get("verification")))
+            (staged / "README.md").write_text(card, encoding="utf-8")
         if target.exists():
             _remove(target)  # only reached with force
         os.replace(staged, target)
@@ -255,14 +260,14 @@ def _size(path: Path) -> int:
     return path.stat().st_size
 
 
+_LOSSY = {"f16": "f16", "bf16": "bf16", "q8_0": "q8_0", "float16": "f16", "bfloat16": "bf16"}
+
+
 def _tolerance_kind(written_as: str, reference_dtype: Any) -> str:
-    if written_as.startswith("bytes copied"):
+    """Exact for copied bytes and weights in the reference's own dtype; else the bound of the type written."""
+    if str(reference_dtype) == f"torch.{written_as}":
         return "exact"
-    if written_as in ("f16", "bf16", "q8_0"):
-        return written_as
-    if written_as in ("float16", "bfloat16"):
-        return {"float16": "f16", "bfloat16": "bf16"}[written_as] if str(reference_dtype) != f"torch.{written_as}" else "exact"
-    return "exact"  # f32 / float32: the reference's own weights
+    return _LOSSY.get(written_as, "exact")
 
 
 def _verify(loaded: Any, schedule: LayerSchedule, path: Path, fmt: str, written_as: str) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """The model card: README.md beside a Hugging Face export, `rys.model_card` inside a GGUF.
 
-    >>> text = model_card(facts)        # facts: schedule, source, scores, held-out, files
+    >>> text = model_card(provenance, "gguf", "model.rys-0-9_10-12x2_13-29.gguf")
 
 Every string that came from outside (model and study names, objective names, anything a
 user typed) is escaped for Markdown and HTML, and written into the YAML header as JSON
@@ -38,24 +38,28 @@ def _interval(values: Any) -> str:
         return ""
 
 
-def model_card(facts: dict[str, Any]) -> str:
-    """Markdown with a YAML header: what was repeated, the measured scores, and how to run it."""
+def model_card(facts: dict[str, Any], fmt: str, file_name: str, verification: dict[str, str] | None = None) -> str:
+    """Markdown with a YAML header: what was repeated, the measured scores, and how to run it.
+
+    facts: the export's provenance (the `rys.*` keys of a GGUF): version, schedule, layer_map,
+    source, source_sha256, source_block_count, study, trial, scores, heldout.
+    """
     schedule = str(facts["schedule"])
     lines = [
         "---",
-        f"base_model: {json.dumps(_plain(facts['source_name']))}",
+        f"base_model: {json.dumps(_plain(facts['source']))}",
         "tags: [\"rys\", \"layer-repeat\", \"rys-search\"]",
         f"rys_schedule: {json.dumps(schedule)}",
         "---",
         "",
-        f"# {md(facts['source_name'])} with repeated layers ({md(schedule)})",
+        f"# {md(facts['source'])} with repeated layers ({md(schedule)})",
         "",
-        f"Exported by rys-search {md(facts['rys_version'])}. The decoder layers run in this order "
+        f"Exported by rys-search {md(facts['version'])}. The decoder layers run in this order "
         f"(source layer indices, inclusive ranges, xN = N runs in a row): `{md(schedule)}`, "
-        f"{int(facts['layers'])} layers instead of {int(facts['source_layers'])}. No weight was trained or "
+        f"{len(facts['layer_map'])} layers instead of {int(facts['source_block_count'])}. No weight was trained or "
         "changed; repeated layers are copies of their source layers.",
         "",
-        f"- source: {md(facts['source_name'])} (sha256 {md(facts.get('source_sha256') or 'not recorded')})",
+        f"- source: {md(facts['source'])} (sha256 {md(facts.get('source_sha256') or 'not recorded')})",
     ]
     if facts.get("study") is not None:
         lines.append(f"- study: {md(facts['study'])}, trial {md(facts.get('trial'))}")
@@ -78,20 +82,20 @@ def model_card(facts: dict[str, Any]) -> str:
         for name, h in heldout.items():
             lines.append(f"| {md(name)} | {float(h.get('score', float('nan'))):.2f} | "
                          f"{float(h.get('change', float('nan'))):+.2f} | {_interval(h.get('change_interval'))} |")
-    verification = facts.get("verification") or {}
+    verification = verification or {}
     if verification:
         lines += ["", "## Verification", ""]
         for key, value in verification.items():
             lines.append(f"- {md(key)}: {md(value)}")
     lines += ["", "## Use", ""]
-    if facts.get("format") == "gguf":
-        lines += ["```sh", f"llama-server -m {facts['file_name']}", "```"]
+    if fmt == "gguf":
+        lines += ["```sh", f"llama-server -m {file_name}", "```"]
     else:
         lines += [
             "```python",
             "from transformers import AutoModelForCausalLM, AutoTokenizer",
-            f"model = AutoModelForCausalLM.from_pretrained({json.dumps(str(facts['file_name']))})",
-            f"tokenizer = AutoTokenizer.from_pretrained({json.dumps(str(facts['file_name']))})",
+            f"model = AutoModelForCausalLM.from_pretrained({json.dumps(file_name)})",
+            f"tokenizer = AutoTokenizer.from_pretrained({json.dumps(file_name)})",
             "```",
         ]
     return "\n".join(lines) + "\n"

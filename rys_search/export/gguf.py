@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from ..errors import UserError
-from .hf import renamed_keys
+from .hf import tensor_plan
 
 __all__ = ["GGUFPlan", "OUT_TYPES", "gguf_fields", "plan_from_gguf", "plan_from_hf", "write_gguf"]
 
@@ -271,12 +271,8 @@ def plan_from_hf(model: Any, tokenizer: Any, family: Any, order: Sequence[int], 
     kv += _provenance_kv(provenance)
 
     names = gguf.get_tensor_name_map(arch_enum, len(order))
-    state = model.state_dict()
-    prefix = family.layers + "."
-    tied = bool(getattr(model.config, "tie_word_embeddings", False))
-
-    skip = {"lm_head.weight"} if tied else set()
-    for src_key, new_key in renamed_keys(state, prefix, order, skip):
+    state, items = tensor_plan(model, family, order)
+    for src_key, new_key in items:
         gguf_name = names.get_name(new_key, try_suffixes=(".weight", ".bias"))
         if gguf_name is None:
             raise UserError(f"no GGUF name for tensor {src_key!r} of this {family.name} model")

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-__all__ = ["SHARD_BYTES", "remapped_config", "renamed_keys", "write_hf"]
+__all__ = ["SHARD_BYTES", "export_bytes", "remapped_config", "tensor_plan", "write_hf"]
 
 SHARD_BYTES = 2 << 30
 
@@ -36,7 +36,7 @@ def remapped_config(config: Any, family: Any, order: Sequence[int]) -> Any:
     return config
 
 
-def renamed_keys(state: dict[str, Any], prefix: str, order: Sequence[int], skip: set[str]) -> Iterator[tuple[str, str]]:
+def _renamed_keys(state: dict[str, Any], prefix: str, order: Sequence[int], skip: set[str]) -> Iterator[tuple[str, str]]:
     """(source key, key in the exported model): layers follow `order`, the rest keep their names."""
     per_layer: dict[int, list[str]] = {}
     head, tail = [], []
@@ -55,23 +55,37 @@ def renamed_keys(state: dict[str, Any], prefix: str, order: Sequence[int], skip:
     yield from ((k, k) for k in tail)
 
 
+def tensor_plan(model: Any, family: Any, order: Sequence[int]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """The model's tensors and (source key, exported key) for each tensor the export writes."""
+    state = model.state_dict()
+    tied = bool(getattr(model.config, "tie_word_embeddings", False))
+    return state, list(_renamed_keys(state, family.layers + ".", order, {"lm_head.weight"} if tied else set()))
+
+
+def _nbytes(tensor: Any, dtype: Any) -> int:
+    """Bytes a tensor takes in the export: floating tensors in dtype, the others as they are."""
+    return tensor.numel() * (dtype.itemsize if tensor.is_floating_point() else tensor.element_size())
+
+
+def export_bytes(model: Any, family: Any, order: Sequence[int], dtype: Any = None) -> int:
+    """The weight bytes write_hf will write for this layer order."""
+    state, items = tensor_plan(model, family, order)
+    dtype = dtype or next(model.parameters()).dtype
+    return sum(_nbytes(state[src], dtype) for src, _ in items)
+
+
 def write_hf(model: Any, tokenizer: Any, family: Any, order: Sequence[int], folder: str | Path,
              dtype: Any = None, progress: Callable[[int], None] | None = None,
              shard_bytes: int = SHARD_BYTES) -> list[str]:
     """Write the checkpoint into `folder` (which must exist and be empty); return the weight files."""
-    import torch
     from safetensors.torch import save_file
 
     folder = Path(folder)
-    state = model.state_dict()
-    tied = bool(getattr(model.config, "tie_word_embeddings", False))
-    skip = {"lm_head.weight"} if tied else set()
+    state, items = tensor_plan(model, family, order)
     dtype = dtype or next(model.parameters()).dtype
-    items = list(renamed_keys(state, family.layers + ".", order, skip))
 
     def size(key: str) -> int:
-        t = state[key]
-        return t.numel() * (torch.empty((), dtype=dtype).element_size() if t.is_floating_point() else t.element_size())
+        return _nbytes(state[key], dtype)
 
     shards: list[list[tuple[str, str]]] = [[]]
     filled = 0

@@ -155,7 +155,8 @@ def verify_llama_cpp(ref: Reference, path: str | Path) -> dict[str, Any]:
                     else:
                         mismatches.append({"prompt": k, "position": pos + 1, "expected": seq[pos + 1], "got": got})
     finally:
-        llm.close() if hasattr(llm, "close") else None
+        if hasattr(llm, "close"):
+            llm.close()
         del llm
         gc.collect()
     result = {"greedy_tokens_checked": checked, "mismatches": len(mismatches), "near_ties": near_ties,
