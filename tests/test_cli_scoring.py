@@ -37,7 +37,7 @@ def test_eval_table_and_generate_mode(tiny_folder, capsys):
 
 def test_eval_refuses_unknown_objective_before_loading(capsys):
     assert main(["eval", "--model", "/no/such/model", "--objectives", "math,vibes"]) == 2
-    assert "unknown objective 'vibes'; available: eq, fixed_point, math, reasoning" in capsys.readouterr().err
+    assert "unknown objective 'vibes'; available: eq, eq@1, eq@2, fixed_point, math, math@1" in capsys.readouterr().err
 
 
 def write_benchmarks(folder):

@@ -26,6 +26,7 @@ __all__ = [
     "available_objectives",
     "get_objective",
     "paired_change",
+    "parse_check",
     "register",
 ]
 
@@ -69,6 +70,32 @@ def paired_change(result: ObjectiveResult, baseline: ObjectiveResult) -> tuple[f
     if not ids:
         raise ValueError(f"{result.objective}: no items in common with the baseline")
     return paired_interval([a[i] for i in ids], [b[i] for i in ids])
+
+
+def parse_check(result: ObjectiveResult, baseline: ObjectiveResult) -> dict[str, Any] | None:
+    """The parse rate of a generate-mode result against the unmodified model's, and the
+    "broken output" flag; None when the results record no parse flags (logprob mode).
+
+    Broken output: the schedule's parse rate lies below the 95% interval of the unmodified
+    model's parse rate and the paired change of the parse flags excludes zero. A schedule
+    so flagged does not count as a gain whatever its score.
+    """
+    mine = {i["id"]: float(i["parsed"]) for i in result.items if "parsed" in i}
+    base = {i["id"]: float(i["parsed"]) for i in baseline.items if "parsed" in i}
+    ids = [i for i in mine if i in base]
+    if not ids:
+        return None
+    rate = sum(mine.values()) / len(mine)
+    base_interval = bootstrap_interval(list(base.values()))
+    change, lo, hi = paired_interval([mine[i] for i in ids], [base[i] for i in ids])
+    return {
+        "parse_rate": rate,
+        "unmodified_parse_rate": sum(base.values()) / len(base),
+        "unmodified_parse_interval": list(base_interval),
+        "parse_change": change,
+        "parse_change_interval": [lo, hi],
+        "broken_output": bool(rate < base_interval[0] and hi < 0),
+    }
 
 
 class Objective(ABC):
@@ -139,6 +166,9 @@ def get_objective(name: str, mode: str = "logprob", suites: list[str] | None = N
         return _REGISTRY[name](mode=mode, suites=suites)
     found = load_suites(suites)
     if name in found:
-        return ProbeObjective.from_suite(found[name], mode=mode)
+        suite = found[name]
+        if mode not in suite.modes:
+            raise UserError(f"objective {suite.key} is scored in {', '.join(suite.modes)} mode only, not {mode}")
+        return ProbeObjective.from_suite(suite, mode=mode)
     known = sorted(set(_REGISTRY) | set(found))
     raise UserError(f"unknown objective {name!r}; available: {', '.join(known)}")
