@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import UserError
@@ -85,6 +86,27 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("--limit", type=int, default=None, help="first N items of each benchmark (of each BBH task)")
     val.add_argument("--json", action="store_true", help="print JSON")
     val.set_defaults(func=cmd_validate)
+
+    cal = sub.add_parser("calibrate", help="measure how well each objective's changes track real benchmarks' across schedules")
+    _model_options(cal)
+    cal.add_argument("--bench", action="append", default=[], metavar="NAME[:MODE]=PATH",
+                     help="gsm8k=FILE.jsonl, bbh=DIR, eqbench=FILE.json (each in its own harness's mode unless "
+                          ":logprob or :generate is given); repeat for several")
+    cal.add_argument("--schedules", type=int, default=60, help="schedules to sample (default 60): a thinned "
+                     "single-block grid plus random multi-block schedules")
+    cal.add_argument("--study", help="calibrate on this study's complete trials (its model and schedules)")
+    cal.add_argument("--storage", help="the study's Optuna storage URL (default: sqlite:///studies/NAME.db)")
+    cal.add_argument("--objectives", help="objectives to calibrate, e.g. math@1:logprob,eq@2,fixed_point "
+                     "(default: every suite version in each mode it supports, and the fixed-point figures)")
+    cal.add_argument("--limit", type=int, help="probe items per objective (default: all on a GPU, 24 on a CPU)")
+    cal.add_argument("--bench-limit", dest="bench_limit", type=int, help="items per benchmark (per BBH task)")
+    cal.add_argument("--seed", type=int, default=0, help="seed of the schedule sample")
+    cal.add_argument("--suites", action="append", default=[], metavar="DIR", help="also read probe suites from DIR")
+    cal.add_argument("--out", help="the calibration file (default studies/NAME.calibration.json); "
+                     "the same command again resumes it")
+    cal.add_argument("--tracking-uri", dest="tracking_uri", help="MLflow tracking URI (default: sqlite:///mlruns/mlflow.db)")
+    cal.add_argument("--json", action="store_true", help="print the summary table as JSON")
+    cal.set_defaults(func=cmd_calibrate)
 
     run = sub.add_parser("run", help="search schedules with Optuna, log every trial to MLflow, keep a Pareto front")
     run.add_argument("--config", help="study config TOML (default: studies/default.toml)")
@@ -351,6 +373,69 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    import re
+
+    from .loading import load_model
+    from .search import calibrate as cal
+    from .search.config import CPU_LIMIT, load_config
+
+    _quiet_transformers()
+    if not args.bench:
+        raise UserError("name at least one benchmark: --bench gsm8k=FILE, --bench bbh=DIR or --bench eqbench=FILE")
+    benches = cal.bench_specs(args.bench)
+    wanted = [w.strip() for w in args.objectives.split(",") if w.strip()] if args.objectives else None
+    probes = cal.probe_specs(args.suites, [w for w in wanted if w != "fixed_point"] if wanted else None)
+    figures = cal.figure_specs() if wanted is None or "fixed_point" in wanted else []
+    for number, name in (("--schedules", args.schedules), ("--limit", args.limit), ("--bench-limit", args.bench_limit)):
+        if name is not None and name < 1:
+            raise UserError(f"{number} must be at least 1")
+    study = None
+    model = args.model
+    if args.study:
+        from .search.study import open_study, stored_config
+
+        study = open_study(_study_config(args), create=False)
+        model = stored_config(study).model
+    key = cal.model_key(model)  # a missing model file fails here, before anything is written
+    name = args.study or "calibration-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", key.split(":")[0]).removesuffix(".gguf")
+    path = Path(args.out) if args.out else cal.calibration_path(name)
+    loaded = load_model(model, device=args.device, dtype=args.dtype)
+    limit = args.limit if args.limit is not None else (None if loaded.device.type == "cuda" else CPU_LIMIT)
+    if study is not None:
+        schedules = cal.study_schedules(study, loaded.n_layers)
+        if not schedules:
+            raise UserError(f"study {args.study!r} has no complete trial with a repeated block to calibrate on")
+    else:
+        schedules = cal.sample_schedules(loaded.n_layers, load_config().space, loaded.family.repeat_period,
+                                         args.schedules, args.seed)
+    specs = probes + benches + figures
+    settings = {"objectives": [s.key for s in probes + figures], "benchmarks": {s.key: s.path for s in benches},
+                "limit": limit, "bench_limit": args.bench_limit, "schedules": [str(s) for s in schedules]}
+    state = cal.run_calibration(loaded, schedules, specs, path, model=str(model), key=key, settings=settings,
+                                suites=args.suites, limit=limit, bench_limit=args.bench_limit, study=args.study)
+    pictures = cal.figures(state)
+    for filename, figure in pictures.items():
+        stem = path.name.removesuffix(".json").removesuffix(".calibration")
+        figure.savefig(path.parent / f"{stem}-{filename.removeprefix('calibration-')}", dpi=110)
+    from .search.config import StudyConfig
+    from .tracking import Tracker
+
+    uri = args.tracking_uri or StudyConfig().tracking_location()
+    Tracker(uri).log_calibration(name, state, pictures)
+    import matplotlib.pyplot as plt
+
+    for figure in pictures.values():
+        plt.close(figure)
+    if args.json:
+        print(json.dumps({"path": str(path), "table": state["table"],
+                          "seconds_per_schedule": state["seconds_per_schedule"]}, indent=1))
+    else:
+        print("\n".join(cal.format_table(state)))
+        print(f"stored in {path} (scatter plots beside it) and in MLflow ({uri})")
+    return 0
+
+
 # `run` options a worker inherits from its launcher: (attribute, flag)
 RUN_FLAGS = (("config", "--config"), ("name", "--study"), ("model", "--model"), ("trials", "--trials"),
              ("sampler", "--sampler"), ("seed", "--seed"), ("objectives", "--objectives"),
@@ -385,6 +470,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     for name in config.objectives:  # an unknown objective fails here, before the model loads
         get_objective(name, mode=config.mode, suites=list(config.suites))
+    if args.worker_index is None:  # say once how far the objectives are known to track real benchmarks
+        from .scoring import objective_key
+        from .search.calibrate import calibration_for, describe_for_run, model_key
+
+        keys = [objective_key(n, list(config.suites)) for n in config.objectives]
+        for line in describe_for_run(calibration_for(model_key(config.model)), keys, config.mode):
+            print(f"rys-search: {line}", file=sys.stderr)
     from .search.study import storage_for
     from .tracking import Tracker
 

@@ -187,6 +187,32 @@ class Tracker:
         self.client.set_tag(run_id, f"rys.export.{result['format']}", result["path"])
         self.client.log_dict(run_id, result, f"exports/{name}.json")
 
+    def log_calibration(self, name: str, state: dict[str, Any], figures: dict[str, Any]) -> str:
+        """A finished run for a calibration: its settings, one metric per objective x benchmark
+        (Spearman and sign agreement), the state file and the scatter plots."""
+        run = self.client.create_run(self.experiment_id, run_name=f"calibration {name}",
+                                     tags={"rys.kind": "calibration", "rys.model": str(state.get("model")),
+                                           "rys.calibration": name})
+        run_id = run.info.run_id
+        metrics: dict[str, float] = {}
+        for row in state.get("table") or []:
+            pair = f"{metric_name(row['objective'])}/{metric_name(row['benchmark'])}"
+            if row.get("spearman") is not None:
+                metrics[f"spearman/{pair}"] = row["spearman"]
+            if row.get("sign_agreement") is not None:
+                metrics[f"sign_agreement/{pair}"] = row["sign_agreement"]
+        for key, seconds in (state.get("seconds_per_schedule") or {}).items():
+            metrics[f"seconds/{metric_name(key)}"] = seconds
+        params = {"model": state.get("model"), "schedules": len(state.get("schedules", {})),
+                  "limit": state["settings"].get("limit"), "bench_limit": state["settings"].get("bench_limit"),
+                  "benchmarks": ",".join(state["settings"].get("benchmarks", {}))}
+        self._batch(run_id, params=params, metrics=metrics)
+        self.client.log_dict(run_id, state, "calibration.json")
+        for filename, figure in figures.items():
+            self.client.log_figure(run_id, figure, filename)
+        self.client.set_terminated(run_id, status="FINISHED")
+        return run_id
+
     def _batch(self, run_id: str, params: dict[str, Any] | None = None, metrics: dict[str, float] | None = None,
                tags: dict[str, str] | None = None) -> None:
         """One request per 100 entries (a tracking server is a round trip per call)."""
@@ -198,6 +224,11 @@ class Tracker:
         ts = [RunTag(k, v) for k, v in (tags or {}).items()]
         for at in range(0, max(len(ps), len(ms), len(ts)), 100):  # the store takes at most 100 params per call
             self.client.log_batch(run_id, metrics=ms[at : at + 100], params=ps[at : at + 100], tags=ts[at : at + 100])
+
+
+def metric_name(key: str) -> str:
+    """An objective key as MLflow takes it in a metric name: 'math@2:generate' -> 'math_v2.generate'."""
+    return key.replace("@", "_v").replace(":", ".")
 
 
 def _with_run(trial: Any, run_id: str) -> Any:

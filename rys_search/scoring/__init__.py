@@ -11,7 +11,10 @@ paired one (stats.py).
 """
 
 from . import fixed_point as _fixed_point  # noqa: F401  (registers "fixed_point")
-from .objective import MODES, Objective, ObjectiveResult, available_objectives, get_objective, paired_change, register
+from .objective import (
+    MODES, Objective, ObjectiveResult, available_objectives, get_objective, objective_key, paired_change, parse_check,
+    register,
+)
 from .probes import evaluate_probes
 from .stats import bootstrap_interval, half_width, paired_interval
 
@@ -24,7 +27,9 @@ __all__ = [
     "evaluate_probes",
     "get_objective",
     "half_width",
+    "objective_key",
     "paired_change",
     "paired_interval",
+    "parse_check",
     "register",
 ]

@@ -25,7 +25,7 @@ from ..errors import UserError
 from .probes import ProbeObjective
 from .suites import Item, read_jsonl, render
 
-__all__ = ["BENCHMARKS", "BENCH_MODES", "read_benchmark"]
+__all__ = ["BENCHMARKS", "BENCH_MODES", "parse_bench", "read_benchmark"]
 
 VERSION = 2
 ANSWER_ONLY = "Reply with the answer only."
@@ -146,6 +146,26 @@ BENCHMARKS = {
 }
 # the mode a benchmark is read in when none is named: how its own harness reads it
 BENCH_MODES = {"gsm8k": "generate", "bbh": "logprob", "eqbench": "generate"}
+
+
+def parse_bench(text: str, mode: str | None = None) -> tuple[str, str, str]:
+    """'NAME=PATH' or 'NAME:MODE=PATH' -> (name, mode, path); the mode defaults to `mode`, else to
+    how the benchmark's own harness reads it (BENCH_MODES). The path must exist."""
+    from .objective import MODES
+
+    label, sep, location = text.partition("=")
+    name, _, named_mode = label.strip().partition(":")
+    if not sep or not location.strip() or not name:
+        raise UserError(f"--bench takes NAME=PATH or NAME:MODE=PATH, got {text!r}")
+    if name not in BENCHMARKS:
+        raise UserError(f"unknown benchmark {name!r}; use one of {', '.join(BENCHMARKS)}")
+    chosen = named_mode or mode or BENCH_MODES[name]
+    if chosen not in MODES:
+        raise UserError(f"unknown scoring mode {chosen!r} in --bench {text!r}; use one of {', '.join(MODES)}")
+    path = Path(location.strip()).expanduser()
+    if not path.exists():
+        raise BenchmarkError(f"benchmark file {path} does not exist")
+    return name, chosen, str(path)
 
 
 def read_benchmark(name: str, location: str, mode: str = "logprob", limit_per_task: int | None = None) -> ProbeObjective:

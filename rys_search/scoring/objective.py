@@ -25,6 +25,7 @@ __all__ = [
     "ObjectiveResult",
     "available_objectives",
     "get_objective",
+    "objective_key",
     "paired_change",
     "parse_check",
     "register",
@@ -172,3 +173,18 @@ def get_objective(name: str, mode: str = "logprob", suites: list[str] | None = N
         return ProbeObjective.from_suite(suite, mode=mode)
     known = sorted(set(_REGISTRY) | set(found))
     raise UserError(f"unknown objective {name!r}; available: {', '.join(known)}")
+
+
+def objective_key(name: str, suites: list[str] | None = None) -> str:
+    """The versioned key of an objective name: 'math' -> 'math@1' (the suite the bare name means
+    now), 'math@2' -> itself; registered objectives (fixed_point) keep their name. A study stores
+    keys, so a later change of a suite's default version never changes what a study measures."""
+    from .suites import load_suites
+
+    if name in _REGISTRY:
+        return name
+    found = load_suites(suites)
+    if name not in found:
+        known = sorted(set(_REGISTRY) | set(found))
+        raise UserError(f"unknown objective {name!r}; available: {', '.join(known)}")
+    return found[name].key
