@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from .errors import UserError
 
-__all__ = ["EXPERIMENT", "Tracker", "ui_command"]
+__all__ = ["EXPERIMENT", "Tracker", "trial_metrics", "ui_command"]
 
 EXPERIMENT = "rys-search"
 log = logging.getLogger(__name__)
@@ -122,8 +122,6 @@ class Tracker:
 
     def close_trial_run(self, trial: Any, study: str, parent: str, items: dict[str, Any] | None = None) -> str:
         """Log a finished trial's metrics, tags and items, and end its run with the trial's state."""
-        from .search.study import trial_metrics
-
         run_id = trial.user_attrs.get("mlflow_run")
         if run_id is None:  # a trial that never opened a run (it failed before): open one now
             run_id = self.open_trial_run(parent, study, trial.number, {"schedule": trial.user_attrs.get("schedule", "")})
@@ -224,6 +222,23 @@ class Tracker:
         ts = [RunTag(k, v) for k, v in (tags or {}).items()]
         for at in range(0, max(len(ps), len(ms), len(ts)), 100):  # the store takes at most 100 params per call
             self.client.log_batch(run_id, metrics=ms[at : at + 100], params=ps[at : at + 100], tags=ts[at : at + 100])
+
+
+def trial_metrics(trial) -> dict[str, float]:
+    attrs = trial.user_attrs
+    metrics: dict[str, float] = {"seconds": attrs.get("seconds", 0.0)}
+    if attrs.get("seconds"):
+        metrics["tokens_per_second"] = attrs.get("tokens", 0) / attrs["seconds"]
+    for name, s in attrs.get("scores", {}).items():
+        metrics[name] = s["score"]
+        metrics[f"{name}_lo"], metrics[f"{name}_hi"] = s["interval"]
+        metrics[f"{name}_noise"] = s["noise"]
+        metrics[f"{name}_change"] = s["change"]
+        metrics[f"{name}_change_lo"], metrics[f"{name}_change_hi"] = s["change_interval"]
+    for key, value in attrs.get("fixed_point", {}).items():
+        if isinstance(value, (int, float)):
+            metrics[f"fixed_point_{key}"] = float(value)
+    return metrics
 
 
 def metric_name(key: str) -> str:
