@@ -376,17 +376,20 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     import re
 
+    from dataclasses import replace
+
     from .loading import load_model
+    from .scoring.stage import Spec
     from .search import calibrate as cal
     from .search.config import CPU_LIMIT, load_config
 
     _quiet_transformers()
     if not args.bench:
         raise UserError("name at least one benchmark: --bench gsm8k=FILE, --bench bbh=DIR or --bench eqbench=FILE")
-    benches = cal.bench_specs(args.bench)
+    benches = cal.bench_specs(args.bench, args.bench_limit)
     wanted = [w.strip() for w in args.objectives.split(",") if w.strip()] if args.objectives else None
     probes = cal.probe_specs(args.suites, [w for w in wanted if w != "fixed_point"] if wanted else None)
-    figures = cal.figure_specs() if wanted is None or "fixed_point" in wanted else []
+    figures = Spec.figures() if wanted is None or "fixed_point" in wanted else []
     for number, name in (("--schedules", args.schedules), ("--limit", args.limit), ("--bench-limit", args.bench_limit)):
         if name is not None and name < 1:
             raise UserError(f"{number} must be at least 1")
@@ -409,11 +412,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     else:
         schedules = cal.sample_schedules(loaded.n_layers, load_config().space, loaded.family.repeat_period,
                                          args.schedules, args.seed)
-    specs = probes + benches + figures
+    probes = [replace(p, limit=limit) for p in probes]
     settings = {"objectives": [s.key for s in probes + figures], "benchmarks": {s.key: s.path for s in benches},
                 "limit": limit, "bench_limit": args.bench_limit, "schedules": [str(s) for s in schedules]}
-    state = cal.run_calibration(loaded, schedules, specs, path, model=str(model), key=key, settings=settings,
-                                suites=args.suites, limit=limit, bench_limit=args.bench_limit, study=args.study)
+    state = cal.run_calibration(loaded, schedules, probes + benches + figures, path, model=str(model), key=key,
+                                settings=settings, suites=args.suites, study=args.study)
     pictures = cal.figures(state)
     for filename, figure in pictures.items():
         stem = path.name.removesuffix(".json").removesuffix(".calibration")

@@ -25,31 +25,19 @@ import os
 import random
 import sys
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, TextIO
 
 from ..errors import UserError
 from ..schedule import LayerSchedule
+from ..scoring.stage import Spec, Stage
 
-__all__ = ["Spec", "calibration_for", "calibration_path", "model_key", "probe_specs", "run_calibration",
-           "sample_schedules", "summarize"]
+__all__ = ["bench_specs", "calibration_for", "calibration_path", "describe_for_run", "figures", "format_table",
+           "model_key", "probe_specs", "run_calibration", "sample_schedules", "summarize"]
 
 KIND = "rys-search calibration"
 FORMAT = 1
-FIGURES = ("fixed_point", "fixed_point.kl", "fixed_point.contraction", "fixed_point.seam")
-
-
-@dataclass(frozen=True)
-class Spec:
-    """One thing scored per schedule: a probe suite in a mode, a benchmark in a mode, or a fixed-point figure."""
-
-    key: str  # "math@1:logprob", "gsm8k:generate", "fixed_point.kl"
-    kind: str  # "probe", "bench" or "figure"
-    name: str = ""  # suite name@version or benchmark name
-    mode: str = ""
-    path: str = ""  # benchmarks only
 
 
 def probe_specs(suites: list[str] | None = None, wanted: Iterable[str] | None = None) -> list[Spec]:
@@ -57,12 +45,13 @@ def probe_specs(suites: list[str] | None = None, wanted: Iterable[str] | None = 
     from ..scoring.suites import load_suites
 
     found = load_suites(suites)
-    every = [Spec(f"{s.key}:{m}", "probe", s.key, m) for key, s in sorted(found.items()) if "@" in key for m in s.modes]
+    every = [Spec.probe(s.key, m) for key, s in sorted(found.items()) if "@" in key for m in s.modes]
     if wanted is None:
         return every
     chosen = []
     for text in wanted:
-        matches = [s for s in every if s.key == text or s.name == text or s.key == _pinned(text, found)]
+        pinned = _pinned(text, found)
+        matches = [s for s in every if pinned in (s.key, s.name)]
         if not matches:
             known = ", ".join(s.key for s in every)
             raise UserError(f"calibrate: no objective {text!r}; known: {known}")
@@ -71,28 +60,26 @@ def probe_specs(suites: list[str] | None = None, wanted: Iterable[str] | None = 
 
 
 def _pinned(text: str, found: dict[str, Any]) -> str:
-    """'math:logprob' -> 'math@1:logprob' (the bare name's default version)."""
+    """'math:logprob' -> 'math@1:logprob', 'math' -> 'math@1' (the bare name's default version)."""
     name, _, mode = text.partition(":")
     suite = found.get(name)
-    return f"{suite.key}:{mode}" if suite is not None and mode else text
+    if suite is None:
+        return text
+    return f"{suite.key}:{mode}" if mode else suite.key
 
 
-def bench_specs(args: list[str]) -> list[Spec]:
+def bench_specs(args: list[str], limit: int | None = None) -> list[Spec]:
     """--bench NAME=PATH (in the benchmark's own mode) or NAME:MODE=PATH, each checked now."""
     from ..scoring.benchmarks import parse_bench
 
     specs = []
     for text in args:
         name, mode, path = parse_bench(text)
-        spec = Spec(f"{name}:{mode}", "bench", name, mode, str(Path(path).expanduser().resolve()))
+        spec = Spec.bench(name, mode, path, limit)
         if spec.key in {s.key for s in specs}:
             raise UserError(f"--bench names {spec.key} twice")
         specs.append(spec)
     return specs
-
-
-def figure_specs() -> list[Spec]:
-    return [Spec(key, "figure", "fixed_point", "logprob") for key in FIGURES]
 
 
 # ---- schedules ------------------------------------------------------------------------
@@ -184,91 +171,9 @@ def calibration_for(key: str, folder: str | os.PathLike = "studies") -> dict[str
 # ---- scoring ----------------------------------------------------------------------------
 
 
-def _objectives(specs: list[Spec], suites: list[str] | None, bench_limit: int | None) -> dict[str, Any]:
-    from ..scoring import get_objective
-    from ..scoring.benchmarks import read_benchmark
-
-    built: dict[str, Any] = {}
-    for spec in specs:
-        if spec.kind == "probe":
-            built[spec.key] = get_objective(spec.name, mode=spec.mode, suites=suites)
-        elif spec.kind == "bench":
-            built[spec.key] = read_benchmark(spec.name, spec.path, mode=spec.mode, limit_per_task=bench_limit)
-    if any(s.kind == "figure" for s in specs):
-        built["fixed_point"] = get_objective("fixed_point")
-    return built
-
-
-def _evaluate(loaded: Any, schedule: LayerSchedule, specs: list[Spec], objectives: dict[str, Any],
-              limit: int | None) -> dict[str, Any]:
-    """Every spec's ObjectiveResult under schedule (figures: the fixed-point result under 'fixed_point')."""
-    from ..scoring import evaluate_probes
-    from ..scoring.probes import ProbeObjective
-
-    results: dict[str, Any] = {}
-    scored = [s for s in specs if s.kind != "figure"]
-    together = [s for s in scored if isinstance(objectives[s.key], ProbeObjective) and s.mode == "logprob"]
-    probes = [s for s in together if s.kind == "probe"]  # logprob probes share one engine pass,
-    benches = [s for s in together if s.kind == "bench"]  # and so do logprob benchmarks
-    if probes:
-        for spec, result in zip(probes, evaluate_probes([objectives[s.key] for s in probes], loaded, schedule,
-                                                         split="search", limit=limit)):
-            results[spec.key] = result
-    if benches:
-        for spec, result in zip(benches, evaluate_probes([objectives[s.key] for s in benches], loaded, schedule,
-                                                          split="all")):
-            results[spec.key] = result
-    for spec in scored:
-        if spec.key not in results:
-            split, lim = ("search", limit) if spec.kind == "probe" else ("all", None)
-            results[spec.key] = objectives[spec.key].evaluate(loaded, schedule, split=split, limit=lim)
-    if "fixed_point" in objectives:
-        results["fixed_point"] = objectives["fixed_point"].evaluate(loaded, schedule)
-    return results
-
-
-def _figures(result: Any) -> dict[str, float | None]:
-    """The fixed-point figures of one schedule: score, KL, the largest contraction, the mean seam."""
-    metrics = result.metrics
-    contraction = [v for k, v in metrics.items() if k.endswith("_contraction") and v > 0]
-    seam = [v for k, v in metrics.items() if k.endswith("_seam")]
-    return {
-        "fixed_point": float(result.score),
-        "fixed_point.kl": float(metrics.get("kl", 0.0)),
-        "fixed_point.contraction": max(contraction) if contraction else None,
-        "fixed_point.seam": float(sum(seam) / len(seam)) if seam else None,
-    }
-
-
-def _baseline_entry(result: Any) -> dict[str, Any]:
-    return {"score": result.score, "interval": list(result.interval), "version": result.version,
-            "items": [{k: i[k] for k in ("id", "score", "parsed") if k in i} for i in result.items],
-            "parse_rate": result.metrics.get("parsed"), "seconds": result.seconds}
-
-
-def _as_result(entry: dict[str, Any]) -> Any:
-    from ..scoring.objective import ObjectiveResult
-
-    return ObjectiveResult(objective="", version=entry.get("version", 0), direction="maximize", mode="", split="",
-                           schedule="", score=entry["score"], interval=tuple(entry["interval"]), items=entry["items"])
-
-
-def _entry(result: Any, baseline: Any) -> dict[str, Any]:
-    from ..scoring.objective import paired_change, parse_check
-
-    change, lo, hi = paired_change(result, baseline)
-    entry = {"score": result.score, "change": change, "change_interval": [lo, hi], "seconds": result.seconds}
-    parse = parse_check(result, baseline)
-    if parse is not None:
-        entry["parse_rate"] = parse["parse_rate"]
-        entry["broken_output"] = parse["broken_output"]
-    return entry
-
-
 def run_calibration(loaded: Any, schedules: list[LayerSchedule], specs: list[Spec], path: Path, *,
                     model: str, key: str, settings: dict[str, Any], suites: list[str] | None = None,
-                    limit: int | None = None, bench_limit: int | None = None, out: TextIO | None = None,
-                    study: str | None = None) -> dict[str, Any]:
+                    out: TextIO | None = None, study: str | None = None) -> dict[str, Any]:
     """Score the unmodified model and every schedule on every spec, saving after each; resume from path.
 
     settings (what was asked: objectives, benchmarks, limits, schedules) must equal a stored
@@ -276,30 +181,24 @@ def run_calibration(loaded: Any, schedules: list[LayerSchedule], specs: list[Spe
     """
     out = out or sys.stderr
     state = _open_state(path, settings, model=model, key=key, n_layers=loaded.n_layers, study=study)
-    objectives = _objectives(specs, suites, bench_limit)
-    identity = LayerSchedule.identity(loaded.n_layers)
+    stage = Stage(specs, suites)
     if not state["baseline"]:
         start = time.perf_counter()
-        results = _evaluate(loaded, identity, specs, objectives, limit)
-        state["baseline"] = {k: _baseline_entry(r) for k, r in results.items() if k != "fixed_point"}
+        state["baseline"] = stage.baseline(loaded)
         state["baseline_seconds"] = time.perf_counter() - start
         _save(path, state)
         print(f"calibrate: unmodified model scored in {state['baseline_seconds']:.1f} s", file=out)
-    baseline = {k: _as_result(v) for k, v in state["baseline"].items()}
     todo = [s for s in schedules if str(s) not in state["schedules"]]
     done = len(schedules) - len(todo)
     for schedule in todo:
         start = time.perf_counter()
-        results = _evaluate(loaded, schedule, specs, objectives, limit)
-        row: dict[str, Any] = {k: _entry(r, baseline[k]) for k, r in results.items() if k != "fixed_point"}
-        if "fixed_point" in results:
-            row.update({k: {"score": v, "change": v} for k, v in _figures(results["fixed_point"]).items()})
+        row = stage.measure(loaded, schedule, state["baseline"])
         row["_seconds"] = time.perf_counter() - start
         state["schedules"][str(schedule)] = row
         _save(path, state)
         done += 1
         print(f"calibrate: [{done}/{len(schedules)}] {schedule}  {row['_seconds']:.1f} s", file=out)
-    state["table"] = summarize(state, specs)
+    state["table"] = summarize(state)
     state["seconds_per_schedule"] = _seconds(state, specs)
     state["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     _save(path, state)
@@ -351,7 +250,7 @@ def _seconds(state: dict[str, Any], specs: list[Spec]) -> dict[str, float]:
 # ---- the table ----------------------------------------------------------------------------
 
 
-def summarize(state: dict[str, Any], specs: list[Spec] | None = None) -> list[dict[str, Any]]:
+def summarize(state: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per objective x benchmark: Spearman of the changes with its interval, sign agreement."""
     from ..scoring.stats import spearman, spearman_interval
 
