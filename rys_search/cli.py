@@ -119,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--extra-objectives", dest="extra_objectives", help="fixed_point and/or added_layers")
     run.add_argument("--mode", help="logprob or generate")
     run.add_argument("--limit", type=int, help="items per objective (0: all; default: all on a GPU, 24 on a CPU)")
+    run.add_argument("--no-confirm", dest="confirm", action="store_false",
+                     help="skip the confirmation stage: every change stays unconfirmed (the config's [confirm])")
     run.add_argument("--storage", help="Optuna storage URL (default: sqlite:///studies/NAME.db)")
     run.add_argument("--tracking-uri", dest="tracking_uri", help="MLflow tracking URI (default: sqlite:///mlruns/mlflow.db)")
     run.add_argument("--device")
@@ -130,10 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
     run.set_defaults(func=cmd_run)
 
-    par = sub.add_parser("pareto", help="a study's Pareto set with intervals and held-out scores")
+    par = sub.add_parser("pareto", help="a study's Pareto set: cheap and confirmed values, verdicts, benchmark checks")
     par.add_argument("--study", required=True)
     par.add_argument("--storage", help="Optuna storage URL (default: sqlite:///studies/NAME.db)")
-    par.add_argument("--no-heldout", action="store_true", help="do not evaluate held-out scores that are not cached yet")
+    par.add_argument("--bench", action="append", default=[], metavar="NAME[:MODE]=PATH",
+                     help="check every member on a benchmark file (gsm8k=FILE, bbh=DIR, eqbench=FILE); cached")
+    par.add_argument("--bench-limit", dest="bench_limit", type=int, help="items per benchmark (per BBH task)")
+    par.add_argument("--no-confirm", dest="confirm", action="store_false",
+                     help="do not confirm the members the study left unconfirmed")
     par.add_argument("--json", action="store_true")
     par.set_defaults(func=cmd_pareto)
 
@@ -153,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     pick = exp.add_mutually_exclusive_group()
     pick.add_argument("--trial", type=int, help="the study's trial number to export")
     pick.add_argument("--pareto", action="store_true", help="export every schedule of the study's Pareto front")
+    exp.add_argument("--holds", action="store_true",
+                     help="with --pareto: only the members whose change holds on the benchmarks (rys-search pareto --bench)")
     exp.add_argument("--model", default=None, help="without --study: HF id or folder, a .gguf file, or 'default'")
     exp.add_argument("--device", default=None, help="where verification runs (default: cuda if present)")
     _schedule_options(exp)
@@ -447,6 +455,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     overrides = {k: getattr(args, k) for k in ("name", "model", "trials", "sampler", "seed", "objectives",
                                                "extra_objectives", "mode", "limit", "storage", "tracking_uri",
                                                "device", "dtype", "suites")}
+    if not args.confirm:
+        overrides["confirm"] = {"enabled": False}
     config = load_config(args.config, overrides)
     from .scoring import get_objective
 
@@ -513,21 +523,35 @@ def _launch_workers(args: argparse.Namespace, config: Any) -> int:
 
 
 def _print_pareto(rows: list[dict[str, Any]], objectives: list[str]) -> None:
-    print(f"Pareto front ({len(rows)} schedules); change = against the unmodified model, with its paired 95% interval")
+    """The front as a user reads it: per member its verdict, then cheap and confirmed changes side by side."""
+    from .search.reports import verdict_counts
+
+    counts = verdict_counts(rows)
+    gains = counts.get("gain", 0)
+    print(f"Pareto front ({len(rows)} schedules): " + ", ".join(f"{n} {v}" for v, n in sorted(counts.items())))
+    print("  change = against the unmodified model [paired 95% interval]; cheap = the search's logprob probes "
+          "(search split), confirmed = the confirmation stage")
     for row in rows:
+        holds = {True: "  holds on the benchmarks", False: "  does not hold on the benchmarks"}.get(row.get("holds"), "")
+        print(f"  #{row['trial']:<4} {row['schedule']:<32} +{row['added_layers']:<3} {row['verdict']}{holds}")
         parts = []
         for name in objectives:
-            if f"{name}_interval" in row:
+            if f"{name}_change_interval" in row:
                 lo, hi = row[f"{name}_change_interval"]
-                noise = (row[f"{name}_interval"][1] - row[f"{name}_interval"][0]) / 2
-                parts.append(f"{name} {row[name]:.2f}±{noise:.2f} ({row[f'{name}_change']:+.2f} [{lo:+.2f}, {hi:+.2f}])")
-        note = "  within noise" if row["within_noise"] else ""
-        print(f"  #{row['trial']:<4} {row['schedule']:<32} +{row['added_layers']:<3} " + "  ".join(parts) + note)
-        held = row.get("heldout")
-        if held:
-            hparts = [f"{n} {h['score']:.2f} ({h['change']:+.2f} [{h['change_interval'][0]:+.2f}, {h['change_interval'][1]:+.2f}])"
-                      for n, h in held.items()]
-            print("        held-out: " + "  ".join(hparts))
+                parts.append(f"{name} {row[f'{name}_change']:+.2f} [{lo:+.2f}, {hi:+.2f}]")
+        if parts:
+            print("        cheap:     " + "  ".join(parts))
+        for label, entries in (("confirmed", row.get("confirmed")), ("benchmark", row.get("bench"))):
+            if entries:
+                cells = []
+                for key, e in entries.items():
+                    lo, hi = e["change_interval"]
+                    parsed = f" parsed {100 * e['parse_rate']:.0f}%" if e.get("parse_rate") is not None else ""
+                    broken = " BROKEN OUTPUT" if e.get("broken_output") else ""
+                    cells.append(f"{key} {e['change']:+.2f} [{lo:+.2f}, {hi:+.2f}]{parsed}{broken}")
+                print(f"        {label + ':':<11}" + "  ".join(cells))
+    if not gains:
+        print("  no confirmed gain on this front: every change above is unconfirmed or did not hold up")
 
 
 def _study_config(args: argparse.Namespace):
@@ -537,19 +561,44 @@ def _study_config(args: argparse.Namespace):
 
 
 def cmd_pareto(args: argparse.Namespace) -> int:
-    from .search.heldout import heldout_scores
+    from .schedule import LayerSchedule
+    from .search.calibrate import bench_specs
+    from .search.confirm import Confirmer
     from .search.reports import pareto_rows
     from .search.storage import open_study, stored_config
+    from .search.study import load_study_model
+    from .search.validation import validate_front
 
+    if args.bench_limit is not None and args.bench_limit < 1:
+        raise UserError("--bench-limit must be at least 1")
+    benches = bench_specs(args.bench, args.bench_limit)  # a bad --bench fails before anything loads
     study = open_study(_study_config(args), create=False)
-    if not args.no_heldout:
-        _quiet_transformers()
-        heldout_scores(study, stored_config(study))
+    config = stored_config(study)
     rows = pareto_rows(study)
+    loaded = None
+
+    def load():
+        nonlocal loaded
+        if loaded is None:
+            _quiet_transformers()
+            loaded = load_study_model(config)
+        return loaded
+
+    waiting = [r for r in rows if r["verdict"] == "unconfirmed"]
+    if args.confirm and config.confirm.enabled and waiting:
+        load()
+        resolved = config.resolve(loaded.device.type == "cuda")
+        confirmer = Confirmer(resolved, loaded, study)
+        for row in waiting:
+            print(f"rys-search: confirming #{row['trial']} {row['schedule']}", file=sys.stderr)
+            confirmer.confirm_later(LayerSchedule.parse(row["schedule"], n_layers=loaded.n_layers))
+        rows = pareto_rows(study)
+    if benches and validate_front(study, rows, benches, load, list(config.suites)):
+        rows = pareto_rows(study)
     if args.json:
         print(json.dumps({"study": args.study, "pareto": rows}, indent=1, default=str))
     else:
-        _print_pareto(rows, stored_config(study).objectives)
+        _print_pareto(rows, config.objectives)
     return 0
 
 
@@ -580,7 +629,12 @@ def cmd_status(args: argparse.Namespace) -> int:
           + ", ".join(f"{k.lower()} {v}" for k, v in facts["states"].items()))
     for name, best in facts["best"].items():
         print(f"best {name:<8}{best['value']:.2f} (trial {best['trial']}, {best['schedule']})")
-    print(f"Pareto       {facts['pareto_size']} schedules, {facts['real_gains']} with a gain outside the noise")
+    verdicts = ", ".join(f"{n} {v}" for v, n in sorted(facts["verdicts"].items())) or "empty"
+    print(f"Pareto       {facts['pareto_size']} schedules: {verdicts}")
+    if facts["gains"]:
+        print("gains        " + ", ".join(f"#{g['trial']} {g['schedule']}" for g in facts["gains"]) + " (confirmed)")
+    else:
+        print("gains        none confirmed")
     if facts.get("mlflow_ui"):
         print(f"MLflow       {facts['mlflow_ui']}")
     return 0
@@ -602,11 +656,23 @@ def _export_jobs(args: argparse.Namespace) -> tuple[str, list[Any], Any]:
     if args.trial is None and not args.pareto:
         raise UserError("with --study name --trial N or --pareto")
     from .export.jobs import study_jobs
-    from .search.reports import pareto_rows
+    from .search.reports import pareto_rows, trial_facts
     from .search.storage import open_study, stored_config
 
     study = open_study(_study_config(args), create=False)
-    jobs = study_jobs(study, trial=args.trial, pareto=pareto_rows(study) if args.pareto else None)
+    rows = pareto_rows(study) if args.pareto else None
+    if args.holds:
+        if rows is None:
+            raise UserError("--holds goes with --pareto")
+        checked = [r for r in rows if "holds" in r]
+        if not checked:
+            raise UserError(f"no benchmark checks in study {args.study!r} yet: run rys-search pareto --study "
+                            f"{args.study} --bench NAME=PATH first")
+        rows = [r for r in checked if r["holds"]]
+        if not rows:
+            raise UserError(f"no member of study {args.study!r}'s Pareto front holds on the benchmarks; nothing exported")
+    attrs = study.user_attrs
+    jobs = study_jobs(study, trial=args.trial, pareto=rows, facts=lambda t: trial_facts(study, t, attrs))
     return stored_config(study).model, jobs, study
 
 

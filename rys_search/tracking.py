@@ -127,7 +127,8 @@ class Tracker:
             run_id = self.open_trial_run(parent, study, trial.number, {"schedule": trial.user_attrs.get("schedule", "")})
         state = trial.state.name
         reason = trial.user_attrs.get("pruned_reason") or trial.user_attrs.get("fail_reason") or ""
-        self._batch(run_id, metrics=trial_metrics(trial), tags={"rys.state": state, "rys.reason": reason[:5000]})
+        tags = {"rys.state": state, "rys.reason": reason[:5000], "rys.verdict": trial.user_attrs.get("verdict", "")}
+        self._batch(run_id, metrics=trial_metrics(trial), tags=tags)
         if items:
             self.client.log_dict(run_id, items, "items.json")
         self.client.set_terminated(run_id, status="FAILED" if state == "FAIL" else "FINISHED")
@@ -217,8 +218,9 @@ class Tracker:
         from mlflow.entities import Metric, Param, RunTag
 
         now = int(time.time() * 1000)
-        ps = [Param(k, str(v)[:6000]) for k, v in (params or {}).items()]
-        ms = [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items() if v is not None and math.isfinite(float(v))]
+        ps = [Param(metric_name(k), str(v)[:6000]) for k, v in (params or {}).items()]
+        ms = [Metric(metric_name(k), float(v), now, 0) for k, v in (metrics or {}).items()
+              if v is not None and math.isfinite(float(v))]
         ts = [RunTag(k, v) for k, v in (tags or {}).items()]
         for at in range(0, max(len(ps), len(ms), len(ts)), 100):  # the store takes at most 100 params per call
             self.client.log_batch(run_id, metrics=ms[at : at + 100], params=ps[at : at + 100], tags=ts[at : at + 100])
@@ -238,12 +240,22 @@ def trial_metrics(trial) -> dict[str, float]:
     for key, value in attrs.get("fixed_point", {}).items():
         if isinstance(value, (int, float)):
             metrics[f"fixed_point_{key}"] = float(value)
+    for key, e in (attrs.get("confirmed") or {}).items():  # the confirmation stage, beside the cheap values
+        if "change_interval" not in e:
+            continue
+        metrics[f"confirmed_{key}"] = e["score"]
+        metrics[f"confirmed_{key}_change"] = e["change"]
+        metrics[f"confirmed_{key}_change_lo"], metrics[f"confirmed_{key}_change_hi"] = e["change_interval"]
+        if e.get("parse_rate") is not None:
+            metrics[f"confirmed_{key}_parse_rate"] = e["parse_rate"]
+    if attrs.get("confirm_seconds"):
+        metrics["confirm_seconds"] = attrs["confirm_seconds"]
     return metrics
 
 
 def metric_name(key: str) -> str:
-    """An objective key as MLflow takes it in a metric name: 'math@2:generate' -> 'math_v2.generate'."""
-    return key.replace("@", "_v").replace(":", ".")
+    """A name as MLflow takes it in a metric or parameter key: 'math@2:generate' -> 'math_v2:generate'."""
+    return key.replace("@", "_v")
 
 
 def _with_run(trial: Any, run_id: str) -> Any:

@@ -1,4 +1,5 @@
-"""A live progress line: trials done and left, ETA, best value per objective, Pareto size.
+"""A live progress line: trials done and left, ETA, best cheap value per objective, Pareto size,
+confirmed gains so far, and the last trial's state (with its verdict when it was confirmed).
 
 On a terminal the line redraws in place; otherwise (a log file, CI) one line per trial.
 """
@@ -38,14 +39,19 @@ class Progress:
                 pick = max(values) if direction.name == "MAXIMIZE" else min(values)
                 best.append(f"{name} {pick:.2f}")
         pareto = len(study.best_trials) if complete else 0
+        gains = sum(1 for t in complete if t.user_attrs.get("verdict") == "gain")
         state = trial.state.name.lower()
+        confirmed = trial.user_attrs.get("verdict") if trial.user_attrs.get("confirmed") else None
+        if confirmed:
+            state += f", confirmed: {confirmed}"
         reason = trial.user_attrs.get("pruned_reason")
         schedule = trial.user_attrs.get("schedule", "?")
         bar_width = 20
         filled = int(bar_width * min(done, target) / max(target, 1))
         bar = "#" * filled + "-" * (bar_width - filled)
         line = (f"{self.prefix}[{bar}] {done}/{target} trials, {max(0, target - done)} left, ETA {_clock(eta)} | "
-                f"best {', '.join(best) or '-'} | Pareto {pareto} | #{trial.number} {schedule} {state}"
+                f"best (cheap) {', '.join(best) or '-'} | Pareto {pareto}, confirmed gains {gains} | "
+                f"#{trial.number} {schedule} {state}"
                 + (f" ({reason})" if reason else ""))
         if self.tty:
             self.out.write("\r\033[K" + line[: 200])

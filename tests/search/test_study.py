@@ -17,6 +17,8 @@ def tiny_folder(saved_tiny):
 
 
 def config(tiny_folder, **overrides):
+    """A tiny study; the confirmation stage (tests/search/test_confirm.py) off unless a test turns it on."""
+    overrides.setdefault("confirm", {"enabled": False})
     return load_config(overrides={"model": tiny_folder, "limit": 3, "trials": 5, "name": "tiny", **overrides})
 
 
@@ -43,9 +45,14 @@ def test_a_small_study_end_to_end(tiny_folder, workdir, capsys):
     stored = json.loads(json.dumps(study.user_attrs["config"]))
     assert stored["trials"] == 5 and stored["limit"] == 3
 
+    assert study.user_attrs["config"]["objectives"] == ["math@1", "eq@1", "reasoning@1"]  # stored by version
+    confirmed = [t for t in finished if "confirmed" in t.user_attrs]  # the default study confirms its front
+    assert confirmed and "math@2:generate" in confirmed[0].user_attrs["confirmed"]
+
     assert main(["pareto", "--study", "tiny", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)["pareto"]
-    assert rows and all("heldout" in r and "within_noise" in r for r in rows)
+    assert rows and all(r["verdict"] in ("unmodified", "gain", "mixed", "worse", "no change", "broken output")
+                        for r in rows)  # every member confirmed: the study had budget for its whole front
     assert main(["ls"]) == 0 and "tiny" in capsys.readouterr().out
     assert main(["status", "--study", "tiny"]) == 0
     assert "5 finished of 5" in capsys.readouterr().out
