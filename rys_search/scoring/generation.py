@@ -194,6 +194,23 @@ class _Batch:
         self.decode = loaded.tokenizer.decode
 
     def run(self) -> list[list[int]]:
+        step = self._prefill()
+        n, max_new = len(self.rows), self.max_new
+        self.tokens: list[list[int]] = [[] for _ in range(n)]  # the new tokens read so far, per row
+        self.ended: list[int | None] = [None] * n
+        done = 1
+        while True:
+            self._review(step.generated[:, len(self.tokens[0]) : done].tolist())
+            if done == max_new or None not in self.ended:
+                break
+            count = min(CHECK_EVERY, max_new - done)
+            step.advance(count)
+            done += count
+        del step
+        return [row[: end or len(row)] for row, end in zip(self.tokens, self.ended)]
+
+    def _prefill(self) -> "_Step":
+        """Run the prompts (from the deepest recorded boundary) into a fresh static cache; the decode step."""
         import torch
 
         loaded, runtime = self.loaded, self.loaded.runtime
@@ -204,14 +221,11 @@ class _Batch:
         ids, mask, positions = ids.to(device), mask.to(device), positions.to(device)
         valid = torch.cat([mask.bool(), torch.ones((n, max_new), dtype=torch.bool, device=device)], dim=1)
         cache = _StaticKV(len(runtime.schedule), width + max_new)
-
-        # prefill, from the deepest boundary whose hidden state and lower layers' keys/values are recorded
         kv_key = ("greedy-kv", key)
         start = self._start(key, kv_key)
-        if start:
-            for boundary in range(1, start + 1):
-                recorded = runtime.prefix_cache.entries[kv_key][boundary]
-                cache.put(boundary - 1, recorded[0], recorded[1])
+        for boundary in range(1, start + 1):
+            recorded = runtime.prefix_cache.entries[kv_key][boundary]
+            cache.put(boundary - 1, recorded[0], recorded[1])
         cache.offset, cache.length, cache.seen = start, width, 0
         cache.write = torch.arange(width, device=device)
         masks = _masks(runtime.config, valid[:, :width], torch.arange(width, device=device), dtype)
@@ -220,23 +234,9 @@ class _Batch:
         first = out.logits[:, -1].argmax(-1)
         del out, masks
         self._record(cache, kv_key, start)
-
-        # decode: the state a step reads and writes lives in tensors, so the step can be a CUDA graph
+        # decode: what a step reads and writes lives in tensors, so that the step can be a CUDA graph
         cache.offset, cache.length, cache.seen = 0, width + max_new, width
-        step = _Step(runtime, cache, valid, first, positions[:, -1:] + 1, width, max_new, dtype)
-        self.ended: list[int | None] = [None] * n
-        self.checked = [0] * n
-        done = 1
-        while done < max_new and None in self.ended:
-            k = min(CHECK_EVERY, max_new - done)
-            step.advance(k)
-            done += k
-            self._review(step.generated[:, :done].tolist(), done)
-        if None in self.ended:
-            self._review(step.generated[:, :done].tolist(), done)
-        generated = step.generated[:, :done].tolist()
-        del step, cache
-        return [generated[r][: self.ended[r] or done] for r in range(n)]
+        return _Step(runtime, cache, valid, first, positions[:, -1:] + 1, width, max_new, dtype)
 
     def _start(self, key: Any, kv_key: Any) -> int:
         """The deepest recorded boundary below which every layer's keys and values are recorded too."""
@@ -264,19 +264,20 @@ class _Batch:
         if new:
             prefix.add(kv_key, new)
 
-    def _review(self, generated: list[list[int]], upto: int) -> None:
-        """Find the rows that ended among the first `upto` new tokens: an end token or a stop predicate."""
-        for r, row in enumerate(generated):
+    def _review(self, fresh: list[list[int]]) -> None:
+        """Take each row's newest tokens; a row ends at an end token or where its stop predicate first holds."""
+        for r, more in enumerate(fresh):
+            row = self.tokens[r]
+            lo = len(row)
+            row.extend(more)
             if self.ended[r] is not None:
                 continue
-            lo = self.checked[r]
-            end = next((p + 1 for p in range(lo, upto) if row[p] in self.ends), None)
-            text_end = end - 1 if end is not None else upto  # the end token adds no text
+            end = next((p + 1 for p in range(lo, len(row)) if row[p] in self.ends), None)
+            text_end = end - 1 if end is not None else len(row)  # the end token adds no text
             stop = self.stops[r]
             if stop is not None and text_end > lo and stop(self.decode(row[:text_end], skip_special_tokens=True)):
                 end = next(p for p in range(lo + 1, text_end + 1) if stop(self.decode(row[:p], skip_special_tokens=True)))
             self.ended[r] = end
-            self.checked[r] = upto
 
 
 class _Step:

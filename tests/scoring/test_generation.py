@@ -88,6 +88,7 @@ def test_batched_generation_equals_a_duplicate_one_prompt_at_a_time(loaded, monk
     assert min(ended.values()) >= 1 and len(ended) == 3  # every way a row ends was exercised
 
 
+@pytest.mark.parametrize("family", ["qwen2"])
 def test_texts_and_token_count(loaded):
     ps = [chat_ids(loaded.tokenizer, p) for p in ("hi", "What is 2+2?", "Name a colour, please.")]
     loaded.runtime.set_schedule(SCHEDULES[0])
@@ -98,7 +99,7 @@ def test_texts_and_token_count(loaded):
     assert greedy_answer(loaded, "What is 2+2?", max_new_tokens=6) == texts[1]
 
 
-def test_plan_depends_on_the_prompts_alone(loaded):
+def test_plan_depends_on_the_prompts_alone():
     lengths = [len(p) for p in prompts(3, 40)]
     plan = generation_plan(lengths, 8, 64)
     assert plan == generation_plan(list(lengths), 8, 64)
@@ -110,6 +111,7 @@ def test_plan_depends_on_the_prompts_alone(loaded):
     assert order == sorted(order, reverse=True)
 
 
+@pytest.mark.parametrize("family", ["llama", "qwen3"])
 def test_same_texts_whatever_ran_before(loaded):
     """Issue 12: the same prompts give the same tokens after the OOM retry's smaller budget, after other
     schedules filled the prefix cache, after it was cleared, and with reuse off (bitwise here, on the CPU)."""
@@ -133,6 +135,7 @@ def test_same_texts_whatever_ran_before(loaded):
     runtime.prefix_cache = cache
 
 
+@pytest.mark.parametrize("family", ["mistral"])
 def test_generate_mode_evaluations_repeat_exactly(loaded):
     items = [Item(f"d{k}", "search", "digits", f"What is {k}*{k + 3}?", answer=str(k * (k + 3))) for k in range(7)]
     objective = ProbeObjective("t", 1, lambda split: items, mode="generate", max_new_tokens=12)
@@ -144,6 +147,7 @@ def test_generate_mode_evaluations_repeat_exactly(loaded):
     assert again.score == first.score
 
 
+@pytest.mark.parametrize("family", ["llama"])
 def test_bad_arguments(loaded):
     with pytest.raises(ValueError, match="stop predicates"):
         generate_ids(loaded, [[5, 6], [7]], 4, stop=[None])
