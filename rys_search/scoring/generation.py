@@ -313,22 +313,28 @@ class _Step:
         for _ in range(count):
             if self.graph is not None:
                 self.graph.replay()
+            elif self.use_graph and self.taken == 0:  # warm up on the capture stream, then capture the next step
+                self.graph = self._warm_up_and_capture()
             else:
                 self.step()
-                if self.use_graph and self.taken == 0:  # the first step ran eagerly (warm-up): capture the next
-                    self.graph = self._capture()
             self.taken += 1
 
-    def _capture(self):
+    def _warm_up_and_capture(self):
+        """Run one step eagerly on a side stream (the warm-up capture needs), then capture the step."""
         import torch
 
+        stream, current = torch.cuda.Stream(), torch.cuda.current_stream()
+        stream.wait_stream(current)
+        with torch.cuda.stream(stream):
+            self.step()
+        current.wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
         try:
-            torch.cuda.synchronize()
-            with torch.cuda.graph(graph):
+            with torch.cuda.graph(graph, stream=stream):
                 self.step()
         except Exception as exc:  # a family whose forward cannot be captured still generates, eagerly
             log.warning("the decode step could not be captured as a CUDA graph (%s); running it eagerly", exc)
             self.use_graph = False
+            torch.cuda.synchronize()
             return None
         return graph
