@@ -33,7 +33,8 @@ from typing import Any, Callable
 import numpy as np
 
 from ..chat import chat_ids
-from .engine import Request, greedy_generate, token_logprobs
+from .engine import Request, token_logprobs
+from .generation import greedy_generate
 from .objective import Objective
 from .scorers import (
     digit_credit, eq_bench_expected_score, eq_bench_score, eq_bench_worst_score, final_answer, parse_choice,
