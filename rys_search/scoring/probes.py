@@ -28,6 +28,7 @@ Prompts go through the model's chat template; a thinking model's think block is 
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Callable
 
 import numpy as np
@@ -37,7 +38,7 @@ from .engine import Request, token_logprobs
 from .generation import greedy_generate
 from .objective import Objective
 from .scorers import (
-    digit_credit, eq_bench_expected_score, eq_bench_score, eq_bench_worst_score, final_answer, parse_choice,
+    ANSWER_MARK, digit_credit, eq_bench_expected_score, eq_bench_score, eq_bench_worst_score, final_answer, parse_choice,
     parse_eq_ratings, parse_final_number, parse_number,
 )
 from .suites import Item, Suite
@@ -235,7 +236,8 @@ class ProbeObjective(Objective):
     def _score_generated(self, loaded, items: list[Item]):
         tokenizer = loaded.tokenizer
         prompts = [self._prompt_ids(tokenizer, item) for item in items]
-        texts, tokens = greedy_generate(loaded, prompts, self.max_new_tokens)
+        # with working, a row ends once its answer line is complete: the answer is read from there anyway
+        texts, tokens = greedy_generate(loaded, prompts, self.max_new_tokens, stop=answered if self.working else None)
         results = []
         for item, text in zip(items, texts):
             results.append({"id": item.id, "output": text, **self._score_text(item, self.answer_prefix + text)})
@@ -259,6 +261,19 @@ class ProbeObjective(Objective):
             worst = eq_bench_worst_score(dict(item.emotions)) if self.unparsed == "worst" else 0.0
             return {"score": worst, "parsed": 0.0}
         return {"score": eq_bench_score(ratings, dict(item.emotions)), "parsed": 1.0}
+
+
+_ANSWERED = re.compile(ANSWER_MARK.pattern + r"[^\s*][^\n]*\n", re.IGNORECASE)
+
+
+def answered(text: str) -> bool:
+    """True once the text holds a complete answer line ('Answer: 42' and a line break after it).
+
+    Monotone, as generation's stop predicates must be: a continuation of a text that holds one
+    holds it too. The row is cut right after that line, so the first complete answer line is the
+    last answer marker of the text scored (scorers.final_answer).
+    """
+    return _ANSWERED.search(text) is not None
 
 
 def evaluate_probes(objectives: list[Any], loaded: Any, schedule: Any = None, *, split: str = "search",

@@ -16,6 +16,7 @@ import re
 from typing import Mapping, Sequence
 
 __all__ = [
+    "ANSWER_MARK",
     "digit_credit",
     "eq_bench_expected_score",
     "eq_bench_score",
@@ -124,22 +125,22 @@ def eq_bench_worst_score(reference: Mapping[str, float], scale: tuple[float, flo
     return _item_score(sum(_scaled(max(float(ref) - lo, hi - float(ref))) for ref in reference.values()))
 
 
-_ANSWER_MARK = re.compile(r"\banswer\b", re.IGNORECASE)
+# 'Answer: 42', '**Answer:** 7', 'The answer is (B).': the word, then a colon or "is", then the answer
+ANSWER_MARK = re.compile(r"\banswer\s*(?::|\bis\b)[\s*:]*", re.IGNORECASE)
 
 
 def final_answer(text: str) -> str | None:
-    """The text after the last 'answer' marker, to the end of its line ('Answer: 42', 'The answer is
-    (B).', '**Answer:** 7'), or None when the text has no marker or nothing follows it.
+    """The text after the last answer marker ('Answer:', 'answer is'), to the end of its line, or None
+    when the text has no marker or nothing follows it on that line.
 
     Answers with working are parsed from here only: a number or option named in the working
-    does not count as the answer.
+    does not count as the answer, nor does a sentence that merely uses the word ('To answer this').
     """
-    marks = list(_ANSWER_MARK.finditer(text))
+    marks = list(ANSWER_MARK.finditer(text))
     if not marks:
         return None
     rest = text[marks[-1].end():]
-    rest = re.sub(r"^[\s:*=\-]*(?:is\b)?[\s:*=\-]*", "", rest, flags=re.IGNORECASE)
-    line = rest.splitlines()[0].strip() if rest.strip() else ""
+    line = rest.split("\n", 1)[0].strip(" \t*")
     return line or None
 
 

@@ -97,7 +97,9 @@ def test_eq_worst_score_by_hand():
         ("first answer 3, then the final answer is 7", "7"),
         ("I worked out 42 but never said it", None),
         ("Answer:", None),
-        ("ANSWER = 5", "5"),
+        ("ANSWER: 5", "5"),
+        ("To answer this, add 2 and 3: 5.", None),  # the word alone is no answer marker
+        ("Answer: 42. I hope this answer helps.", "42. I hope this answer helps."),
     ],
 )
 def test_final_answer(text, final):
@@ -123,3 +125,14 @@ def test_parse_rate_and_the_broken_output_flag():
     assert broken["unmodified_parse_rate"] == pytest.approx(0.98)
     logprob = ObjectiveResult("x", 2, "maximize", "logprob", "search", "s", 0.0, (0.0, 0.0), [{"id": "0", "score": 1}])
     assert parse_check(logprob, logprob) is None
+
+
+def test_a_row_stops_after_its_complete_answer_line():
+    from rys_search.scoring.probes import answered
+    from rys_search.scoring.scorers import final_answer
+
+    assert answered("Working: 6 * 7.\nAnswer: 42\n") and not answered("Working: 6 * 7.\nAnswer: 42")
+    assert answered("So the answer is $18.\nThanks") and answered("**Answer:** 7\n")
+    assert not answered("Answer:\n") and not answered("To answer this, we add.\nThen 5.\n")
+    text = "Step 1.\nAnswer: 42\n"  # what a stopped row ends with: its answer is the last marker
+    assert final_answer(text) == "42"
