@@ -28,7 +28,10 @@ def finished_runs(cfg):
 
 
 def test_a_small_study_end_to_end(tiny_folder, workdir, capsys):
-    assert main(["run", "--model", tiny_folder, "--limit", "3", "--trials", "5", "--study", "tiny", "--seed", "1"]) == 0
+    quick = workdir / "quick.toml"  # the default study, with a confirmation stage that is quick on a tiny model
+    quick.write_text('[confirm]\nlimit = 2\nobjectives = { math = "math@1", eq = "eq@2", reasoning = "reasoning@1" }\n')
+    assert main(["run", "--config", str(quick), "--model", tiny_folder, "--limit", "3", "--trials", "5", "--study",
+                 "tiny", "--seed", "1"]) == 0
     out = capsys.readouterr().out
     assert "Pareto front" in out and "mlflow ui --backend-store-uri sqlite:///" in out
     assert (workdir / "studies" / "tiny.db").is_file() and (workdir / "mlruns" / "mlflow.db").is_file()
@@ -40,14 +43,14 @@ def test_a_small_study_end_to_end(tiny_folder, workdir, capsys):
     runs = finished_runs(cfg)
     assert sorted(int(r.data.tags["rys.trial"]) for r in runs) == sorted(t.number for t in finished)
     complete = [r for r in runs if r.data.tags["rys.state"] == "COMPLETE"]
-    assert complete and all("math_change_lo" in r.data.metrics and "schedule" in r.data.params for r in complete)
+    assert complete and all("math_v1_change_lo" in r.data.metrics and "schedule" in r.data.params for r in complete)
     assert (workdir / "mlruns" / "artifacts").is_dir()
     stored = json.loads(json.dumps(study.user_attrs["config"]))
     assert stored["trials"] == 5 and stored["limit"] == 3
 
     assert study.user_attrs["config"]["objectives"] == ["math@1", "eq@1", "reasoning@1"]  # stored by version
     confirmed = [t for t in finished if "confirmed" in t.user_attrs]  # the default study confirms its front
-    assert confirmed and "math@2:generate" in confirmed[0].user_attrs["confirmed"]
+    assert confirmed and "eq@2:generate" in confirmed[0].user_attrs["confirmed"]
 
     assert main(["pareto", "--study", "tiny", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)["pareto"]
