@@ -10,6 +10,7 @@ CPU (so the default command finishes in minutes on a laptop).
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import tomllib
@@ -27,6 +28,8 @@ COST_OBJECTIVES = ("added_layers",)  # minimised; computed from the schedule, no
 AUTO = "auto"
 CPU_TRIALS, GPU_TRIALS = 12, 500
 CPU_LIMIT = 24
+GRID_SPACE = {"max_blocks": 1, "extra_passes": [1, 1]}  # the grid sampler's (i, j) grid: one block run twice
+log = logging.getLogger(__name__)
 
 
 class ConfigError(UserError):
@@ -167,6 +170,8 @@ def _build(where: str, data: dict[str, Any]) -> StudyConfig:
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"{where}: unknown keys {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    if data.get("sampler") == "grid" and not isinstance(data.get("space"), SearchSpace):
+        data = {**data, "space": {**GRID_SPACE, **data.get("space", {})}}  # what the file leaves out, grid brings
     values: dict[str, Any] = {}
     for key, value in data.items():
         if key == "space":
@@ -243,7 +248,21 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any]
         raise ConfigError(f"{file}: not valid TOML ({exc})") from None
     _build(str(file), data)  # the file alone must be valid
     merged = {**data, **{k: v for k, v in (overrides or {}).items() if v is not None}}
+    if merged.get("sampler") == "grid" and data.get("sampler") != "grid" and isinstance(merged.get("space", {}), dict):
+        merged["space"] = _grid_space(merged.get("space", {}))  # the file's space was written for another sampler
     return _build(f"{file} with command-line options", merged)
+
+
+def _grid_space(space: dict[str, Any]) -> dict[str, Any]:
+    """The space with the grid sampler's settings in place of the file's, saying what it set."""
+    had = [f"space.{k} = {_as_list(space[k])}" for k, v in GRID_SPACE.items() if k in space and _as_list(space[k]) != v]
+    log.info("the grid sampler sweeps single blocks run twice: it sets space.max_blocks = 1, space.extra_passes = [1, 1]%s",
+             f" (the config had {', '.join(had)})" if had else "")
+    return {**space, **GRID_SPACE}
+
+
+def _as_list(value: Any) -> Any:
+    return list(value) if isinstance(value, (list, tuple)) else value
 
 
 def config_from_dict(data: dict[str, Any], where: str = "stored config") -> StudyConfig:

@@ -24,7 +24,7 @@ from ..errors import UserError
 __all__ = ["RUN_FLAGS", "launch", "run_workers", "trial_rate", "worker_command", "worker_envs"]
 
 # `run` options a worker inherits from its launcher: (attribute of the parsed arguments, flag)
-RUN_FLAGS = (("config", "--config"), ("name", "--study"), ("model", "--model"), ("trials", "--trials"),
+RUN_FLAGS = (("config", "--config"), ("study", "--study"), ("model", "--model"), ("trials", "--trials"),
              ("sampler", "--sampler"), ("seed", "--seed"), ("objectives", "--objectives"),
              ("extra_objectives", "--extra-objectives"), ("mode", "--mode"), ("limit", "--limit"),
              ("storage", "--storage"), ("tracking_uri", "--tracking-uri"), ("device", "--device"), ("dtype", "--dtype"))
