@@ -75,8 +75,8 @@ class Suite:
 
 
 def builtin_dir() -> Path:
-    """objectives/ at the top of the source tree."""
-    return Path(__file__).resolve().parents[2] / "objectives"
+    """The suites that ship with the package (objectives/ of the repository, linked in as rys_search/objectives)."""
+    return Path(__file__).resolve().parents[1] / "objectives"
 
 
 def render(template: str, fields: dict[str, Any], where: str) -> str:

@@ -127,7 +127,8 @@ class StudyConfig:
 
 
 def default_config_path() -> Path:
-    return Path(__file__).resolve().parents[2] / "studies" / "default.toml"
+    """The default study config that ships with the package (studies/default.toml of the repository)."""
+    return Path(__file__).resolve().parents[1] / "studies" / "default.toml"
 
 
 def _check_type(where: str, key: str, value: Any, kind: Any) -> Any:
