@@ -205,7 +205,8 @@ def _describe(config: Any) -> dict[str, Any]:
         with torch.device("meta"):  # shapes only: no memory, no weights read
             skeleton = AutoModelForCausalLM.from_config(config)
         parameters = sum(p.numel() for p in skeleton.parameters())
-    except Exception:
+    except (ValueError, KeyError, ImportError, TypeError, NotImplementedError) as exc:  # a family transformers lacks
+        logging.getLogger("rys_search").debug("no parameter count for %s: %s", config.model_type, exc)
         parameters = None
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     return {

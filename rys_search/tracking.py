@@ -24,6 +24,7 @@ from .errors import UserError
 __all__ = ["EXPERIMENT", "Tracker", "trial_metrics", "ui_command"]
 
 EXPERIMENT = "rys-search"
+READ_TRIES, READ_WAIT = 4, 1.0  # reading the parent run: tries, and the first wait between them (doubling)
 log = logging.getLogger(__name__)
 
 
@@ -69,12 +70,14 @@ class Tracker:
         if uri.startswith(("http://", "https://")):
             _check_server(uri)
         self.client = MlflowClient(tracking_uri=uri)
+        from mlflow.exceptions import MlflowException
+
         experiment = self.client.get_experiment_by_name(EXPERIMENT)
         if experiment is None:
             try:
                 self.client.create_experiment(EXPERIMENT, artifact_location=_artifact_root(uri))
-            except Exception:  # another worker created it a moment ago
-                pass
+            except MlflowException as exc:  # another worker created it a moment ago (checked below)
+                log.debug("create_experiment: %s", exc)
             experiment = self.client.get_experiment_by_name(EXPERIMENT)
             if experiment is None:
                 raise UserError(f"cannot create the MLflow experiment {EXPERIMENT!r} at {uri}")
@@ -83,21 +86,44 @@ class Tracker:
     # ---- study ------------------------------------------------------------------------
 
     def study_run(self, study: str, config: dict[str, Any], existing: str | None = None) -> str:
-        """The study's parent run: the stored one when resuming, else a new one."""
+        """The study's parent run: the stored one when resuming, else a new one.
+
+        Only a parent run that the tracking store says does not exist is replaced; one that
+        cannot be read (a server that does not answer for a moment) is tried again, and then
+        the run stops with a UserError, so a blip never splits a study over two parent runs.
+        """
         if existing:
-            try:
-                run = self.client.get_run(existing)
+            run = self._read_run(existing)
+            if run is not None:
                 if run.info.status != "RUNNING":
                     self.client.update_run(existing, status="RUNNING")
                 return existing
-            except Exception:
-                log.warning("parent run %s of study %s is gone; starting a new one", existing, study)
+            log.warning("parent run %s of study %s is gone; starting a new one", existing, study)
         run = self.client.create_run(self.experiment_id, run_name=study, tags={"rys.study": study, "rys.kind": "study"})
         run_id = run.info.run_id
         flat = _flatten(config)
         self._batch(run_id, params={k: v for k, v in flat.items()})
         self.client.log_dict(run_id, config, "config.json")
         return run_id
+
+    def _read_run(self, run_id: str) -> Any:
+        """The run, or None when the store says it does not exist; READ_TRIES tries, then a UserError."""
+        from mlflow.exceptions import MlflowException
+
+        for attempt in range(READ_TRIES):
+            try:
+                return self.client.get_run(run_id)
+            except MlflowException as exc:
+                if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                    return None
+                error: Exception = exc
+            except OSError as exc:  # the connection itself (requests' errors are OSErrors)
+                error = exc
+            if attempt < READ_TRIES - 1:
+                time.sleep(READ_WAIT * 2**attempt)
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"cannot read the study's MLflow parent run {run_id} at {self.uri} "
+                        f"({READ_TRIES} tries): {reason}")
 
     def close_study(self, run_id: str, pareto: list[dict[str, Any]], figures: dict[str, Any], metrics: dict[str, float]) -> None:
         self.client.log_dict(run_id, {"pareto": pareto}, "pareto.json")

@@ -33,7 +33,7 @@ def storage_for(url: str):
     import warnings
 
     import optuna
-    from sqlalchemy.exc import IntegrityError, ProgrammingError
+    from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     if url.startswith(("sqlite:", "postgresql", "mysql")):
@@ -53,7 +53,7 @@ def storage_for(url: str):
                 if attempt == 4:
                     raise
                 time.sleep(0.2 + random.random())  # another worker is creating the same tables
-            except Exception as exc:
+            except (SQLAlchemyError, ImportError, ValueError, OSError) as exc:  # unreachable, bad URL, no driver
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise UserError(f"cannot open storage {shown}: {first}") from None
     return url
