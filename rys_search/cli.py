@@ -583,21 +583,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _print_export(result: dict[str, Any]) -> None:
+    from .export import verification_lines
+
     size = result["bytes"] / 2**20
     print(f"{result['path']}  ({result['format']}, {result['written_as']}, {size:.1f} MiB, "
           f"schedule {result['schedule']}, {result['seconds']:.1f} s)")
-    checks = result.get("verification")
-    if not checks:
-        print("  not verified (--no-verify)")
-        return
-    t = checks["transformers"]
-    print(f"  transformers: max logit difference {t['max_abs_logit_diff']:.3g} (tolerance {t['tolerance']:.3g}), "
-          f"top-1 agreement {t['top1_agreement']:.3f} over {t['positions']} positions")
-    c = checks.get("llama_cpp")
-    if c:
-        print(f"  llama.cpp: {c['greedy_tokens_checked'] - c['mismatches'] - c['near_tie_flips']}/"
-              f"{c['greedy_tokens_checked']} greedy tokens identical; {c['near_tie_flips']} flips at "
-              f"{c['near_ties']} near ties (gap < {c['near_tie_margin']})")
+    for check, line in verification_lines(result.get("verification")).items():
+        print(f"  {check}: {line}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -146,9 +146,10 @@ class Tracker:
         self._batch(run.info.run_id, params=params)
         return run.info.run_id
 
-    def close_trial_run(self, trial: Any, study: str, parent: str, items: dict[str, Any] | None = None) -> str:
-        """Log a finished trial's metrics, tags and items, and end its run with the trial's state."""
-        run_id = trial.user_attrs.get("mlflow_run")
+    def close_trial_run(self, trial: Any, study: str, parent: str, items: dict[str, Any] | None = None,
+                        run_id: str | None = None) -> str:
+        """Log a finished trial's metrics, tags and items, and end its run (default: the trial's) in the trial's state."""
+        run_id = run_id or trial.user_attrs.get("mlflow_run")
         if run_id is None:  # a trial that never opened a run (it failed before): open one now
             run_id = self.open_trial_run(parent, study, trial.number, {"schedule": trial.user_attrs.get("schedule", "")})
         state = trial.state.name
@@ -178,12 +179,8 @@ class Tracker:
             mine = runs.get(trial.number, [])
             keep = next((r for r in mine if r.info.run_id == trial.user_attrs.get("mlflow_run")), None) or (mine[0] if mine else None)
             if keep is None or keep.info.status != want or keep.data.tags.get("rys.state") != trial.state.name:
-                if keep is None:
-                    fixed["created"] += 1
-                else:
-                    fixed["closed"] += 1
-                    trial = _with_run(trial, keep.info.run_id)
-                self.close_trial_run(trial, name, parent)
+                fixed["created" if keep is None else "closed"] += 1
+                self.close_trial_run(trial, name, parent, run_id=keep.info.run_id if keep is not None else None)
             for run in mine:
                 if keep is not None and run.info.run_id != keep.info.run_id:
                     self.client.delete_run(run.info.run_id)
@@ -213,15 +210,14 @@ class Tracker:
 
     def _batch(self, run_id: str, params: dict[str, Any] | None = None, metrics: dict[str, float] | None = None,
                tags: dict[str, str] | None = None) -> None:
-        """One request per 100 entries (a tracking server is a round trip per call)."""
+        """Params, metrics and tags in one log_batch (MLflow cuts it into the batches its store takes)."""
         from mlflow.entities import Metric, Param, RunTag
 
         now = int(time.time() * 1000)
         ps = [Param(k, str(v)[:6000]) for k, v in (params or {}).items()]
         ms = [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items() if v is not None and math.isfinite(float(v))]
         ts = [RunTag(k, v) for k, v in (tags or {}).items()]
-        for at in range(0, max(len(ps), len(ms), len(ts)), 100):  # the store takes at most 100 params per call
-            self.client.log_batch(run_id, metrics=ms[at : at + 100], params=ps[at : at + 100], tags=ts[at : at + 100])
+        self.client.log_batch(run_id, metrics=ms, params=ps, tags=ts)
 
 
 def trial_metrics(trial) -> dict[str, float]:
@@ -239,15 +235,6 @@ def trial_metrics(trial) -> dict[str, float]:
         if isinstance(value, (int, float)):
             metrics[f"fixed_point_{key}"] = float(value)
     return metrics
-
-
-def _with_run(trial: Any, run_id: str) -> Any:
-    """The frozen trial with its user attrs naming run_id (finished trials cannot be updated)."""
-    import copy
-
-    clone = copy.copy(trial)
-    clone._user_attrs = {**trial.user_attrs, "mlflow_run": run_id}
-    return clone
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -61,27 +61,14 @@ def storage_for(url: str):
 
 def make_sampler(config: StudyConfig, grid: list[str] | None = None, seed: int | None | str = "config"):
     """The config's sampler; seed "config" means config.seed, None fresh randomness."""
-    import optuna
+    from .samplers import build_sampler
+    from .space import GRID_PARAM
 
-    import warnings
-
-    seed, name = (config.seed if seed == "config" else seed), config.sampler
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
-    if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
-    if name == "nsga3":
-        return optuna.samplers.NSGAIIISampler(seed=seed)
-    if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed, warn_independent_sampling=False)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "grid":
-        from .space import GRID_PARAM
-
-        return optuna.samplers.GridSampler({GRID_PARAM: grid}, seed=seed)
-    raise ConfigError(f"unknown sampler {name!r}")
+    try:
+        return build_sampler(config.sampler, config.seed if seed == "config" else seed,
+                             {GRID_PARAM: grid} if grid is not None else None)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def open_study(config: StudyConfig, create: bool = True, grid: list[str] | None = None,
