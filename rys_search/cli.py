@@ -8,10 +8,13 @@
                         --bench eqbench=FILE [--limit N] [--json]
     rys-search run [--config FILE] [--study NAME] [--trials N] [--sampler tpe] ...
                    [--storage URL] [--tracking-uri URI] [--workers N | --gpus 0,1]
-    rys-search pareto --study NAME [--json]
+    rys-search pareto [--study NAME] [--json]
     rys-search ls
-    rys-search status --study NAME
+    rys-search status [--study NAME]
     rys-search export --study NAME (--trial N | --pareto) --format gguf|hf --out DIR [--force]
+
+run, pareto, status, ls and export take the same study-locating flags (--study, --config,
+--storage, --tracking-uri; _study_options), so a run's flags can be repeated after it.
     rys-search export [--model M] (--schedule S | --rys I,J) --format gguf|hf --out DIR [--type q8_0]
 
 Bad input (a schedule, a model path, an option) ends with one line on stderr and exit
@@ -43,6 +46,16 @@ def _schedule_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--schedule", help="layer path, e.g. 0-9,10-12x2,13-29 (inclusive ranges, xN = N runs)")
     group.add_argument("--rys", metavar="I,J", help="the RYS pair: layers I..J-1 run twice")
+
+
+def _study_options(parser: argparse.ArgumentParser) -> None:
+    """The flags that locate a study, the same for run, pareto, status, ls and export --study."""
+    where = parser.add_argument_group("which study (the same flags for run, pareto, status, ls and export)")
+    where.add_argument("--study", help="study name (default: the config's name, 'default')")
+    where.add_argument("--config", help="study config TOML (default: studies/default.toml); its name and storage locate the study")
+    where.add_argument("--storage", help="Optuna storage URL (default: sqlite:///studies/NAME.db)")
+    where.add_argument("--tracking-uri", dest="tracking_uri",
+                       help="MLflow tracking URI (default for run: sqlite:///mlruns/mlflow.db; after it: the one the study recorded)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,8 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     val.set_defaults(func=cmd_validate)
 
     run = sub.add_parser("run", help="search schedules with Optuna, log every trial to MLflow, keep a Pareto front")
-    run.add_argument("--config", help="study config TOML (default: studies/default.toml)")
-    run.add_argument("--study", dest="name", help="study name (default: the config's)")
+    _study_options(run)
     run.add_argument("--model", help="HF id or folder, a .gguf file, or 'default'")
     run.add_argument("--trials", type=int, help="finished trials in all (default: 500 on a GPU, 12 on a CPU)")
     run.add_argument("--sampler", help="tpe (default), nsga2, nsga3, gp, random or grid")
@@ -97,8 +109,6 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--extra-objectives", dest="extra_objectives", help="fixed_point and/or added_layers")
     run.add_argument("--mode", help="logprob or generate")
     run.add_argument("--limit", type=int, help="items per objective (0: all; default: all on a GPU, 24 on a CPU)")
-    run.add_argument("--storage", help="Optuna storage URL (default: sqlite:///studies/NAME.db)")
-    run.add_argument("--tracking-uri", dest="tracking_uri", help="MLflow tracking URI (default: sqlite:///mlruns/mlflow.db)")
     run.add_argument("--device")
     run.add_argument("--dtype")
     run.add_argument("--suites", action="append", help="also read probe suites from DIR")
@@ -109,25 +119,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     par = sub.add_parser("pareto", help="a study's Pareto set with intervals and held-out scores")
-    par.add_argument("--study", required=True)
-    par.add_argument("--storage", help="Optuna storage URL (default: sqlite:///studies/NAME.db)")
+    _study_options(par)
     par.add_argument("--no-heldout", action="store_true", help="do not evaluate held-out scores that are not cached yet")
     par.add_argument("--json", action="store_true")
     par.set_defaults(func=cmd_pareto)
 
-    ls = sub.add_parser("ls", help="list studies")
-    ls.add_argument("--storage", help="an Optuna storage URL (default: every studies/*.db)")
+    ls = sub.add_parser("ls", help="list studies (in --storage or the config's storage, else every studies/*.db)")
+    _study_options(ls)
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=cmd_ls)
 
     st = sub.add_parser("status", help="summarise one study")
-    st.add_argument("--study", required=True)
-    st.add_argument("--storage", help="Optuna storage URL (default: sqlite:///studies/NAME.db)")
+    _study_options(st)
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)
     exp = sub.add_parser("export", help="write schedules as GGUF (llama.cpp) or Hugging Face checkpoints, verified")
-    exp.add_argument("--study", help="export from this study (with --trial N or --pareto)")
-    exp.add_argument("--storage", help="the study's Optuna storage URL (default: sqlite:///studies/NAME.db)")
+    _study_options(exp)  # with --trial N or --pareto: export from the study
     pick = exp.add_mutually_exclusive_group()
     pick.add_argument("--trial", type=int, help="the study's trial number to export")
     pick.add_argument("--pareto", action="store_true", help="export every schedule of the study's Pareto front")
@@ -198,7 +205,8 @@ def _describe(config: Any) -> dict[str, Any]:
         with torch.device("meta"):  # shapes only: no memory, no weights read
             skeleton = AutoModelForCausalLM.from_config(config)
         parameters = sum(p.numel() for p in skeleton.parameters())
-    except Exception:
+    except (ValueError, KeyError, ImportError, TypeError, NotImplementedError) as exc:  # a family transformers lacks
+        logging.getLogger("rys_search").debug("no parameter count for %s: %s", config.model_type, exc)
         parameters = None
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     return {
@@ -352,14 +360,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .search.config import load_config
     from .search.study import run_study
 
     _quiet_transformers()
-    overrides = {k: getattr(args, k) for k in ("name", "model", "trials", "sampler", "seed", "objectives",
-                                               "extra_objectives", "mode", "limit", "storage", "tracking_uri",
-                                               "device", "dtype", "suites")}
-    config = load_config(args.config, overrides)
+    config = _study_config(args, {k: getattr(args, k) for k in (
+        "model", "trials", "sampler", "seed", "objectives", "extra_objectives", "mode", "limit", "device", "dtype",
+        "suites")})
     from .scoring import get_objective
 
     for name in config.objectives:  # an unknown objective fails here, before the model loads
@@ -435,33 +441,41 @@ def _print_pareto(rows: list[dict[str, Any]], objectives: list[str]) -> None:
             print("        held-out: " + "  ".join(hparts))
 
 
-def _study_config(args: argparse.Namespace):
-    from .search.config import StudyConfig
+def _study_config(args: argparse.Namespace, overrides: dict[str, Any] | None = None):
+    """The study config the study-locating flags name: --config, with --study/--storage/--tracking-uri on top."""
+    from .search.config import load_config
 
-    return StudyConfig(name=args.study, storage=args.storage or "")
+    located = {"name": args.study, "storage": args.storage, "tracking_uri": args.tracking_uri}
+    return load_config(args.config, {**located, **(overrides or {})})
 
 
 def cmd_pareto(args: argparse.Namespace) -> int:
     from .search.heldout import heldout_scores
-    from .search.reports import pareto_rows
+    from .search.reports import pareto_rows, tracking_uri_of
     from .search.storage import open_study, stored_config
+    from .tracking import ui_command
 
-    study = open_study(_study_config(args), create=False)
+    config = _study_config(args)
+    study = open_study(config, create=False)
     if not args.no_heldout:
         _quiet_transformers()
         heldout_scores(study, stored_config(study))
     rows = pareto_rows(study)
     if args.json:
-        print(json.dumps({"study": args.study, "pareto": rows}, indent=1, default=str))
-    else:
-        _print_pareto(rows, stored_config(study).objectives)
+        print(json.dumps({"study": study.study_name, "pareto": rows}, indent=1, default=str))
+        return 0
+    _print_pareto(rows, stored_config(study).objectives)
+    uri = tracking_uri_of(study, config)
+    if uri:
+        print(f"see every trial: {ui_command(uri)}")
     return 0
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
     from .search.reports import list_studies
 
-    rows = list_studies(args.storage)
+    config = _study_config(args)
+    rows = list_studies(config.storage or None, name=args.study)
     if args.json:
         print(json.dumps(rows, indent=1, default=str))
         return 0
@@ -491,13 +505,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export_jobs(args: argparse.Namespace) -> tuple[str, list[Any], Any]:
-    """The model spec, the jobs (schedule text or LayerSchedule + what the study knew), and the study."""
+def _export_jobs(args: argparse.Namespace) -> tuple[str, list[Any], str | None]:
+    """The model spec, the jobs (schedule text or LayerSchedule + what the study knew), the study's MLflow."""
     from .export import ExportJob
 
-    if args.study is None:
+    if args.study is None and args.config is None:
         if args.trial is not None or args.pareto:
-            raise UserError("--trial and --pareto need --study NAME")
+            raise UserError("--trial and --pareto need --study NAME (or --config FILE naming the study)")
         if args.schedule is None and args.rys is None:
             raise UserError("name what to export: --schedule S or --rys I,J, or --study NAME with --trial N or --pareto")
         _check_syntax(args)
@@ -507,12 +521,13 @@ def _export_jobs(args: argparse.Namespace) -> tuple[str, list[Any], Any]:
     if args.trial is None and not args.pareto:
         raise UserError("with --study name --trial N or --pareto")
     from .export.jobs import study_jobs
-    from .search.reports import pareto_rows
+    from .search.reports import pareto_rows, tracking_uri_of
     from .search.storage import open_study, stored_config
 
-    study = open_study(_study_config(args), create=False)
+    config = _study_config(args)
+    study = open_study(config, create=False)
     jobs = study_jobs(study, trial=args.trial, pareto=pareto_rows(study) if args.pareto else None)
-    return stored_config(study).model, jobs, study
+    return stored_config(study).model, jobs, tracking_uri_of(study, config)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -530,7 +545,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     hf_dtype = pick_dtype(args.dtype, pick_device("cpu")) if args.dtype is not None else None
     from .export.jobs import source_facts
 
-    spec, jobs, study = _export_jobs(args)
+    spec, jobs, tracking_uri = _export_jobs(args)
     source, family, n_layers, config = source_facts(spec)
     for job in jobs:
         if job.schedule is None:
@@ -556,10 +571,10 @@ def cmd_export(args: argparse.Namespace) -> int:
             print(f"rys-search: verification failed, nothing kept: {exc}", file=sys.stderr)
             return 1
         results.append(result)
-        if job.mlflow_run and study.user_attrs.get("tracking_uri"):
+        if job.mlflow_run and tracking_uri:
             from .tracking import Tracker
 
-            Tracker(study.user_attrs["tracking_uri"]).log_export(job.mlflow_run, result)
+            Tracker(tracking_uri).log_export(job.mlflow_run, result)
         if not args.json:
             _print_export(result)
     if args.json:
@@ -568,21 +583,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _print_export(result: dict[str, Any]) -> None:
+    from .export import verification_lines
+
     size = result["bytes"] / 2**20
     print(f"{result['path']}  ({result['format']}, {result['written_as']}, {size:.1f} MiB, "
           f"schedule {result['schedule']}, {result['seconds']:.1f} s)")
-    checks = result.get("verification")
-    if not checks:
-        print("  not verified (--no-verify)")
-        return
-    t = checks["transformers"]
-    print(f"  transformers: max logit difference {t['max_abs_logit_diff']:.3g} (tolerance {t['tolerance']:.3g}), "
-          f"top-1 agreement {t['top1_agreement']:.3f} over {t['positions']} positions")
-    c = checks.get("llama_cpp")
-    if c:
-        print(f"  llama.cpp: {c['greedy_tokens_checked'] - c['mismatches'] - c['near_tie_flips']}/"
-              f"{c['greedy_tokens_checked']} greedy tokens identical; {c['near_tie_flips']} flips at "
-              f"{c['near_ties']} near ties (gap < {c['near_tie_margin']})")
+    for check, line in verification_lines(result.get("verification")).items():
+        print(f"  {check}: {line}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,6 +17,7 @@ from importlib import resources
 from typing import Any
 
 from ..errors import UserError
+from ..tables import check_table
 
 __all__ = ["Family", "UnsupportedFamily", "families", "family_for", "supported_names"]
 
@@ -70,14 +71,7 @@ def _get_path(obj: Any, path: str) -> Any:
 
 
 def _load(text: str, source: str) -> Family:
-    data = tomllib.loads(text)
-    unknown = set(data) - set(_KEYS)
-    missing = set(_KEYS) - set(data)
-    if unknown or missing:
-        raise ValueError(f"{source}: unknown keys {sorted(unknown)}, missing keys {sorted(missing)}")
-    for key, kind in _KEYS.items():
-        if not isinstance(data[key], kind):
-            raise ValueError(f"{source}: {key} must be a {kind.__name__}")
+    data = check_table(tomllib.loads(text), _KEYS, source, required=tuple(_KEYS), error=ValueError)
     return Family(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 

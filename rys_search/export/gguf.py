@@ -153,7 +153,7 @@ def gguf_fields(path: str | Path) -> dict[str, Any]:
 # ---- from a Hugging Face model ------------------------------------------------------------
 
 
-_FILE_TYPES = {"f32": 0, "f16": 1, "q8_0": 7, "bf16": 32}
+_FILE_TYPES = {"f32": "ALL_F32", "f16": "MOSTLY_F16", "q8_0": "MOSTLY_Q8_0", "bf16": "MOSTLY_BF16"}  # gguf.LlamaFileType
 
 
 def _qtype_for(data_shape: Sequence[int], out_type: str) -> Any:
@@ -212,20 +212,14 @@ def _tokenizer_kv(tokenizer: Any, vocab_size: int, pre: str, writer_kv: list) ->
         ("tokenizer.ggml.tokens", tokens[:vocab_size], V.ARRAY, V.STRING),
         ("tokenizer.ggml.token_type", types[:vocab_size], V.ARRAY, V.INT32),
     ]
-    if special.merges:
-        writer_kv.append(("tokenizer.ggml.merges", list(special.merges), V.ARRAY, V.STRING))
-    else:  # llama.cpp insists on the key
+    if isinstance(getattr(tokenizer, "chat_template", None), str):
+        special.chat_template = tokenizer.chat_template  # the template transformers applies
+    recorder = gguf.GGUFWriter(None, arch="rys")  # gathers key-values, writes no file
+    special.add_to_gguf(recorder, quiet=True)  # merges, special token ids (below vocab_size), add_*_token, template
+    written = recorder.kv_data[0]
+    writer_kv += [(key, v.value, v.type, v.sub_type) for key, v in written.items() if key.startswith("tokenizer.")]
+    if "tokenizer.ggml.merges" not in written:  # llama.cpp insists on the key
         writer_kv.append(("tokenizer.ggml.merges", [" "], V.ARRAY, V.STRING))
-    for kind, tid in special.special_token_ids.items():
-        key = {"bos": "bos_token_id", "eos": "eos_token_id", "unk": "unknown_token_id", "sep": "seperator_token_id",
-               "pad": "padding_token_id", "eot": "eot_token_id", "eom": "eom_token_id"}.get(kind)
-        if key is not None and tid < vocab_size:
-            writer_kv.append((f"tokenizer.ggml.{key}", int(tid), V.UINT32, None))
-    for kind, value in special.add_special_token.items():
-        writer_kv.append((f"tokenizer.ggml.add_{kind}_token", bool(value), V.BOOL, None))
-    template = getattr(tokenizer, "chat_template", None) or special.chat_template
-    if isinstance(template, str):
-        writer_kv.append(("tokenizer.chat_template", template, V.STRING, None))
 
 
 def plan_from_hf(model: Any, tokenizer: Any, family: Any, order: Sequence[int], out_type: str,
@@ -252,7 +246,7 @@ def plan_from_hf(model: Any, tokenizer: Any, family: Any, order: Sequence[int], 
     kv += [
         ("general.type", "model", V.STRING, None),
         ("general.name", name, V.STRING, None),
-        ("general.file_type", _FILE_TYPES[out_type], V.UINT32, None),
+        ("general.file_type", int(gguf.LlamaFileType[_FILE_TYPES[out_type]]), V.UINT32, None),
         ("general.quantization_version", gguf.GGML_QUANT_VERSION, V.UINT32, None),
         (f"{arch}.block_count", len(order), V.UINT32, None),
         (f"{arch}.context_length", int(config.max_position_embeddings), V.UINT32, None),
@@ -312,7 +306,9 @@ def write_gguf(plan: GGUFPlan, path: str | Path, progress: Callable[[int], None]
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
-        fout = writer.fout[0]
+    finally:
+        writer.close()  # header, metadata and tensor table are on disk; the data follows, streamed
+    with open(path, "ab") as fout:
         for t in plan.tensors:
             writer.write_padding(fout, fout.tell())
             written = 0
@@ -325,6 +321,3 @@ def write_gguf(plan: GGUFPlan, path: str | Path, progress: Callable[[int], None]
             if written != t.nbytes:
                 raise RuntimeError(f"tensor {t.name}: wrote {written} bytes, expected {t.nbytes}")
             writer.write_padding(fout, t.nbytes)
-        fout.flush()
-    finally:
-        writer.close()
