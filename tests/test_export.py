@@ -75,8 +75,11 @@ def test_hf_export_matches_a_physical_duplicate(family, saved_tiny, tmp_path, ca
 
     folder = saved_tiny(family)
     out = tmp_path / "out"
-    assert main(["export", "--model", folder, "--schedule", SCHEDULE, "--format", "hf", "--out", str(out)]) == 0
-    assert "transformers: max logit difference 0 " in capsys.readouterr().out
+    assert main(["export", "--model", folder, "--schedule", SCHEDULE, "--format", "hf", "--out", str(out), "--json"]) == 0
+    (result,) = json.loads(capsys.readouterr().out)
+    # fp32 weights as the source ran them: equal up to the order of float sums, which on the CPU can
+    # follow the weights' memory alignment (MoE expert kernels: up to 6e-7 between two copies)
+    assert result["verification"]["transformers"]["max_abs_logit_diff"] <= 1e-5
     target = exported(out)
     config = AutoConfig.from_pretrained(target)
     assert config.num_hidden_layers == len(PATH)

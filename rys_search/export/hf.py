@@ -27,12 +27,8 @@ def remapped_config(config: Any, family: Any, order: Sequence[int]) -> Any:
     text = config
     for part in filter(None, family.text_config.split(".")):
         text = getattr(text, part)
-    n_source = text.num_hidden_layers
-    text.num_hidden_layers = len(order)
-    for key in family.per_layer_config:
-        value = getattr(text, key, None)
-        if isinstance(value, (list, tuple)) and len(value) == n_source:
-            setattr(text, key, [value[s] for s in order])
+    for key, value in family.remap(family.per_layer_entries(text), order).items():
+        setattr(text, key, value)
     return config
 
 
