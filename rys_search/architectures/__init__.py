@@ -45,8 +45,16 @@ _KEYS = {
     "gguf_rope_permute": bool,
     "gguf_tokenizer_pre": str,
 }
-# Keys a family file may leave out, with their defaults.
-_OPTIONAL = {"layer_sets": {}}
+# Keys a family file may leave out: their kind and default.
+_OPTIONAL = {
+    "layer_sets": (dict, {}),
+    "gguf_source": (bool, True),
+    "gguf_config": (dict, {}),
+    "gguf_requires": (dict, {}),
+    "gguf_norm_offset": (float, 0.0),
+    "gguf_split": (dict, {}),
+    "gguf_flatten": (list, []),
+}
 
 
 @dataclass(frozen=True)
@@ -85,6 +93,13 @@ class Family:
     gguf_rope_permute: bool  # llama.cpp wants q/k rows in its interleaved rotary order
     gguf_tokenizer_pre: str  # llama.cpp's pre-tokenizer name for a GGUF written from a HF tokenizer
     layer_sets: tuple[LayerSet, ...] = ()
+    gguf_source: bool = True  # a GGUF of this family loads (transformers reads its architecture)
+    # GGUF written from a Hugging Face model (see the data files' comments):
+    gguf_config: tuple[tuple[str, str], ...] = ()  # (metadata key after "<arch>.", config entry)
+    gguf_requires: tuple[tuple[str, Any], ...] = ()  # (config entry, the value every GGUF reader assumes)
+    gguf_norm_offset: float = 0.0  # added to every norm weight (Gemma's RMSNorm scales by 1 + weight)
+    gguf_split: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (fused tensor, the tensors its row halves become)
+    gguf_flatten: tuple[str, ...] = ()  # GGUF tensors written as 1-D (a [1, n] weight as [n])
 
     def layer_list(self, model: Any):
         """The model's nn.ModuleList of decoder layers."""
@@ -150,11 +165,25 @@ def _load(text: str, source: str) -> Family:
     for key, kind in _KEYS.items():
         if not isinstance(data[key], kind):
             raise ValueError(f"{source}: {key} must be a {kind.__name__}")
-    sets = data.pop("layer_sets", _OPTIONAL["layer_sets"])
-    if not isinstance(sets, dict) or not all(isinstance(v, dict) and set(v) <= {"step"} for v in sets.values()):
+    extra = {}
+    for key, (kind, default) in _OPTIONAL.items():
+        value = data.pop(key, default)
+        if isinstance(value, int) and kind is float and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind):
+            raise ValueError(f"{source}: {key} must be a {kind.__name__}")
+        extra[key] = value
+    sets = extra.pop("layer_sets")
+    if not all(isinstance(v, dict) and set(v) <= {"step"} for v in sets.values()):
         raise ValueError(f"{source}: layer_sets must be a table of {{ step = \"entry\" }} tables")
-    layer_sets = tuple(LayerSet(entry, str(rule.get("step", ""))) for entry, rule in sets.items())
-    return Family(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}, layer_sets=layer_sets)
+    extra["layer_sets"] = tuple(LayerSet(entry, str(rule.get("step", ""))) for entry, rule in sets.items())
+    if not all(isinstance(v, list) and len(v) > 1 for v in extra["gguf_split"].values()):
+        raise ValueError(f"{source}: gguf_split maps a tensor to a list of the tensors it is split into")
+    extra["gguf_split"] = tuple((k, tuple(v)) for k, v in extra["gguf_split"].items())
+    for key in ("gguf_config", "gguf_requires"):
+        extra[key] = tuple(extra[key].items())
+    extra["gguf_flatten"] = tuple(extra["gguf_flatten"])
+    return Family(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}, **extra)
 
 
 @lru_cache(maxsize=1)
