@@ -9,7 +9,9 @@ runs s (quantized data is never re-quantized), read from the file in chunks so m
 stays flat; `block_count` and the per-layer metadata arrays the family data names are
 remapped. From a Hugging Face model the tensors are renamed with gguf-py's name map,
 converted one at a time (f32, f16, bf16 or q8_0), and the tokenizer and chat template are
-written from the model's own tokenizer files. Provenance goes under the `rys.` keys.
+written from the model's own tokenizer files; what differs by family (extra metadata, norm
+offsets, fused tensors written as parts, config values the GGUF reader assumes) comes from
+the family's data file. Provenance goes under the `rys.` keys.
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@
 
 Each position k of the new model gets a copy of source layer order[k] (safetensors has no
 shared tensors), written shard by shard so only one shard is in memory at a time. The
-config's layer count and per-layer entries (layer_types: sliding windows, gemma3's
-attention pattern) follow the source layer of each position. The tokenizer files and chat
+config's layer count and per-layer entries (layer_types: sliding windows, attention
+patterns; MoE mlp_only_layers with decoder_sparse_step, as Family.remap writes them)
+follow the source layer of each position. The tokenizer files and chat
 template are saved beside the weights.
 """
 
