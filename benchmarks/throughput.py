@@ -109,10 +109,8 @@ def materialise(loaded, path):
     from rys_search.loading import wrap_model
 
     config = copy.deepcopy(loaded.runtime.config)
-    per_layer = {k: v for k, v in loaded.runtime._original_config.items() if k != "num_hidden_layers"}
-    config.num_hidden_layers = len(path)
-    for key, value in per_layer.items():
-        setattr(config, key, [value[src] for src in path])
+    for key, value in loaded.family.remap(loaded.runtime._original_config, path).items():
+        setattr(config, key, value)
     with torch.device("meta"):
         dup = AutoModelForCausalLM.from_config(config, dtype=loaded.dtype)
     dup.to_empty(device=loaded.device)

@@ -1,6 +1,7 @@
 """The `rys-search` command line.
 
     rys-search info [--model M] [--json]
+    rys-search info --families [--json]
     rys-search chat [--model M] [--schedule S | --rys I,J] "prompt"
     rys-search eval [--model M] [--schedule S] [--objectives math,eq,reasoning,fixed_point]
                     [--mode logprob|generate] [--split search|heldout] [--limit N] [--json]
@@ -69,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="family, layer count, hidden size, parameters, supported or not")
     _model_options(info)
     info.add_argument("--json", action="store_true", help="print JSON")
+    info.add_argument("--families", action="store_true", help="list the supported model families instead")
     info.set_defaults(func=cmd_info)
 
     chat = sub.add_parser("chat", help="the greedy answer under a schedule, with the model's chat template")
@@ -219,9 +221,30 @@ def _describe(config: Any) -> dict[str, Any]:
     }
 
 
+def _print_families(as_json: bool) -> int:
+    """One line per family data file: what rys-search knows about it."""
+    from .architectures import families
+
+    rows = [{
+        "family": f.name, "model_types": list(f.model_types), "gguf_arch": f.gguf_arch,
+        "gguf_from_hf": f.gguf_from_hf, "gguf_repeat_period": f.repeat_period,
+        "per_layer_config": list(f.per_layer_config) + [s.entry for s in f.layer_sets],
+    } for f in families().values()]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'family':<11}{'model_type':<13}{'GGUF arch':<11}{'GGUF from HF':<14}{'GGUF period':<13}per-layer entries")
+    for r in rows:
+        print(f"{r['family']:<11}{','.join(r['model_types']):<13}{r['gguf_arch']:<11}"
+              f"{'yes' if r['gguf_from_hf'] else 'no':<14}{r['gguf_repeat_period']:<13}{', '.join(r['per_layer_config'])}")
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from .loading import load_config
 
+    if args.families:
+        return _print_families(args.json)
     _quiet_transformers()
     config, source = load_config(args.model)
     facts = {"model": source.spec, "source": source.location, "format": source.kind, **_describe(config)}

@@ -149,7 +149,13 @@ def _cached(source: ModelSource) -> Path | None:
 def gguf_family(path: str) -> tuple[Family, Any]:
     """The family of a GGUF file and its header facts; an unsupported architecture is refused."""
     info = inspect_gguf(path)
-    family = next((f for f in families().values() if f.gguf_arch == info.arch), None)
+    matching = [f for f in families().values() if f.gguf_arch == info.arch]
+    family = next((f for f in matching if f.gguf_source), None)
+    if family is None and matching:
+        raise UnsupportedFamily(
+            f"a GGUF of architecture {info.arch!r} ({matching[0].name}) cannot be loaded: rys-search loads models "
+            f"through transformers, which does not read it; use the model's Hugging Face checkpoint"
+        )
     if family is None:
         raise UnsupportedFamily(
             f"GGUF architecture {info.arch!r} is not supported; supported families: "
