@@ -219,8 +219,9 @@ class _Batch:
         ids, mask, positions = _pad_left(self.rows, _pad_id(loaded.tokenizer), "cpu")
         key = digest("greedy", ids, mask)
         ids, mask, positions = ids.to(device), mask.to(device), positions.to(device)
-        valid = torch.cat([mask.bool(), torch.ones((n, max_new), dtype=torch.bool, device=device)], dim=1)
-        cache = _StaticKV(len(runtime.schedule), width + max_new)
+        capacity = -(-(width + max_new) // 16) * 16  # a multiple of 16: aligned rows for the attention kernels
+        valid = torch.cat([mask.bool(), torch.ones((n, capacity - width), dtype=torch.bool, device=device)], dim=1)
+        cache = _StaticKV(len(runtime.schedule), capacity)
         kv_key = ("greedy-kv", key)
         start = self._start(key, kv_key)
         for boundary in range(1, start + 1):
@@ -235,7 +236,7 @@ class _Batch:
         del out, masks
         self._record(cache, kv_key, start)
         # decode: what a step reads and writes lives in tensors, so that the step can be a CUDA graph
-        cache.offset, cache.length, cache.seen = 0, width + max_new, width
+        cache.offset, cache.length, cache.seen = 0, capacity, width
         return _Step(runtime, cache, valid, first, positions[:, -1:] + 1, width, max_new, dtype)
 
     def _start(self, key: Any, kv_key: Any) -> int:
@@ -280,6 +281,33 @@ class _Batch:
             self.ended[r] = end
 
 
+DECODE_ATTENTION = "rys_decode"
+
+
+def _decode_attention_name() -> str:
+    """Register (once) the attention the decode steps use; transformers' layers look it up by name."""
+    from transformers import AttentionInterface
+
+    if DECODE_ATTENTION not in AttentionInterface._global_mapping:
+        AttentionInterface.register(DECODE_ATTENTION, _decode_attention)
+    return DECODE_ATTENTION
+
+
+def _decode_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, softcap=None, **kwargs):
+    """Attention of one new token per row over the static cache, the query heads of each key/value head
+    stacked as that head's queries: the keys and values are read once, not repeated per query head
+    (what transformers' SDPA path does for grouped-query attention with a mask)."""
+    import torch
+
+    rows, heads, length, dim = query.shape
+    groups = key.shape[1]
+    if length != 1 or softcap is not None or heads % groups:
+        raise NotImplementedError("the decode attention takes one query token per row and no soft-capping")
+    stacked = query.reshape(rows, groups, heads // groups, dim)  # query head h reads key/value head h // (heads // groups)
+    out = torch.nn.functional.scaled_dot_product_attention(stacked, key, value, attn_mask=attention_mask, scale=scaling)
+    return out.reshape(rows, 1, heads, dim), None
+
+
 class _Step:
     """The decode step and its state: the token each row feeds next, its position, the cache position."""
 
@@ -300,9 +328,14 @@ class _Step:
         self.use_graph = device.type == "cuda" and os.environ.get("RYS_SEARCH_CUDA_GRAPHS", "1") != "0"
 
     def step(self) -> None:
-        masks = _masks(self.runtime.config, self.valid, self.index, self.dtype)
-        logits = self.runtime.model(input_ids=self.tokens, position_ids=self.positions, attention_mask=masks,
-                                    past_key_values=self.cache, use_cache=True, logits_to_keep=1).logits
+        config = self.runtime.config
+        masks = _masks(config, self.valid, self.index, self.dtype)
+        attention, config._attn_implementation = config._attn_implementation, _decode_attention_name()
+        try:
+            logits = self.runtime.model(input_ids=self.tokens, position_ids=self.positions, attention_mask=masks,
+                                        past_key_values=self.cache, use_cache=True, logits_to_keep=1).logits
+        finally:
+            config._attn_implementation = attention
         chosen = logits[:, -1].argmax(-1)
         self.generated.index_copy_(1, self.index - self.column, chosen[:, None])
         self.tokens.copy_(chosen[:, None])
