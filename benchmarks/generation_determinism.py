@@ -44,7 +44,11 @@ def main() -> None:
     parser.add_argument("--no-reduced-precision", action="store_true")
     parser.add_argument("--device", default=None)
     parser.add_argument("--dtype", default=None)
+    parser.add_argument("--attention-only", action="store_true",
+                        help="only decode-step attention in the Qwen2.5-1.5B shape, random tensors (no model)")
     args = parser.parse_args()
+    if args.attention_only:
+        return attention_only(args)
 
     import os
 
@@ -106,6 +110,45 @@ def main() -> None:
     n = args.new_tokens
     line(f"generate_ids, {len(prompts)} prompts x {n} tokens", lambda: generate_ids(loaded, prompts, n))
     line(f"transformers' generate (the old path), {len(prompts)} x {n}", lambda: old_generate(loaded, prompts, n))
+
+
+def attention_only(args) -> None:
+    """Decode-step attention (one query token per row, a mask over the cache) as each path runs it."""
+    import torch
+
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    rows, heads, groups, dim, r = args.rows, 12, 2, 128, args.repeats
+    print(f"decode attention, {rows} rows, {heads} query / {groups} key-value heads of {dim}, bf16; {r} repeats per length")
+
+    def make(length):
+        def rand(*shape):
+            return torch.randn(*shape, generator=gen, device="cuda", dtype=torch.bfloat16)
+
+        q, k, v = rand(rows, heads, 1, dim), rand(rows, groups, length, dim), rand(rows, groups, length, dim)
+        keep = torch.rand(rows, 1, 1, length, generator=gen, device="cuda") > 0.1
+        additive = torch.zeros(keep.shape, dtype=torch.bfloat16, device="cuda").masked_fill_(~keep, torch.finfo(torch.bfloat16).min)
+        return q, k, v, keep, additive
+
+    def repeated(x):
+        return x[:, :, None].expand(rows, groups, heads // groups, *x.shape[2:]).reshape(rows, heads, *x.shape[2:])
+
+    variants = {
+        "keys/values repeated per query head, bool mask (transformers' SDPA path)":
+            lambda q, k, v, keep, add: sdpa(q, repeated(k), repeated(v), attn_mask=keep),
+        "keys/values repeated per query head, additive mask":
+            lambda q, k, v, keep, add: sdpa(q, repeated(k), repeated(v), attn_mask=add),
+        "query heads stacked per key/value head, additive mask (generation.py)":
+            lambda q, k, v, keep, add: sdpa(q.reshape(rows, groups, heads // groups, dim), k, v, attn_mask=add),
+    }
+    lengths = list(range(200, 216))
+    for label, fn in variants.items():
+        unstable = 0
+        for length in lengths:
+            inputs = make(length)
+            with torch.no_grad():
+                unstable += distinct([fn(*inputs) for _ in range(r)]) > 1
+        print(f"  {label:<74} not reproducible at {unstable} of {len(lengths)} lengths", flush=True)
 
 
 if __name__ == "__main__":
