@@ -184,8 +184,7 @@ def main() -> None:
     from rys_search.chat import chat_ids
     from rys_search.schedule import LayerSchedule
     from rys_search.scoring.benchmarks import gsm8k_items
-    from rys_search.scoring.generation import generate_ids, generation_plan
-    from rys_search.scoring.engine import default_token_budget
+    from rys_search.scoring.generation import generate_ids, generation_budget, generation_plan
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
@@ -194,7 +193,7 @@ def main() -> None:
     items = gsm8k_items(Path(args.bench))[: args.prompts]
     prompts = [chat_ids(tok, item.prompt) for item in items]
     max_new = args.max_new_tokens
-    plan = generation_plan([len(p) for p in prompts], max_new, default_token_budget(loaded.device))
+    plan = generation_plan([len(p) for p in prompts], max_new, generation_budget(loaded))
     n = loaded.n_layers
     schedules = [LayerSchedule.identity(n)] + random_schedules(n, args.schedules, seed=0)
     stop = answered if args.stop else None
@@ -285,14 +284,17 @@ def determinism(loaded, prompts, max_new, stop, new_runs, old_runs, identity):
     os.environ["RYS_SEARCH_CUDA_GRAPHS"] = "0"
     report("new path, CUDA graphs off (eager decode steps)", generate_ids(loaded, prompts, max_new, stop=stop), base_new)
     os.environ.pop("RYS_SEARCH_CUDA_GRAPHS")
-    from rys_search.scoring.engine import default_token_budget
+    from rys_search.scoring.generation import generation_budget
 
-    half = default_token_budget(loaded.device) // 2
+    half = generation_budget(loaded) // 2
     report(f"new path, a different plan (token_budget {half})",
            generate_ids(loaded, prompts, max_new, token_budget=half, stop=stop), base_new)
     if base_old is not None:
+        from rys_search.scoring.engine import default_token_budget
+
+        other = default_token_budget(loaded.device) // 2
         report("old path again, after the schedules", old_generate(loaded, prompts, max_new), base_old)
-        report(f"old path, token budget {half} (other batches)", old_generate(loaded, prompts, max_new, half), base_old)
+        report(f"old path, token budget {other} (other batches)", old_generate(loaded, prompts, max_new, other), base_old)
 
 
 def profile(loaded, prompts, schedule, steps=16):

@@ -7,12 +7,17 @@ Generate-mode probe suites and benchmarks (`evaluate`/`validate --mode generate`
 chat` and the export's greedy reference all run through `generate_ids`.
 
 The plan. Prompts are sorted by length, longest first, and cut into batches of at most
-`token_budget` padded tokens, counting max_new_tokens for every row (the device's default
-budget unless one is passed). The plan depends on the prompts, max_new_tokens and that budget
-alone: not on free memory, not on the smaller budget the study's out-of-memory retry sets
-(`loaded.token_budget`, which generation ignores), not on what ran before. In bf16 on a GPU a
-row's rounding depends on the shape of the batch it runs in, so a plan that changed between
-runs would change the greedy texts; a fixed plan gives the same texts every time.
+`token_budget` padded tokens, counting max_new_tokens for every row. The default budget is
+generation_budget(loaded): on a GPU as many tokens as a static cache of KV_CACHE_BYTES holds for
+the unmodified model (a decode step costs about the same for 100 rows as for 250, so fewer,
+larger batches take fewer steps), within 1-8 times the logprob engine's budget; on a CPU that
+budget. The plan depends on the prompts, max_new_tokens and that budget alone, and the budget on
+the model's shape alone: not on free memory, not on the schedule, not on the smaller budget the
+study's out-of-memory retry sets (`loaded.token_budget`, which generation ignores), not on what
+ran before. In bf16 on a GPU a row's rounding depends on the shape of the batch it runs in, so
+a plan that changed between runs would change the greedy texts; a fixed plan, with kernels that
+are reproducible for fixed shapes (benchmarks/generation_determinism.py), gives the same texts
+every time.
 
 Prefill. A batch's prompts run once, left-padded, through the runtime's prefix reuse
 (`ScheduledModel.forward`, keyed by a digest of the batch): under a schedule the call starts
@@ -43,9 +48,10 @@ from typing import Any, Callable, Sequence
 
 from .engine import _pad_id, _pad_left, batches_by_length, default_token_budget, digest
 
-__all__ = ["CHECK_EVERY", "end_tokens", "generate_ids", "generation_plan", "greedy_generate"]
+__all__ = ["CHECK_EVERY", "end_tokens", "generate_ids", "generation_budget", "generation_plan", "greedy_generate"]
 
 CHECK_EVERY = 8  # decode steps between two looks at the rows (end tokens, stop predicates)
+KV_CACHE_BYTES = 8 << 30  # the static cache a batch's plan may fill on a GPU (the unmodified model's layers)
 log = logging.getLogger(__name__)
 
 Stop = Callable[[str], bool]
@@ -54,6 +60,20 @@ Stop = Callable[[str], bool]
 def generation_plan(lengths: Sequence[int], max_new_tokens: int, token_budget: int) -> list[list[int]]:
     """The batches (indices of prompts) for prompts of these lengths: a function of its arguments only."""
     return batches_by_length([n + max_new_tokens for n in lengths], token_budget)
+
+
+def generation_budget(loaded: Any) -> int:
+    """Tokens per batch (prompt + new tokens, padded) when none is given: from the model's shape alone."""
+    base = default_token_budget(loaded.device)
+    if getattr(loaded.device, "type", str(loaded.device)) != "cuda":
+        return base
+    config = loaded.runtime.config
+    heads = config.num_attention_heads
+    groups = getattr(config, "num_key_value_heads", None) or heads
+    dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    size = next(loaded.model.parameters()).element_size()
+    per_token = loaded.runtime.n_layers * 2 * groups * dim * size
+    return int(min(8 * base, max(base, KV_CACHE_BYTES // per_token)))
 
 
 def end_tokens(loaded: Any) -> set[int]:
@@ -100,7 +120,7 @@ def generate_ids(
     results: list[list[int]] = [[] for _ in prompts]
     if max_new_tokens <= 0 or not prompts:
         return results
-    budget = token_budget or default_token_budget(loaded.device)
+    budget = token_budget or generation_budget(loaded)
     ends = end_tokens(loaded)
     with torch.no_grad():
         for batch in generation_plan([len(p) for p in prompts], max_new_tokens, budget):
