@@ -189,10 +189,10 @@ def _dequantize_to_cache(source: ModelSource) -> Path:
     folder = gguf_cache_dir(path)
     tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    log.info("dequantizing %s once; the copy is cached in %s", path.name, folder)
     try:
         with fast_gguf_load(path):  # transformers' loader, with the file parsed once and tensors dequantized on all cores
             gguf_family(source.location)  # refuse an unsupported architecture before paying for the load
+            log.info("dequantizing %s once; the copy is cached in %s", path.name, folder)
             model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
             tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
         family_for(model.config.model_type)
