@@ -136,7 +136,8 @@ class _StaticKV:
     offset: the position of the first layer that runs (a prefill from a recorded boundary runs
     layers numbered from 0); write: the cache positions (a device tensor) the current tokens go
     to; length: how many positions update() returns (the prompt's width in the prefill, all in
-    decode steps, where the mask hides what is not written yet).
+    decode steps, where the mask hides what is not written yet); seen: what get_seq_length()
+    answers (transformers derives unused cache positions from it; positions are always passed).
     """
 
     def __init__(self, n_layers: int, capacity: int):
