@@ -4,7 +4,8 @@
     >>> loaded.runtime.set_schedule("0-9,10-12x2,13-29")
     >>> loaded.model(...)
 
-A GGUF file is dequantized through transformers once and cached as safetensors under
+A GGUF file is dequantized through transformers once (the file parsed once, the tensors
+dequantized on all cores: ggufio.fast_gguf_load) and cached as safetensors under
 $RYS_SEARCH_CACHE (default ~/.cache/rys-search), keyed by the file's path, size and
 modification time, so the next load takes seconds. Several processes loading the same new
 GGUF at once (the workers of `rys-search run --workers`) dequantize it once: the first holds a
@@ -28,7 +29,7 @@ from typing import Any
 
 from .architectures import Family, UnsupportedFamily, families, family_for
 from .errors import UserError
-from .ggufio import ModelFileError, check_magic, inspect_gguf
+from .ggufio import ModelFileError, check_magic, fast_gguf_load, inspect_gguf
 
 __all__ = [
     "LoadedModel", "ModelSource", "ensure_cached", "gguf_family", "load_config", "load_model", "pick_device", "pick_dtype",
@@ -223,15 +224,16 @@ def _dequantize_to_cache(source: ModelSource) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf_family(source.location)  # refuse an unsupported architecture before paying for the load
     path = Path(source.location)
     folder = gguf_cache_dir(path)
     tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    log.info("dequantizing %s once; the copy is cached in %s", path.name, folder)
     try:
-        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        with fast_gguf_load(path):  # transformers' loader, with the file parsed once and tensors dequantized on all cores
+            gguf_family(source.location)  # refuse an unsupported architecture before paying for the load
+            log.info("dequantizing %s once; the copy is cached in %s", path.name, folder)
+            model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+            tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
         family_for(model.config.model_type)
         model.hf_quantizer = None  # transformers refuses to save a GGUF-loaded model otherwise
         if hasattr(model.config, "quantization_config"):

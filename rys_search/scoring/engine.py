@@ -1,4 +1,4 @@
-"""Batched forward passes for scoring: teacher-forced log-probs and greedy generation.
+"""Batched forward passes for scoring: teacher-forced log-probs (greedy generation: generation.py).
 
     >>> req = Request(ids=[1, 5, 9, 4], targets=[(3, [4, 7]), (4, [2])])
     >>> [(logprobs, top)] = token_logprobs(loaded, [req])   # per target: log P of each token, argmax
@@ -28,7 +28,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["Request", "token_logprobs", "greedy_generate", "default_token_budget", "batches_by_length", "call_cost"]
+__all__ = ["Request", "token_logprobs", "default_token_budget", "batches_by_length", "call_cost"]
 
 
 @dataclass(frozen=True)
@@ -330,29 +330,3 @@ class _Tails:
                 self.mask[r, : len(tail)] = 1
         rows = torch.as_tensor([row for row, _ in members], dtype=torch.long)
         self.key = digest("tail", prompt_key, rows, self.ids, self.mask)
-
-
-def greedy_generate(
-    loaded: Any, prompts: Sequence[Sequence[int]], max_new_tokens: int, token_budget: int | None = None
-) -> tuple[list[str], int]:
-    """Greedy continuations of each prompt (token ids), decoded without special tokens."""
-    import torch
-
-    model, tokenizer, device = loaded.model, loaded.tokenizer, loaded.device
-    budget = token_budget or getattr(loaded, "token_budget", None) or default_token_budget(device)
-    pad = _pad_id(tokenizer)
-    texts: list[str] = [""] * len(prompts)
-    tokens = 0
-    lengths = [len(p) + max_new_tokens for p in prompts]
-    for batch in batches_by_length(lengths, budget):
-        ids, mask, _ = _pad_left([prompts[i] for i in batch], pad, device)
-        with torch.no_grad():
-            out = model.generate(
-                input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
-                temperature=None, top_p=None, top_k=None, pad_token_id=pad,
-            )
-        new = out[:, ids.shape[1]:]
-        tokens += int(mask.sum()) + int(new.numel())
-        for row, i in enumerate(batch):
-            texts[i] = tokenizer.decode(new[row], skip_special_tokens=True).strip()
-    return texts, tokens

@@ -23,7 +23,8 @@ from typing import Any, Callable
 import numpy as np
 
 from ..chat import chat_ids
-from .engine import Request, greedy_generate, token_logprobs
+from .engine import Request, token_logprobs
+from .generation import greedy_generate
 from .objective import Objective
 from .scorers import digit_credit, eq_bench_score, parse_choice, parse_eq_ratings, parse_final_number, parse_number
 from .suites import Item, Suite

@@ -9,7 +9,8 @@ from rys_search.errors import UserError
 from rys_search.loading import load_model
 from rys_search.schedule import LayerSchedule
 from rys_search.scoring import get_objective, paired_change
-from rys_search.scoring.engine import Request, greedy_generate, token_logprobs
+from rys_search.scoring.engine import Request, token_logprobs
+from rys_search.scoring.generation import greedy_generate
 from rys_search.scoring.fixed_point import FixedPointObjective
 from rys_search.scoring.probes import ProbeObjective
 from rys_search.scoring.suites import Item
