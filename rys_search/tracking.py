@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from .errors import UserError
 
-__all__ = ["EXPERIMENT", "Tracker", "trial_metrics", "ui_command"]
+__all__ = ["EXPERIMENT", "Tracker", "trial_metrics", "trial_params", "ui_command"]
 
 EXPERIMENT = "rys-search"
 log = logging.getLogger(__name__)
@@ -60,6 +60,7 @@ class Tracker:
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # a server would print each run's link
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no usage reports from a search loop
         from mlflow.tracking import MlflowClient
 
         for name in ("mlflow", "alembic"):  # mlflow sets its own level on import: quiet it after
@@ -69,6 +70,10 @@ class Tracker:
         if uri.startswith(("http://", "https://")):
             _check_server(uri)
         self.client = MlflowClient(tracking_uri=uri)
+        if uri.startswith("sqlite:"):  # WAL, commits without an fsync each (see fastsqlite.py)
+            from .fastsqlite import fast_commits
+
+            fast_commits(getattr(getattr(getattr(self.client, "_tracking_client", None), "store", None), "engine", None))
         experiment = self.client.get_experiment_by_name(EXPERIMENT)
         if experiment is None:
             try:
@@ -109,25 +114,31 @@ class Tracker:
 
     # ---- trials -----------------------------------------------------------------------
 
-    def open_trial_run(self, parent: str, study: str, trial_number: int, params: dict[str, Any]) -> str:
-        """A RUNNING run for a trial that starts now; close_trial_run finishes it."""
+    def open_trial_run(self, parent: str, study: str, trial_number: int, params: dict[str, Any] | None = None) -> str:
+        """A RUNNING run for a trial that starts now; close_trial_run finishes it (and logs its params)."""
         run = self.client.create_run(
             self.experiment_id,
             run_name=f"{study} trial {trial_number}",
             tags={"mlflow.parentRunId": parent, "rys.study": study, "rys.trial": str(trial_number),
                   "rys.state": "RUNNING", "rys.kind": "trial"},
         )
-        self._batch(run.info.run_id, params=params)
+        if params:
+            self._batch(run.info.run_id, params=params)
         return run.info.run_id
 
-    def close_trial_run(self, trial: Any, study: str, parent: str, items: dict[str, Any] | None = None) -> str:
-        """Log a finished trial's metrics, tags and items, and end its run with the trial's state."""
+    def close_trial_run(self, trial: Any, study: str, parent: str, items: dict[str, Any] | None = None,
+                        params: dict[str, Any] | None = None) -> str:
+        """Log a finished trial's params, metrics and tags in one batch, its items, and end its run in the trial's state.
+
+        params: default trial_params(trial).
+        """
         run_id = trial.user_attrs.get("mlflow_run")
-        if run_id is None:  # a trial that never opened a run (it failed before): open one now
-            run_id = self.open_trial_run(parent, study, trial.number, {"schedule": trial.user_attrs.get("schedule", "")})
+        if run_id is None:  # a trial that never opened a run (pruned or failed before): open one now
+            run_id = self.open_trial_run(parent, study, trial.number)
         state = trial.state.name
         reason = trial.user_attrs.get("pruned_reason") or trial.user_attrs.get("fail_reason") or ""
-        self._batch(run_id, metrics=trial_metrics(trial), tags={"rys.state": state, "rys.reason": reason[:5000]})
+        self._batch(run_id, params=params if params is not None else trial_params(trial), metrics=trial_metrics(trial),
+                    tags={"rys.state": state, "rys.reason": reason[:5000]})
         if items:
             self.client.log_dict(run_id, items, "items.json")
         self.client.set_terminated(run_id, status="FAILED" if state == "FAIL" else "FINISHED")
@@ -196,6 +207,13 @@ class Tracker:
         ts = [RunTag(k, v) for k, v in (tags or {}).items()]
         for at in range(0, max(len(ps), len(ms), len(ts)), 100):  # the store takes at most 100 params per call
             self.client.log_batch(run_id, metrics=ms[at : at + 100], params=ps[at : at + 100], tags=ts[at : at + 100])
+
+
+def trial_params(trial) -> dict[str, Any]:
+    """A trial's MLflow params: its schedule, blocks, added layers and the sampler's parameters."""
+    attrs = trial.user_attrs
+    return {"schedule": attrs.get("schedule", ""), "blocks": attrs.get("blocks", ""),
+            "added_layers": attrs.get("added_layers", ""), **{f"optuna.{k}": v for k, v in trial.params.items()}}
 
 
 def trial_metrics(trial) -> dict[str, float]:

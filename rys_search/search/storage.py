@@ -6,7 +6,8 @@
 
 A study records the resolved config it was created with; a later run must measure the same
 things (StudyConfig.SEARCH_DEFINING) or is refused. RDB storages get a heartbeat, so a killed
-worker's trials can be failed (recovery.py).
+worker's trials can be failed (recovery.py); a SQLite file gets a write-ahead log and commits
+without an fsync each (fastsqlite.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from typing import Any, Callable
 
 from ..errors import UserError
+from ..fastsqlite import fast_commits
 from .config import ConfigError, StudyConfig, config_from_dict
 
 __all__ = ["GRACE", "HEARTBEAT", "finished_count", "make_sampler", "open_study", "storage_for", "stored_config"]
@@ -47,8 +49,10 @@ def storage_for(url: str):
             engine["connect_args"] = {"connect_timeout": 10}
         for attempt in range(5):
             try:
-                return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT,
-                                                  grace_period=GRACE)
+                storage = optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT,
+                                                     grace_period=GRACE)
+                fast_commits(storage.engine)  # a SQLite file: WAL, commits without an fsync each
+                return storage
             except (IntegrityError, ProgrammingError):
                 if attempt == 4:
                     raise
@@ -60,7 +64,7 @@ def storage_for(url: str):
 
 
 def make_sampler(config: StudyConfig, grid: list[str] | None = None, seed: int | None | str = "config"):
-    """The config's sampler; seed "config" means config.seed, None fresh randomness."""
+    """The config's sampler; seed "config" means config.seed, None fresh randomness (grid: unused)."""
     import optuna
 
     import warnings
@@ -77,10 +81,10 @@ def make_sampler(config: StudyConfig, grid: list[str] | None = None, seed: int |
         return optuna.samplers.GPSampler(seed=seed, warn_independent_sampling=False)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    if name == "grid":
-        from .space import GRID_PARAM
+    if name == "grid":  # the pairs come from the trial's suggest_categorical (space.suggest_grid)
+        from .sweep import GridSweep
 
-        return optuna.samplers.GridSampler({GRID_PARAM: grid}, seed=seed)
+        return GridSweep(seed=seed)
     raise ConfigError(f"unknown sampler {name!r}")
 
 
