@@ -78,11 +78,13 @@ class StudyRunner:
     # ---- one trial ---------------------------------------------------------------------
 
     def suggest(self, trial) -> LayerSchedule:
+        from .encoding import suggest_fixed
         from .space import suggest_grid, suggest_schedule
 
         if self.grid is not None:
             return suggest_grid(trial, self.n_layers, self.grid)
-        return suggest_schedule(trial, self.n_layers, self.config.space, self.period)
+        suggest = suggest_fixed if self.config.encoding() == "fixed" else suggest_schedule
+        return suggest(trial, self.n_layers, self.config.space, self.period)
 
     def _baseline(self, name: str):
         if name not in self.baseline:

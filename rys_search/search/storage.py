@@ -125,10 +125,15 @@ def open_study(config: StudyConfig, create: bool = True, grid: list[str] | None 
             study = optuna.load_study(study_name=config.name, storage=storage, sampler=sampler)
     stored = study.user_attrs.get("config")
     if create and stored:
+        stored = {**stored, "space": {"encoding": "define-by-run", **stored.get("space", {})}}  # before encodings existed
         differences = [k for k in StudyConfig.SEARCH_DEFINING if stored.get(k) != config.to_dict().get(k)]
         if differences:
+            hint = ""
+            if stored["space"].get("encoding") != config.to_dict()["space"].get("encoding"):
+                hint = (f" (its space.encoding is {stored['space'].get('encoding')!r}, this run's "
+                        f"{config.to_dict()['space'].get('encoding')!r}: set space.encoding in the config)")
             raise ConfigError(
-                f"study {config.name!r} was created with other settings for {', '.join(differences)}; "
+                f"study {config.name!r} was created with other settings for {', '.join(differences)}{hint}; "
                 "run it with those, or start a new study with --study NAME"
             )
     return study
@@ -138,6 +143,7 @@ def stored_config(study) -> StudyConfig:
     data = study.user_attrs.get("config")
     if not data:
         raise UserError(f"study {study.study_name!r} has no stored rys-search config")
+    data = {**data, "space": {"encoding": "define-by-run", **data.get("space", {})}}  # stored before encodings existed
     return config_from_dict(data, where=f"study {study.study_name!r}")
 
 
