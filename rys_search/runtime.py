@@ -69,6 +69,10 @@ class ScheduledModel:
         self.deviation = self.n_layers  # first position whose layer differs from the unmodified model's
         self.prefix_cache = PrefixCache.for_model(model)
         _install_output_hooks(model)
+        from .compiling import compile_layers, compile_setting  # fused elementwise work; RYS_SEARCH_COMPILE=0: off
+
+        mode = compile_setting(next(model.parameters()).device)
+        self.compiled = compile_layers(self._original_layers, mode) if mode else 0  # before any clone is made
 
     # ---- switching -------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from .errors import UserError
 
-__all__ = ["EXPERIMENT", "Tracker", "trial_metrics", "ui_command"]
+__all__ = ["EXPERIMENT", "Tracker", "trial_metrics", "trial_params", "ui_command"]
 
 EXPERIMENT = "rys-search"
 READ_TRIES, READ_WAIT = 4, 1.0  # reading the parent run: tries, and the first wait between them (doubling)
@@ -61,6 +61,7 @@ class Tracker:
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # a server would print each run's link
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no usage reports from a search loop
         from mlflow.tracking import MlflowClient
 
         for name in ("mlflow", "alembic"):  # mlflow sets its own level on import: quiet it after
@@ -72,6 +73,10 @@ class Tracker:
         self.client = MlflowClient(tracking_uri=uri)
         from mlflow.exceptions import MlflowException
 
+        if uri.startswith("sqlite:"):  # WAL, commits without an fsync each (see fastsqlite.py)
+            from .fastsqlite import fast_commits
+
+            fast_commits(getattr(getattr(getattr(self.client, "_tracking_client", None), "store", None), "engine", None))
         experiment = self.client.get_experiment_by_name(EXPERIMENT)
         if experiment is None:
             try:
@@ -135,26 +140,32 @@ class Tracker:
 
     # ---- trials -----------------------------------------------------------------------
 
-    def open_trial_run(self, parent: str, study: str, trial_number: int, params: dict[str, Any]) -> str:
-        """A RUNNING run for a trial that starts now; close_trial_run finishes it."""
+    def open_trial_run(self, parent: str, study: str, trial_number: int, params: dict[str, Any] | None = None) -> str:
+        """A RUNNING run for a trial that starts now; close_trial_run finishes it (and logs its params)."""
         run = self.client.create_run(
             self.experiment_id,
             run_name=f"{study} trial {trial_number}",
             tags={"mlflow.parentRunId": parent, "rys.study": study, "rys.trial": str(trial_number),
                   "rys.state": "RUNNING", "rys.kind": "trial"},
         )
-        self._batch(run.info.run_id, params=params)
+        if params:
+            self._batch(run.info.run_id, params=params)
         return run.info.run_id
 
     def close_trial_run(self, trial: Any, study: str, parent: str, items: dict[str, Any] | None = None,
-                        run_id: str | None = None) -> str:
-        """Log a finished trial's metrics, tags and items, and end its run (default: the trial's) in the trial's state."""
+                        run_id: str | None = None, params: dict[str, Any] | None = None) -> str:
+        """Log a finished trial's params, metrics and tags in one batch, its items, and end its run (default: the
+        trial's) in the trial's state.
+
+        params: default trial_params(trial).
+        """
         run_id = run_id or trial.user_attrs.get("mlflow_run")
-        if run_id is None:  # a trial that never opened a run (it failed before): open one now
-            run_id = self.open_trial_run(parent, study, trial.number, {"schedule": trial.user_attrs.get("schedule", "")})
+        if run_id is None:  # a trial that never opened a run (pruned or failed before): open one now
+            run_id = self.open_trial_run(parent, study, trial.number)
         state = trial.state.name
         reason = trial.user_attrs.get("pruned_reason") or trial.user_attrs.get("fail_reason") or ""
-        self._batch(run_id, metrics=trial_metrics(trial), tags={"rys.state": state, "rys.reason": reason[:5000]})
+        self._batch(run_id, params=params if params is not None else trial_params(trial), metrics=trial_metrics(trial),
+                    tags={"rys.state": state, "rys.reason": reason[:5000]})
         if items:
             self.client.log_dict(run_id, items, "items.json")
         self.client.set_terminated(run_id, status="FAILED" if state == "FAIL" else "FINISHED")
@@ -218,6 +229,13 @@ class Tracker:
         ms = [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items() if v is not None and math.isfinite(float(v))]
         ts = [RunTag(k, v) for k, v in (tags or {}).items()]
         self.client.log_batch(run_id, metrics=ms, params=ps, tags=ts)
+
+
+def trial_params(trial) -> dict[str, Any]:
+    """A trial's MLflow params: its schedule, blocks, added layers and the sampler's parameters."""
+    attrs = trial.user_attrs
+    return {"schedule": attrs.get("schedule", ""), "blocks": attrs.get("blocks", ""),
+            "added_layers": attrs.get("added_layers", ""), **{f"optuna.{k}": v for k, v in trial.params.items()}}
 
 
 def trial_metrics(trial) -> dict[str, float]:

@@ -25,6 +25,8 @@ from .samplers import SAMPLERS
 
 __all__ = ["ConfigError", "SearchSpace", "Screen", "StudyConfig", "default_config_path", "load_config"]
 
+ENCODINGS = ("define-by-run", "fixed")  # search/space.py and search/encoding.py
+FIXED_ENCODING_SAMPLERS = ("nsga2", "nsga3", "gp")  # learn only parameters every trial has: "auto" gives them "fixed"
 COST_OBJECTIVES = ("added_layers",)  # minimised; computed from the schedule, no model run
 AUTO = "auto"
 CPU_TRIALS, GPU_TRIALS = 12, 500
@@ -44,6 +46,7 @@ class SearchSpace:
     extra_passes: tuple[int, int] = (1, 2)  # extra runs of a block, inclusive range
     max_added_layers: int = 16  # budget: sum over blocks of width x extra passes
     region: tuple[int, int] = (0, -1)  # first and last layer a block may use (negative: from the end)
+    encoding: str = AUTO  # "define-by-run", "fixed" (max_blocks slots, each on/off); "auto": by sampler
 
     def resolved_region(self, n_layers: int) -> tuple[int, int]:
         lo, hi = (x if x >= 0 else n_layers + x for x in self.region)
@@ -110,7 +113,13 @@ class StudyConfig:
         """Settle "auto" values for the device at hand."""
         trials = self.trials if self.trials != AUTO else (GPU_TRIALS if cuda else CPU_TRIALS)
         limit = self.limit if self.limit != AUTO else (0 if cuda else CPU_LIMIT)
-        return replace(self, trials=trials, limit=limit)
+        return replace(self, trials=trials, limit=limit, space=replace(self.space, encoding=self.encoding()))
+
+    def encoding(self) -> str:
+        """The space's encoding: as configured, or for "auto" the sampler's ("fixed" for nsga2, nsga3, gp)."""
+        if self.space.encoding != AUTO:
+            return self.space.encoding
+        return "fixed" if self.sampler in FIXED_ENCODING_SAMPLERS else "define-by-run"
 
     def item_limit(self) -> int | None:
         return None if self.limit in (0, AUTO) else int(self.limit)
@@ -208,6 +217,10 @@ def _validate(where: str, c: StudyConfig) -> StudyConfig:
             f"{where}: space.max_added_layers ({s.max_added_layers}) is below the smallest block "
             f"(width {s.width[0]} x {s.extra_passes[0]} extra pass): no schedule fits"
         )
+    if s.encoding not in (AUTO, *ENCODINGS):
+        raise ConfigError(f"{where}: space.encoding must be {', '.join(ENCODINGS)} or auto, got {s.encoding!r}")
+    if c.sampler == "grid" and s.encoding == "fixed":
+        raise ConfigError(f"{where}: the grid sampler sweeps its own (i, j) pairs; space.encoding = \"fixed\" is for the other samplers")
     if c.sampler == "grid" and (s.max_blocks != 1 or s.extra_passes != (1, 1)):
         raise ConfigError(
             f"{where}: the grid sampler sweeps single blocks run twice (the (i, j) grid); "

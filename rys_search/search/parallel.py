@@ -28,7 +28,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["WORKER", "Surplus", "admitted", "has_room", "is_local", "is_server_storage", "original_of",
+__all__ = ["WORKER", "Surplus", "admitted", "has_room", "is_local", "is_server_storage", "live_trials", "original_of",
            "owner_may_still_close", "pid_alive", "utc_offset"]
 
 POLL = 0.5  # seconds between reads of the storage while waiting
@@ -105,20 +105,31 @@ def has_room(study, target: int, fail_dead: Callable[[Any], None] | None = None,
         time.sleep(poll)
 
 
-def admitted(study, trial, target: int) -> bool:
-    """Whether this new trial fits: fewer than `target` lower-numbered trials finished or alive."""
-    ahead = sum(t.number < trial.number for t in _states(study, LIVE))
+def live_trials(study) -> list[Any]:
+    """One read of the trials that are finished (not failed), running or waiting: for admitted and original_of."""
+    return _states(study, LIVE)
+
+
+def admitted(study, trial, target: int, live: list[Any] | None = None) -> bool:
+    """Whether this new trial fits: fewer than `target` lower-numbered trials finished or alive.
+
+    live: a read of live_trials(study) made after this trial started (default: read now).
+    """
+    ahead = sum(t.number < trial.number for t in (live if live is not None else _states(study, LIVE)))
     return ahead < target
 
 
 def original_of(study, trial, schedule: str, fail_dead: Callable[[Any], None] | None = None,
-                poll: float = 0.05) -> int:
+                poll: float = 0.05, live: list[Any] | None = None) -> int:
     """The number of the trial that evaluates `schedule`: this trial's own, or a lower one's.
 
-    The trial must have stored its schedule (user attr "schedule") before calling this.
+    The trial must have stored its schedule (user attr "schedule") before calling this, and
+    live, if given, must have been read after that (admitted and original_of then share one read).
     """
     while True:
-        lower = [t for t in _states(study, ("COMPLETE", "PRUNED", "RUNNING")) if t.number < trial.number]
+        trials = live if live is not None else _states(study, ("COMPLETE", "PRUNED", "RUNNING"))
+        live = None  # a second look reads the storage again
+        lower = [t for t in trials if t.number < trial.number and t.state.name != "WAITING"]
         same = [t.number for t in lower if t.user_attrs.get("schedule") == schedule and "duplicate_of" not in t.user_attrs]
         if same:
             return min(same)

@@ -3,8 +3,8 @@
     >>> SAMPLERS                                    # ('tpe', 'nsga2', 'nsga3', 'gp', 'random', 'grid')
     >>> sampler = build_sampler("nsga2", seed=0)    # an Optuna sampler; optuna is imported here, lazily
 
-`grid` sweeps the space the study hands it ({GRID_PARAM: grid_pairs(...)}, search/space.py) in
-random order.
+`grid` sweeps the (i, j) pairs of search/space.py once each, in random order, and ends the study when
+none is left (search/sweep.py).
 """
 
 from __future__ import annotations
@@ -21,9 +21,17 @@ _FACTORIES: dict[str, Callable[[Any, int | None, dict[str, list[Any]] | None], A
     "nsga3": lambda optuna, seed, grid: optuna.samplers.NSGAIIISampler(seed=seed),
     "gp": lambda optuna, seed, grid: optuna.samplers.GPSampler(seed=seed, warn_independent_sampling=False),
     "random": lambda optuna, seed, grid: optuna.samplers.RandomSampler(seed=seed),
-    "grid": lambda optuna, seed, grid: optuna.samplers.GridSampler(grid, seed=seed),
+    "grid": lambda optuna, seed, grid: _grid_sweep(seed, grid),
 }
 SAMPLERS = tuple(_FACTORIES)
+
+
+def _grid_sweep(seed: int | None, grid: dict[str, list[Any]] | None) -> Any:
+    """The grid: each (i, j) pair once, in random order; the pairs come from the trial's own
+    suggest_categorical (space.suggest_grid), and the study stops once they are exhausted (sweep.py)."""
+    from .sweep import GridSweep
+
+    return GridSweep(seed=seed, param=next(iter(grid)) if grid else "rys")
 
 
 def build_sampler(name: str, seed: int | None = None, grid: dict[str, list[Any]] | None = None) -> Any:

@@ -6,7 +6,8 @@
 
 A study records the resolved config it was created with; a later run must measure the same
 things (StudyConfig.SEARCH_DEFINING) or is refused. RDB storages get a heartbeat, so a killed
-worker's trials can be failed (recovery.py).
+worker's trials can be failed (recovery.py); a SQLite file gets a write-ahead log and commits
+without an fsync each (fastsqlite.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from typing import Any, Callable
 
 from ..errors import UserError
+from ..fastsqlite import fast_commits
 from .config import ConfigError, StudyConfig, config_from_dict
 
 __all__ = ["GRACE", "HEARTBEAT", "finished_count", "make_sampler", "open_study", "storage_for", "stored_config"]
@@ -47,8 +49,10 @@ def storage_for(url: str):
             engine["connect_args"] = {"connect_timeout": 10}
         for attempt in range(5):
             try:
-                return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT,
-                                                  grace_period=GRACE)
+                storage = optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT,
+                                                     grace_period=GRACE)
+                fast_commits(storage.engine)  # a SQLite file: WAL, commits without an fsync each
+                return storage
             except (IntegrityError, ProgrammingError):
                 if attempt == 4:
                     raise
@@ -108,10 +112,15 @@ def open_study(config: StudyConfig, create: bool = True, grid: list[str] | None 
             study = optuna.load_study(study_name=config.name, storage=storage, sampler=sampler)
     stored = study.user_attrs.get("config")
     if create and stored:
+        stored = {**stored, "space": {"encoding": "define-by-run", **stored.get("space", {})}}  # before encodings existed
         differences = [k for k in StudyConfig.SEARCH_DEFINING if stored.get(k) != config.to_dict().get(k)]
         if differences:
+            hint = ""
+            if stored["space"].get("encoding") != config.to_dict()["space"].get("encoding"):
+                hint = (f" (its space.encoding is {stored['space'].get('encoding')!r}, this run's "
+                        f"{config.to_dict()['space'].get('encoding')!r}: set space.encoding in the config)")
             raise ConfigError(
-                f"study {config.name!r} was created with other settings for {', '.join(differences)}; "
+                f"study {config.name!r} was created with other settings for {', '.join(differences)}{hint}; "
                 "run it with those, or start a new study with --study NAME"
             )
     return study
@@ -121,6 +130,7 @@ def stored_config(study) -> StudyConfig:
     data = study.user_attrs.get("config")
     if not data:
         raise UserError(f"study {study.study_name!r} has no stored rys-search config")
+    data = {**data, "space": {"encoding": "define-by-run", **data.get("space", {})}}  # stored before encodings existed
     return config_from_dict(data, where=f"study {study.study_name!r}")
 
 
