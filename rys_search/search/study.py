@@ -129,6 +129,7 @@ def open_study(config: StudyConfig, create: bool = True, grid: list[str] | None 
                 study = None  # another worker created it a moment ago: join it below
             if study is not None:
                 study.set_user_attr("objectives", config.objective_names())
+                study.set_metric_names(config.objective_names())  # optuna-dashboard's axis titles
                 if on_create is not None:
                     on_create(study)
                 study.set_user_attr("config", config.to_dict())
@@ -367,23 +368,6 @@ class StudyRunner:
             self.progress.update(study, trial, self)
 
 
-def trial_metrics(trial) -> dict[str, float]:
-    attrs = trial.user_attrs
-    metrics: dict[str, float] = {"seconds": attrs.get("seconds", 0.0)}
-    if attrs.get("seconds"):
-        metrics["tokens_per_second"] = attrs.get("tokens", 0) / attrs["seconds"]
-    for name, s in attrs.get("scores", {}).items():
-        metrics[name] = s["score"]
-        metrics[f"{name}_lo"], metrics[f"{name}_hi"] = s["interval"]
-        metrics[f"{name}_noise"] = s["noise"]
-        metrics[f"{name}_change"] = s["change"]
-        metrics[f"{name}_change_lo"], metrics[f"{name}_change_hi"] = s["change_interval"]
-    for key, value in attrs.get("fixed_point", {}).items():
-        if isinstance(value, (int, float)):
-            metrics[f"fixed_point_{key}"] = float(value)
-    return metrics
-
-
 def pareto_rows(study) -> list[dict[str, Any]]:
     """The Pareto set across the study's objectives: schedule, scores, intervals, changes, noise."""
     names = study.user_attrs.get("objectives") or [f"objective{k}" for k in range(len(study.directions))]
@@ -481,8 +465,13 @@ def run_study(config: StudyConfig, loaded: Any = None, progress: bool = True, ou
     if not study.get_trials(deepcopy=False, states=_running()):  # the last worker out closes the parent
         from .plots import study_figures
 
+        from .publish import name_objectives, publish_front
+
         figures = study_figures(study, config, loaded.n_layers)
-        tracker.close_study(parent, rows, figures, {"finished_trials": finished_count(study), "pareto_size": len(rows)})
+        tracker.close_study(parent, rows, figures, {"finished_trials": finished_count(study), "pareto_size": len(rows)},
+                            objectives=config.objective_names())
+        name_objectives(study)  # a study made before objectives were named
+        publish_front(tracker, study)
         import matplotlib.pyplot as plt
 
         for figure in figures.values():
