@@ -13,6 +13,8 @@
     rys-search status --study NAME
     rys-search export --study NAME (--trial N | --pareto) --format gguf|hf --out DIR [--force]
     rys-search export [--model M] (--schedule S | --rys I,J) --format gguf|hf --out DIR [--type q8_0]
+    rys-search ui --study NAME [--compare pareto|3,5,8] [--dashboard] [--port N]
+    rys-search report --study NAME [--out FILE.html]
 
 Bad input (a schedule, a model path, an option) ends with one line on stderr and exit
 status 2; --debug shows the traceback instead. Heavy libraries are imported inside the
@@ -143,6 +145,23 @@ def build_parser() -> argparse.ArgumentParser:
                      help="skip loading the export back through transformers and llama.cpp")
     exp.add_argument("--json", action="store_true", help="print the results as JSON")
     exp.set_defaults(func=cmd_export)
+
+    ui = sub.add_parser("ui", help="open the study in the MLflow UI (and optuna-dashboard) at the Pareto front")
+    ui.add_argument("--study", required=True)
+    ui.add_argument("--storage", help="Optuna storage URL (default: sqlite:///studies/NAME.db)")
+    ui.add_argument("--compare", default="pareto", help="pareto (default) or trial numbers, e.g. 3,5,8")
+    ui.add_argument("--port", type=int, default=5000, help="port for mlflow ui (default 5000)")
+    ui.add_argument("--dashboard", action="store_true", help="also start optuna-dashboard (pip install 'rys-search[ui]')")
+    ui.add_argument("--dashboard-port", dest="dashboard_port", type=int, default=8080)
+    ui.add_argument("--for", dest="hold", type=float, default=None, metavar="SECONDS",
+                    help="stop after SECONDS (default: run until Ctrl-C)")
+    ui.set_defaults(func=cmd_ui)
+
+    rep = sub.add_parser("report", help="one self-contained HTML page of a study: scores, Pareto front, checks, plots")
+    rep.add_argument("--study", required=True)
+    rep.add_argument("--storage", help="Optuna storage URL (default: sqlite:///studies/NAME.db)")
+    rep.add_argument("--out", help="the HTML file (default: NAME-report.html)")
+    rep.set_defaults(func=cmd_report)
     return parser
 
 
@@ -498,10 +517,71 @@ def cmd_pareto(args: argparse.Namespace) -> int:
         _quiet_transformers()
         heldout_scores(study, stored_config(study))
     rows = pareto_rows(study)
+    _publish(study)
     if args.json:
         print(json.dumps({"study": args.study, "pareto": rows}, indent=1, default=str))
     else:
         _print_pareto(rows, stored_config(study).objectives)
+    return 0
+
+
+def _publish(study: Any) -> None:
+    """Bring the MLflow UI's Pareto tags and saved views up to date (when the study has a tracking store)."""
+    uri = study.user_attrs.get("tracking_uri")
+    if not uri:
+        return
+    from .search.publish import name_objectives, publish_front
+    from .tracking import Tracker
+
+    name_objectives(study)
+    publish_front(Tracker(uri), study)
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from .search.publish import study_facts
+    from .search.study import open_study
+    from .tracking import Tracker
+    from .ui import parse_compare, serve
+
+    compare = parse_compare(args.compare)
+    config = _study_config(args)
+    study = open_study(config, create=False)
+    facts = study_facts(study)
+    if not facts["tracking_uri"]:
+        raise UserError(f"study {args.study!r} has no MLflow tracking store recorded")
+    _publish(study)
+    serve(facts, Tracker(facts["tracking_uri"]).experiment_id, config.storage_url(), compare, port=args.port,
+          dashboard=args.dashboard, dashboard_port=args.dashboard_port, hold=args.hold)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .report import render_report
+    from .search.study import open_study, stored_config
+    from .search.summary import study_summary
+
+    study = open_study(_study_config(args), create=False)
+    data = study_summary(study)
+    figures = {}
+    if data["n_layers"] and data["pareto"]:
+        import io
+
+        import matplotlib.pyplot as plt
+
+        from .search.plots import study_figures
+
+        for name, figure in study_figures(study, stored_config(study), data["n_layers"]).items():
+            buffer = io.BytesIO()
+            figure.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
+            plt.close(figure)
+            figures[name] = buffer.getvalue()
+    out = Path(args.out or f"{args.study}-report.html")
+    staging = out.with_name(f".{out.name}.tmp")
+    staging.write_text(render_report(data, figures, storage=args.storage), encoding="utf-8")
+    staging.replace(out)
+    print(f"{out} ({out.stat().st_size / 1024:.0f} KiB): {len(data['pareto'])} Pareto members, {len(figures)} figures")
     return 0
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["name_objectives", "publish_front"]
+__all__ = ["name_objectives", "publish_front", "study_facts"]
 
 
 def name_objectives(study: Any) -> None:
@@ -32,3 +32,19 @@ def publish_front(tracker: Any, study: Any) -> dict[str, Any]:
     extra = ["rys.verdict"] if any(t.user_attrs.get("verdict") for t in complete) else []
     tracker.save_views(name, objectives, extra_columns=extra)
     return {"members": sorted(members), "changed": changed}
+
+
+def study_facts(study: Any) -> dict[str, Any]:
+    """What the UIs need to point at a study: ids, tracking URI, Pareto members, trial runs."""
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE" and t.values]
+    return {
+        "study": study.study_name,
+        "study_id": study._study_id,  # optuna-dashboard's URLs use the storage's id
+        "tracking_uri": study.user_attrs.get("tracking_uri"),
+        "parent_run": study.user_attrs.get("mlflow_parent_run"),
+        "objectives": list(study.user_attrs.get("objectives") or []),
+        "pareto": sorted(t.number for t in study.best_trials) if complete else [],
+        "runs": {t.number: t.user_attrs["mlflow_run"] for t in study.get_trials(deepcopy=False)
+                 if t.user_attrs.get("mlflow_run")},
+        "complete": sorted(t.number for t in complete),
+    }
