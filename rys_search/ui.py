@@ -118,8 +118,12 @@ def serve(facts: dict[str, Any], experiment_id: str, storage_url: str, compare: 
           port: int = 5000, dashboard: bool = False, dashboard_port: int = 8080, host: str = "127.0.0.1",
           hold: float | None = None, out: Any = None, start_timeout: float = 180.0) -> UiLinks:
     """Start (or point at) the UIs, print the links, and keep them running until Ctrl-C or hold seconds."""
+    import signal
+
     out = out or sys.stdout
     uri = facts["tracking_uri"]
+    # a SIGTERM ends the UIs as Ctrl-C does (the finally below runs)
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143)) if _main_thread() else None
     if not uri:
         raise UserError(f"study {facts['study']!r} has no MLflow tracking URI recorded")
     if dashboard and importlib.util.find_spec("optuna_dashboard") is None:
@@ -135,7 +139,7 @@ def serve(facts: dict[str, Any], experiment_id: str, storage_url: str, compare: 
             base = f"http://{host}:{port}"
             mlflow_ui = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
                                           "--host", host, "--port", str(port)],
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
             processes.append(mlflow_ui)
         links = links_for(base, experiment_id, facts, compare)
         if dashboard:
@@ -143,7 +147,7 @@ def serve(facts: dict[str, Any], experiment_id: str, storage_url: str, compare: 
                 raise UserError(f"port {dashboard_port} is taken; name another with --dashboard-port N")
             board = subprocess.Popen([sys.executable, "-c", "from optuna_dashboard._cli import main; main()",
                                       storage_url, "--host", host, "--port", str(dashboard_port), "--quiet"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
             processes.append(board)
             links.links.update(dashboard_links(f"http://{host}:{dashboard_port}", facts, links.compared))
         if mlflow_ui is not None:
@@ -161,14 +165,35 @@ def serve(facts: dict[str, Any], experiment_id: str, storage_url: str, compare: 
                 time.sleep(0.5)
         return links
     finally:
-        for p in processes:
-            if p.poll() is None:
-                p.terminate()
-        for p in processes:
+        _stop(processes)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _stop(processes: list[subprocess.Popen]) -> None:
+    """End each UI with its workers (mlflow ui runs uvicorn workers in its own process group)."""
+    import os
+    import signal
+
+    for p in processes:
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
+    for p in processes:
+        try:
+            p.wait(timeout=15)
+        except subprocess.TimeoutExpired:
             try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+                os.killpg(p.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
 
 
 def _print_links(facts: dict[str, Any], links: UiLinks, out: Any) -> None:
