@@ -430,6 +430,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"time: load {sec['load']:.1f} s, evaluation {sec['evaluation']:.1f} s, sampler {sec['sampler']:.1f} s, "
           f"tracking {sec['tracking']:.1f} s, total {sec['total']:.1f} s")
     print(f"see every trial: {summary['mlflow_ui']}")
+    print(f"compare the Pareto front: rys-search ui --study {summary['study']}; "
+          f"a report: rys-search report --study {summary['study']}")
     if summary["stopped_reason"]:
         print(f"rys-search: stopped: {summary['stopped_reason']}", file=sys.stderr)
         return 1

@@ -131,8 +131,9 @@ def _view_state(objectives: list[str], metric_keys: list[str], search: str, extr
     changes = [metric_name("2_change", o) for o in objectives]
     sections = [{"uuid": "rys-front", "name": "Pareto front: scores against each other", "display": True,
                  "isReordered": True, "deleted": False, "isGenerated": True}]
+    # a card is small: added layers and the scores only (changes have their own bars)
     charts: list[dict[str, Any]] = [_card("PARALLEL", "rys-front", 0, selectedParams=["added_layers"],
-                                          selectedMetrics=scores + changes, showAllRuns=True)]
+                                          selectedMetrics=scores, showAllRuns=True)]
     pairs = [(a, b) for i, a in enumerate(scores) for b in scores[i + 1:]]
     for n, (a, b) in enumerate(pairs, start=1):
         charts.append(_card("SCATTER", "rys-front", n, xaxis={"key": a, "type": "METRIC"},
