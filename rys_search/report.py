@@ -59,6 +59,10 @@ def _num(x: Any, signed: bool = False) -> str:
     return f"{x:+.2f}" if signed else f"{x:.2f}"
 
 
+def _pct(share: Any) -> str:
+    return f"{100 * share:.1f}%" if _finite(share) else "–"
+
+
 def _interval(pair: Any, signed: bool = False) -> str:
     if not isinstance(pair, (list, tuple)) or len(pair) < 2 or not all(_finite(v) for v in pair[:2]):
         return ""
@@ -199,7 +203,7 @@ def _section_confirmed(data: dict[str, Any]) -> str:
             row = [str(r["trial"]), f"<code>{_e(r['schedule'])}</code>", _e(name), cheap, _num(c.get("score")),
                    _change(c.get("change"), c.get("change_interval"))]
             if has_parse:
-                row.append(_num(100 * c["parse_rate"]) + "%" if _finite(c.get("parse_rate")) else "–")
+                row.append(_pct(c.get("parse_rate")))
             if has_broken:
                 b = c.get("broken_output")
                 row.append(_e(b) if b not in (None, False, "") else "")
@@ -218,7 +222,7 @@ def _section_bench(data: dict[str, Any]) -> str:
         for name, b in marks.items():
             if not isinstance(b, dict):
                 continue
-            parse = _num(100 * b["parse_rate"]) + "%" if _finite(b.get("parse_rate")) else "–"
+            parse = _pct(b.get("parse_rate"))
             body.append([f"<code>{_e(schedule)}</code>", _e(name), _num(b.get("score")),
                          _change(b.get("change"), b.get("change_interval")), parse])
     if not body:
@@ -233,7 +237,7 @@ def _section_calibration(data: dict[str, Any]) -> str:
         return ""
     body = []
     for r in rows:
-        sign = _num(100 * r["sign_agreement"]) + "%" if _finite(r.get("sign_agreement")) else "–"
+        sign = _pct(r.get("sign_agreement"))
         body.append([_e(r["objective"]), _e(r["benchmark"]), _num(r.get("spearman"), True),
                      _interval(r.get("interval"), True), sign, _e(r.get("n") if r.get("n") is not None else "–")])
     return ("<h2>Calibration</h2><p class=note>How well each search objective ranks schedules the way a real "

@@ -175,9 +175,9 @@ def test_the_report_shows_confirmation_benchmarks_and_calibration_where_they_exi
     data["calibration"] = [{"objective": "math", "benchmark": "gsm8k", "spearman": 0.12, "interval": [-0.2, 0.4],
                             "sign_agreement": 0.55, "n": 40}]
     page = render_report(data, {})
-    assert "Search values against confirmed values" in page and "unconfirmed" in page and "97.00%" in page
+    assert "Search values against confirmed values" in page and "unconfirmed" in page and "97.0%" in page
     assert "Benchmark validation" in page and "gsm8k" in page and "-6.80" in page
-    assert "Calibration" in page and "+0.12" in page and "55.00%" in page
+    assert "Calibration" in page and "+0.12" in page and "55.0%" in page
     assert "Where the search went" not in page  # no figures given
 
 

@@ -171,6 +171,8 @@ def change_by_block(trials, name: str, n_layers: int) -> tuple[np.ndarray, np.nd
 
 def layer_view(plt, trials, objectives: list[str], n_layers: int):
     """Per objective: layer repeat frequency among the good trials vs all, and change by block start and width."""
+    from matplotlib.ticker import MaxNLocator
+
     modified = [t for t in trials if trial_blocks(t)]
     fig, axes = plt.subplots(len(objectives), 2, figsize=(13, 3.6 * len(objectives)), squeeze=False)
     everyone = layer_counts(modified, n_layers)
@@ -199,6 +201,8 @@ def layer_view(plt, trials, objectives: list[str], n_layers: int):
                 ax.text(s, w + 1, int(c), ha="center", va="center", fontsize=7, color="0.2")
         ax.set_xlabel("block start (layer)")
         ax.set_ylabel("block width (layers)")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(f"{name}: mean change vs unmodified, by block (numbers: trials)")
         fig.colorbar(image, ax=ax, shrink=0.85)
     fig.tight_layout()
