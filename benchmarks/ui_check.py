@@ -13,7 +13,8 @@ prints. Screenshots land in --out:
     compare.png      MLflow's compare page of the Pareto members
     report.png       `rys-search report` in the browser (full page)
     dashboard.png    optuna-dashboard's study page
-    dashboard_trials.png  optuna-dashboard's trial list opened on the compared trials
+    dashboard_trials.png  optuna-dashboard's trial list opened on the compared trials (the first one's
+                          note: its scores as a table)
 
 It fails (exit status 1, the failed checks listed) when a view shows an error or is empty,
 when a Pareto member's run name lacks its schedule, when the charts or compare view lack the
@@ -252,6 +253,7 @@ def main() -> int:
             wait_text(page, r"Trial \d", 60)
             time.sleep(3)
             page.screenshot(path=str(out / "dashboard_trials.png"))
+            checks.check("Pareto member" in text_of(page), "dashboard: a trial's note with its scores")
             no_error(checks, page, "dashboard")
             print(f"  {time.perf_counter() - t0:.1f} s", flush=True)
             browser.close()

@@ -552,6 +552,13 @@ def cmd_ui(args: argparse.Namespace) -> int:
     if not facts["tracking_uri"]:
         raise UserError(f"study {args.study!r} has no MLflow tracking store recorded")
     _publish(study)
+    if args.dashboard:
+        import importlib.util
+
+        if importlib.util.find_spec("optuna_dashboard") is not None:
+            from .search.publish import dashboard_notes
+
+            dashboard_notes(study)  # each trial's scores as a readable note above its raw attributes
     serve(facts, Tracker(facts["tracking_uri"]).experiment_id, config.storage_url(), compare, port=args.port,
           dashboard=args.dashboard, dashboard_port=args.dashboard_port, hold=args.hold)
     return 0

@@ -194,3 +194,15 @@ def test_layer_view_counts_against_a_hand_count():
     assert count[1, 2] == 2 and mean[1, 2] == 0.5  # width 2 at layer 2: (2 - 1) / 2
     assert count[0, 6] == 1 and mean[0, 6] == 2.0
     assert math.isnan(mean[0, 0])
+
+
+def test_a_trial_note_is_a_short_table():
+    from rys_search.search.publish import trial_note
+
+    note = trial_note(SimpleNamespace(number=5, state=SimpleNamespace(name="COMPLETE"),
+                                      user_attrs={"schedule": "0-9,10-12x2,13-29", "added_layers": 3, "scores": SCORES,
+                                                  "fixed_point": {"score": -0.1, "kl": 0.05, "block0_contraction": 0.8}}),
+                      member=True)
+    assert note.splitlines()[0] == "**#5** `0-9,10-12x2,13-29`, +3 layers · Pareto member"
+    assert "| math | 23.46 | [20.10, 26.90] | +1.23 | [-0.50, +2.90] |" in note
+    assert "worst block contraction 0.80" in note

@@ -60,6 +60,19 @@ def test_a_study_opens_named_and_tagged_in_mlflow(tiny_folder, workdir, capsys):
     assert main(["pareto", "--study", "named", "--no-heldout"]) == 0
     assert tracker.client.get_run(by_trial[some].info.run_id).data.tags["rys.pareto"] == "true"
 
+    import importlib.util
+
+    if importlib.util.find_spec("optuna_dashboard") is not None:  # the [ui] extra
+        from optuna_dashboard import get_note
+
+        from rys_search.search.publish import dashboard_notes
+
+        assert dashboard_notes(study) == sum(t.state.is_finished() for t in study.trials)
+        assert dashboard_notes(study) == 0  # written once
+        first = next(t for t in study.trials if t.number in members)
+        note = get_note(type("T", (), {"storage": study._storage, "study": study, "_trial_id": first._trial_id})())
+        assert note.startswith(f"**#{first.number}** `{first.user_attrs['schedule']}`") and "Pareto member" in note
+
     out = workdir / "named.html"
     assert main(["report", "--study", "named", "--out", str(out)]) == 0
     page = out.read_text()
