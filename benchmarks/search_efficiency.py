@@ -66,7 +66,7 @@ def main() -> None:
     from rys_search.scoring import get_objective
     from rys_search.search.config import SearchSpace, StudyConfig, load_config
     from rys_search.search.space import UNMODIFIED, grid_pairs, suggest_schedule
-    from rys_search.search.study import make_sampler
+    from rys_search.search.storage import make_sampler
 
     logging.disable_progress_bar()
     logging.set_verbosity_error()

@@ -149,7 +149,7 @@ def main() -> int:
 
     sys.path.insert(0, str(ROOT))
     from rys_search.search.config import StudyConfig
-    from rys_search.search.study import open_study
+    from rys_search.search.storage import open_study
 
     os.chdir(work)
     stored = open_study(StudyConfig(name=study), create=False)

@@ -370,27 +370,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-# `run` options a worker inherits from its launcher: (attribute, flag)
-RUN_FLAGS = (("config", "--config"), ("name", "--study"), ("model", "--model"), ("trials", "--trials"),
-             ("sampler", "--sampler"), ("seed", "--seed"), ("objectives", "--objectives"),
-             ("extra_objectives", "--extra-objectives"), ("mode", "--mode"), ("limit", "--limit"),
-             ("storage", "--storage"), ("tracking_uri", "--tracking-uri"), ("device", "--device"), ("dtype", "--dtype"))
-
-
-def worker_command(args: argparse.Namespace) -> list[str]:
-    """The `rys-search run` line each worker of --workers / --gpus runs (the launcher's, minus those)."""
-    from .search.workers import python_command
-
-    command = python_command() + (["--debug"] if args.debug else []) + ["run"]
-    for attribute, flag in RUN_FLAGS:
-        value = getattr(args, attribute)
-        if value is not None:
-            command += [flag, str(value)]
-    for folder in args.suites or []:
-        command += ["--suites", folder]
-    return command
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from .search.config import load_config
     from .search.study import run_study
@@ -404,7 +383,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     for name in config.objectives:  # an unknown objective fails here, before the model loads
         get_objective(name, mode=config.mode, suites=list(config.suites))
-    from .search.study import storage_for
+    from .search.storage import storage_for
     from .tracking import Tracker
 
     storage_for(config.storage_url())  # an unreachable storage or tracking server ends here, before the model loads
@@ -439,51 +418,24 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _launch_workers(args: argparse.Namespace, config: Any) -> int:
-    """--workers / --gpus: prepare storage and tracking, run the workers, print the study's summary."""
-    import time
+    """--workers / --gpus: run the workers (storage and tracking are ready), print the study's summary."""
+    from .search.workers import run_workers, worker_command, worker_envs
 
-    from .search.study import finished_count, open_study, pareto_rows, stored_config
-    from .search.workers import launch, worker_envs
-
-    envs = worker_envs(args.workers, args.gpus)
-    if args.gpus is not None and config.device not in ("auto", "cuda", "cuda:0"):
-        raise UserError(f"--gpus gives each worker one GPU as cuda:0; --device {config.device} cannot be used with it")
-    from datetime import datetime
-
-    launched = datetime.now()  # storage tables and the MLflow experiment were made in cmd_run
-    started = time.perf_counter()
-    code = launch(worker_command(args), envs)
-    wall = time.perf_counter() - started
-    try:
-        study = open_study(config, create=False)
-    except UserError:
+    envs = worker_envs(args.workers, args.gpus, device=config.device)
+    code, summary = run_workers(config, worker_command(args), envs)
+    if summary is None:  # the study was never created: the workers said why
         return code or 2
-    stored = stored_config(study)
-    rows = pareto_rows(study)
-    rate = _trial_rate(study, launched)
+    objectives = summary.pop("objectives")
     if args.json:
-        print(json.dumps({"study": config.name, "workers": len(envs), "finished_trials": finished_count(study),
-                          "trials_target": stored.trials, "seconds": wall, **rate, "pareto": rows,
-                          "storage": config.storage_url()}, indent=1, default=str))
+        print(json.dumps(summary, indent=1, default=str))
         return code
-    _print_pareto(rows, stored.objectives)
-    print(f"study {config.name}: {finished_count(study)}/{stored.trials} finished trials, {len(envs)} workers, "
-          f"{wall:.1f} s; storage {config.storage_url()}")
-    if rate["trials_this_launch"]:
-        print(f"{rate['trials_this_launch']} trials finished in this launch: {rate['trials_per_minute']:.2f} per minute "
-              f"from the first trial's start to the last one's end ({rate['trial_window_s']:.1f} s)")
+    _print_pareto(summary["pareto"], objectives)
+    print(f"study {config.name}: {summary['finished_trials']}/{summary['trials_target']} finished trials, "
+          f"{summary['workers']} workers, {summary['seconds']:.1f} s; storage {summary['storage']}")
+    if summary["trials_this_launch"]:
+        print(f"{summary['trials_this_launch']} trials finished in this launch: {summary['trials_per_minute']:.2f} "
+              f"per minute from the first trial's start to the last one's end ({summary['trial_window_s']:.1f} s)")
     return code
-
-
-def _trial_rate(study: Any, since: Any) -> dict[str, Any]:
-    """Finished trials that started after `since`, and their rate over first start to last end."""
-    mine = [t for t in study.get_trials(deepcopy=False) if t.state.name in ("COMPLETE", "PRUNED")
-            and t.datetime_start is not None and t.datetime_start >= since and t.datetime_complete is not None]
-    if not mine:
-        return {"trials_this_launch": 0, "trials_per_minute": None, "trial_window_s": None}
-    window = (max(t.datetime_complete for t in mine) - min(t.datetime_start for t in mine)).total_seconds()
-    return {"trials_this_launch": len(mine), "trials_per_minute": 60 * len(mine) / max(window, 1e-9),
-            "trial_window_s": window}
 
 
 def _print_pareto(rows: list[dict[str, Any]], objectives: list[str]) -> None:
@@ -512,7 +464,8 @@ def _study_config(args: argparse.Namespace):
 
 def cmd_pareto(args: argparse.Namespace) -> int:
     from .search.heldout import heldout_scores
-    from .search.study import open_study, pareto_rows, stored_config
+    from .search.reports import pareto_rows
+    from .search.storage import open_study, stored_config
 
     study = open_study(_study_config(args), create=False)
     if not args.no_heldout:
@@ -541,7 +494,7 @@ def _publish(study: Any) -> None:
 
 def cmd_ui(args: argparse.Namespace) -> int:
     from .search.publish import study_facts
-    from .search.study import open_study
+    from .search.storage import open_study
     from .tracking import Tracker
     from .ui import parse_compare, serve
 
@@ -568,7 +521,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .report import render_report
-    from .search.study import open_study, stored_config
+    from .search.storage import open_study, stored_config
     from .search.summary import study_summary
 
     study = open_study(_study_config(args), create=False)
@@ -595,7 +548,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    from .search.study import list_studies
+    from .search.reports import list_studies
 
     rows = list_studies(args.storage)
     if args.json:
@@ -609,7 +562,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .search.study import study_status
+    from .search.reports import study_status
 
     facts = study_status(_study_config(args))
     if args.json:
@@ -642,52 +595,13 @@ def _export_jobs(args: argparse.Namespace) -> tuple[str, list[Any], Any]:
         raise UserError("with --study the model and schedule come from the study: drop --model/--schedule/--rys")
     if args.trial is None and not args.pareto:
         raise UserError("with --study name --trial N or --pareto")
-    from optuna.trial import TrialState
-
-    from .schedule import LayerSchedule
-    from .search.study import open_study, pareto_rows, stored_config
+    from .export.jobs import study_jobs
+    from .search.reports import pareto_rows
+    from .search.storage import open_study, stored_config
 
     study = open_study(_study_config(args), create=False)
-    config = stored_config(study)
-    heldout = study.user_attrs.get("heldout") or {}
-    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
-    if args.pareto:
-        def repeats_something(text: str) -> bool:
-            schedule = LayerSchedule.parse(text)
-            return not schedule.is_identity(len(schedule))
-
-        numbers = [row["trial"] for row in pareto_rows(study) if repeats_something(row["schedule"])]
-        if not numbers:
-            raise UserError(f"the Pareto front of study {args.study!r} holds only the unmodified model; nothing to export")
-    else:
-        if args.trial not in by_number:
-            raise UserError(f"study {args.study!r} has no trial {args.trial}")
-        numbers = [args.trial]
-    jobs = []
-    for number in numbers:
-        trial = by_number[number]
-        if trial.state != TrialState.COMPLETE or not trial.user_attrs.get("schedule"):
-            raise UserError(f"trial {number} of study {args.study!r} did not complete ({trial.state.name}); nothing to export")
-        schedule = LayerSchedule.parse(trial.user_attrs["schedule"])
-        job = ExportJob(schedule, study=args.study, trial=number, scores=trial.user_attrs.get("scores") or {},
-                        heldout=heldout.get(str(schedule)) or {}, mlflow_run=trial.user_attrs.get("mlflow_run"))
-        jobs.append(job)
-    return config.model, jobs, study
-
-
-def _source_facts(spec: str) -> tuple[Any, Any, int, Any]:
-    """The model source, its family, layer count and (HF only) config, from headers only."""
-    from .architectures import family_for
-    from .loading import gguf_family, load_config, resolve_model
-
-    source = resolve_model(spec)
-    if source.kind == "gguf":
-        family, info = gguf_family(source.location)
-        return source, family, info.block_count, None
-    config, _ = load_config(spec)
-    family = family_for(config.model_type)
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    return source, family, int(text.num_hidden_layers), config
+    jobs = study_jobs(study, trial=args.trial, pareto=pareto_rows(study) if args.pareto else None)
+    return stored_config(study).model, jobs, study
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -703,8 +617,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.format == "hf" and args.gguf_type is not None:
         raise UserError("--type is for --format gguf; an HF export takes --dtype")
     hf_dtype = pick_dtype(args.dtype, pick_device("cpu")) if args.dtype is not None else None
+    from .export.jobs import source_facts
+
     spec, jobs, study = _export_jobs(args)
-    source, family, n_layers, config = _source_facts(spec)
+    source, family, n_layers, config = source_facts(spec)
     for job in jobs:
         if job.schedule is None:
             job.schedule = resolve_schedule(args, n_layers)

@@ -22,7 +22,7 @@ from typing import Any, Callable
 from .errors import UserError
 from .views import EXPERIMENT_KIND, pareto_markdown, saved_views, study_run_name, trial_metrics, trial_run_name
 
-__all__ = ["EXPERIMENT", "Tracker", "ui_command"]
+__all__ = ["EXPERIMENT", "Tracker", "trial_metrics", "ui_command"]
 
 EXPERIMENT = "rys-search"
 log = logging.getLogger(__name__)

@@ -11,8 +11,9 @@ paired one (stats.py).
 """
 
 from . import fixed_point as _fixed_point  # noqa: F401  (registers "fixed_point")
-from .objective import MODES, Objective, ObjectiveResult, available_objectives, get_objective, paired_change, register
+from .objective import MODES, Objective, ObjectiveResult, paired_change
 from .probes import evaluate_probes
+from .registry import available_objectives, get_objective, register
 from .stats import bootstrap_interval, half_width, paired_interval
 
 __all__ = [

@@ -32,7 +32,8 @@ import numpy as np
 
 from ..errors import UserError
 from .engine import _pad_id, _pad_left, batches_by_length
-from .objective import Objective, register
+from .objective import Objective
+from .registry import register
 from .suites import builtin_dir
 
 __all__ = ["FixedPointObjective"]

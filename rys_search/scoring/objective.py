@@ -1,6 +1,6 @@
-"""The objective interface, its result type and the registry that finds objectives by name.
+"""The objective interface and its result type; registry.py finds objectives by name.
 
-    >>> objective = get_objective("math", mode="logprob")
+    >>> objective = get_objective("math", mode="logprob")           # registry.py
     >>> result = objective.evaluate(loaded, LayerSchedule.parse("0-9,10-12x2,13-29"))
     >>> result.score, result.interval, result.noise
 
@@ -14,20 +14,12 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import UserError
 from .stats import bootstrap_interval, half_width, paired_interval
 
-__all__ = [
-    "MODES",
-    "Objective",
-    "ObjectiveResult",
-    "available_objectives",
-    "get_objective",
-    "paired_change",
-    "register",
-]
+__all__ = ["MODES", "Objective", "ObjectiveResult", "paired_change"]
 
 MODES = ("logprob", "generate")
 
@@ -112,33 +104,3 @@ class Objective(ABC):
     @abstractmethod
     def _score(self, loaded: Any, *, split: str, limit: int | None) -> tuple[list[dict[str, Any]], dict[str, float], int]:
         """Per-item results (each with 'id' and 'score'), summary metrics, tokens processed."""
-
-
-_REGISTRY: dict[str, Callable[..., Objective]] = {}
-
-
-def register(name: str, factory: Callable[..., Objective]) -> None:
-    """Make an objective available by name; factory(mode=..., suites=...) builds it."""
-    _REGISTRY[name] = factory
-
-
-def available_objectives(suites: list[str] | None = None) -> list[str]:
-    from .suites import load_suites
-
-    return sorted(set(_REGISTRY) | set(load_suites(suites)))
-
-
-def get_objective(name: str, mode: str = "logprob", suites: list[str] | None = None) -> Objective:
-    """The objective called name: a registered one, or a probe suite from the suite folders."""
-    from .probes import ProbeObjective
-    from .suites import load_suites
-
-    if mode not in MODES:
-        raise UserError(f"unknown scoring mode {mode!r}; use one of {', '.join(MODES)}")
-    if name in _REGISTRY:
-        return _REGISTRY[name](mode=mode, suites=suites)
-    found = load_suites(suites)
-    if name in found:
-        return ProbeObjective.from_suite(found[name], mode=mode)
-    known = sorted(set(_REGISTRY) | set(found))
-    raise UserError(f"unknown objective {name!r}; available: {', '.join(known)}")

@@ -27,11 +27,12 @@ import time
 from datetime import datetime
 from typing import Any, Callable
 
-__all__ = ["Surplus", "admitted", "has_room", "is_server_storage", "original_of", "owner_may_still_close", "pid_alive"]
+__all__ = ["WORKER", "Surplus", "admitted", "has_room", "is_server_storage", "original_of", "owner_may_still_close", "pid_alive"]
 
 POLL = 0.5  # seconds between reads of the storage while waiting
 OWNER_GRACE = 60.0  # seconds a finished trial of another host is left to its own worker to log
 LIVE = ("COMPLETE", "PRUNED", "RUNNING", "WAITING")
+WORKER = f"{socket.gethostname()}:{os.getpid()}"  # this process, as its trials name their worker
 
 
 class Surplus(Exception):

@@ -9,6 +9,8 @@ import sys
 import time
 from typing import Any
 
+from .storage import finished_count
+
 __all__ = ["Progress"]
 
 
@@ -23,8 +25,6 @@ class Progress:
         self.names = config.objective_names()
 
     def update(self, study: Any, trial: Any, runner: Any) -> None:
-        from .study import finished_count
-
         done = finished_count(study)
         target = self.config.trials
         new = max(1, done - self.already)

@@ -40,7 +40,8 @@ def _dict(value: Any) -> dict[str, Any]:
 def study_summary(study: Any) -> dict[str, Any]:
     from collections import Counter
 
-    from .study import finished_count, pareto_rows
+    from .reports import pareto_rows
+    from .storage import finished_count
 
     trials = study.get_trials(deepcopy=False)
     config = _dict(study.user_attrs.get("config"))

@@ -15,14 +15,22 @@ import os
 import signal
 import subprocess
 import sys
-from typing import Sequence
+import time
+from datetime import datetime
+from typing import Any, Sequence
 
 from ..errors import UserError
 
-__all__ = ["launch", "worker_envs"]
+__all__ = ["RUN_FLAGS", "launch", "run_workers", "trial_rate", "worker_command", "worker_envs"]
+
+# `run` options a worker inherits from its launcher: (attribute of the parsed arguments, flag)
+RUN_FLAGS = (("config", "--config"), ("name", "--study"), ("model", "--model"), ("trials", "--trials"),
+             ("sampler", "--sampler"), ("seed", "--seed"), ("objectives", "--objectives"),
+             ("extra_objectives", "--extra-objectives"), ("mode", "--mode"), ("limit", "--limit"),
+             ("storage", "--storage"), ("tracking_uri", "--tracking-uri"), ("device", "--device"), ("dtype", "--dtype"))
 
 
-def worker_envs(workers: int | None, gpus: str | None) -> list[dict[str, str]]:
+def worker_envs(workers: int | None, gpus: str | None, device: str = "auto") -> list[dict[str, str]]:
     """The environment changes of each worker: CUDA_VISIBLE_DEVICES for --gpus, none for --workers."""
     if gpus is not None:
         if workers is not None:
@@ -30,6 +38,8 @@ def worker_envs(workers: int | None, gpus: str | None) -> list[dict[str, str]]:
         ids = [g.strip() for g in gpus.split(",")]
         if not ids or not all(g.isdigit() for g in ids):
             raise UserError(f"--gpus takes GPU numbers separated by commas, e.g. 0,1; got {gpus!r}")
+        if device not in ("auto", "cuda", "cuda:0"):
+            raise UserError(f"--gpus gives each worker one GPU as cuda:0; --device {device} cannot be used with it")
         return [{"CUDA_VISIBLE_DEVICES": g} for g in ids]
     if workers is None or workers < 1:
         raise UserError(f"--workers must be at least 1, got {workers}")
@@ -73,3 +83,49 @@ def launch(command: Sequence[str], envs: list[dict[str, str]]) -> int:
 
 def python_command() -> list[str]:
     return [sys.executable, "-m", "rys_search.cli"]
+
+
+def worker_command(args: Any) -> list[str]:
+    """The `rys-search run` line each worker of --workers / --gpus runs (the launcher's, minus those)."""
+    command = python_command() + (["--debug"] if args.debug else []) + ["run"]
+    for attribute, flag in RUN_FLAGS:
+        value = getattr(args, attribute)
+        if value is not None:
+            command += [flag, str(value)]
+    for folder in args.suites or []:
+        command += ["--suites", folder]
+    return command
+
+
+def run_workers(config: Any, command: Sequence[str], envs: list[dict[str, str]]) -> tuple[int, dict[str, Any] | None]:
+    """Launch the workers and wait; the worst exit status and the study's summary (None: no study).
+
+    The storage's tables and the MLflow experiment must exist already (`rys-search run` makes
+    them before it gets here), so that workers starting together do not race to create them.
+    """
+    from .reports import pareto_rows
+    from .storage import finished_count, open_study, stored_config
+
+    launched = datetime.now()
+    started = time.perf_counter()
+    code = launch(command, envs)
+    wall = time.perf_counter() - started
+    try:
+        study = open_study(config, create=False)
+    except UserError:
+        return code, None
+    stored = stored_config(study)
+    return code, {"study": config.name, "workers": len(envs), "finished_trials": finished_count(study),
+                  "trials_target": stored.trials, "seconds": wall, **trial_rate(study, launched),
+                  "pareto": pareto_rows(study), "storage": config.storage_url(), "objectives": stored.objectives}
+
+
+def trial_rate(study: Any, since: datetime) -> dict[str, Any]:
+    """Finished trials that started after `since`, and their rate over first start to last end."""
+    mine = [t for t in study.get_trials(deepcopy=False) if t.state.name in ("COMPLETE", "PRUNED")
+            and t.datetime_start is not None and t.datetime_start >= since and t.datetime_complete is not None]
+    if not mine:
+        return {"trials_this_launch": 0, "trials_per_minute": None, "trial_window_s": None}
+    window = (max(t.datetime_complete for t in mine) - min(t.datetime_start for t in mine)).total_seconds()
+    return {"trials_this_launch": len(mine), "trials_per_minute": 60 * len(mine) / max(window, 1e-9),
+            "trial_window_s": window}

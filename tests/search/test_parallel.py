@@ -94,9 +94,9 @@ def test_workers_flag_runs_local_workers_on_sqlite(tiny_folder, workdir):
 
 
 def test_gpus_gives_each_worker_its_device_and_the_same_command():
-    from rys_search.cli import build_parser, worker_command
+    from rys_search.cli import build_parser
     from rys_search.errors import UserError
-    from rys_search.search.workers import worker_envs
+    from rys_search.search.workers import worker_command, worker_envs
 
     assert worker_envs(None, "0,1") == [{"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "1"}]
     assert worker_envs(None, "0,0") == [{"CUDA_VISIBLE_DEVICES": "0"}] * 2  # two workers sharing GPU 0

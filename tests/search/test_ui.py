@@ -7,7 +7,7 @@ import pytest
 
 from rys_search.cli import main
 from rys_search.search.config import load_config
-from rys_search.search.study import open_study
+from rys_search.search.storage import open_study
 from rys_search.tracking import Tracker
 from rys_search.views import VIEW_TAG_PREFIX
 

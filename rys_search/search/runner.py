@@ -1,0 +1,234 @@
+"""One trial: suggest a schedule, refuse a duplicate, screen it, score the probes, record it.
+
+    >>> runner = StudyRunner(config, loaded, study, tracker, parent_run)
+    >>> study.optimize(runner, n_trials=1, callbacks=[runner.on_finished])
+
+A schedule that fails the fixed-point screen is pruned with its reason, without paying for the
+probes; a scored one records its scores, intervals and paired changes against the unmodified
+model as trial attributes. on_finished logs the finished trial to MLflow, updates the progress
+line and stops the study after MAX_CONSECUTIVE_FAILURES failures in a row.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..schedule import LayerSchedule
+from .config import StudyConfig
+from .parallel import WORKER, Surplus, admitted, original_of
+from .recovery import fail_dead
+
+__all__ = ["StudyRunner", "Timings"]
+
+log = logging.getLogger(__name__)
+MAX_CONSECUTIVE_FAILURES = 3
+OOM_RETRIES = 2
+
+
+def _out_of_memory(exc: Exception) -> bool:
+    return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
+
+
+@dataclass
+class Timings:
+    load: float = 0.0
+    evaluation: float = 0.0  # objectives, inside trials
+    tracking: float = 0.0  # MLflow, all of it
+    trial_tracking: float = 0.0  # MLflow, inside the optimisation loop
+    optimize: float = 0.0  # the whole loop
+
+    def sampler(self) -> float:
+        """Loop time that is neither evaluation nor tracking: Optuna's sampler and storage."""
+        return max(0.0, self.optimize - self.evaluation - self.trial_tracking)
+
+
+@dataclass
+class StudyRunner:
+    config: StudyConfig
+    loaded: Any
+    study: Any
+    tracker: Any = None
+    parent_run: str | None = None
+    progress: Any = None
+    timings: Timings = field(default_factory=Timings)
+
+    def __post_init__(self) -> None:
+        from ..scoring import get_objective
+
+        self.n_layers = self.loaded.n_layers
+        self.period = self.loaded.family.repeat_period
+        self.limit = self.config.item_limit()
+        self.probes = {n: get_objective(n, mode=self.config.mode, suites=list(self.config.suites)) for n in self.config.objectives}
+        self.fixed_point = get_objective("fixed_point")
+        self.baseline: dict[str, Any] = {}
+        self.items: dict[int, dict[str, Any]] = {}
+        self.consecutive_failures = 0
+        self.stopped_reason: str | None = None
+        self.trials_run = 0  # trials this worker took, surplus ones included
+        self.surplus = 0
+        self.grid = None
+        if self.config.sampler == "grid":
+            from .space import grid_pairs
+
+            self.grid = grid_pairs(self.n_layers, self.config.space, self.period)
+
+    # ---- one trial ---------------------------------------------------------------------
+
+    def suggest(self, trial) -> LayerSchedule:
+        from .space import suggest_grid, suggest_schedule
+
+        if self.grid is not None:
+            return suggest_grid(trial, self.n_layers, self.grid)
+        return suggest_schedule(trial, self.n_layers, self.config.space, self.period)
+
+    def _baseline(self, name: str):
+        if name not in self.baseline:
+            objective = self.probes[name]
+            self.baseline[name] = objective.evaluate(
+                self.loaded, LayerSchedule.identity(self.n_layers), split=self.config.split, limit=self.limit
+            )
+        return self.baseline[name]
+
+    def __call__(self, trial) -> list[float]:
+        import optuna
+
+        trial.set_user_attr("worker", WORKER)  # first: a dead worker's trial can be told from a live one
+        self.trials_run += 1
+        schedule = self.suggest(trial)
+        key = str(schedule)
+        blocks = schedule.blocks(self.n_layers) or ()
+        trial.set_user_attr("schedule", key)  # published before the checks below read the others'
+        trial.set_user_attr("blocks", ",".join(str(b) for b in blocks) or "none")
+        trial.set_user_attr("added_layers", schedule.added_layers(self.n_layers))
+        if not admitted(self.study, trial, self.config.trials):
+            reason = f"surplus: the study had {self.config.trials} trials finished or running when it started"
+            trial.set_user_attr("surplus", True)
+            trial.set_user_attr("fail_reason", reason)
+            raise Surplus(reason)
+        if self.tracker is not None:  # the trial's run is open while it runs: a crash leaves it RUNNING
+            t0 = time.perf_counter()
+            run = self.tracker.open_trial_run(self.parent_run, self.config.name, trial.number, {
+                "schedule": key, "blocks": trial.user_attrs["blocks"], "added_layers": schedule.added_layers(self.n_layers),
+                "sampler": self.config.sampler, **{f"optuna.{k}": v for k, v in trial.params.items()}})
+            trial.set_user_attr("mlflow_run", run)
+            self.timings.tracking += time.perf_counter() - t0
+            self.timings.trial_tracking += time.perf_counter() - t0
+        first = original_of(self.study, trial, key, fail_dead=fail_dead)
+        if first != trial.number:  # scored (or being scored) by a lower trial: never twice
+            trial.set_user_attr("duplicate_of", first)
+            trial.set_user_attr("pruned_reason", f"duplicate of trial {first}")
+            raise optuna.TrialPruned(f"duplicate of trial {first}")
+        start = time.perf_counter()
+        items: dict[str, Any] = {}
+        trial.set_user_attr("tokens", 0)
+        try:
+            for attempt in range(OOM_RETRIES + 1):
+                try:
+                    return self._evaluate(trial, schedule, items)
+                except Exception as exc:
+                    if not _out_of_memory(exc) or attempt == OOM_RETRIES:
+                        raise
+                    self._shrink_batches(exc)
+        except optuna.TrialPruned:
+            raise
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            trial.set_user_attr("fail_reason", reason[:500])
+            raise
+        finally:
+            seconds = time.perf_counter() - start
+            self.timings.evaluation += seconds
+            trial.set_user_attr("seconds", seconds)
+            self.items[trial.number] = items
+
+    def _shrink_batches(self, exc: Exception) -> None:
+        """After an out-of-memory error: free the cache and halve the tokens per batch."""
+        import torch
+
+        from ..scoring.engine import default_token_budget
+
+        budget = self.loaded.token_budget or default_token_budget(self.loaded.device)
+        self.loaded.token_budget = max(256, budget // 2)
+        if getattr(self.loaded.runtime, "prefix_cache", None) is not None:  # the new batches have new keys
+            self.loaded.runtime.prefix_cache.clear()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        log.warning("out of memory (%s); retrying the trial with %d tokens per batch", exc, self.loaded.token_budget)
+
+    def _evaluate(self, trial, schedule: LayerSchedule, items: dict[str, Any]) -> list[float]:
+        import math
+
+        import optuna
+
+        from ..scoring import evaluate_probes, paired_change
+
+        tokens = 0
+        fp = None
+        if self.config.screen.enabled or "fixed_point" in self.config.extra_objectives:
+            fp = self.fixed_point.evaluate(self.loaded, schedule)
+            tokens += fp.tokens
+            items["fixed_point"] = fp.items
+            trial.set_user_attr("fixed_point", {"score": fp.score, "interval": list(fp.interval), **fp.metrics})
+            reason = self._screen(fp)
+            if reason:
+                trial.set_user_attr("pruned_reason", reason)
+                trial.set_user_attr("tokens", tokens)
+                raise optuna.TrialPruned(reason)
+        values = []
+        scores = {}
+        # the probes share one engine pass: fuller batches, fewer forward calls
+        together = evaluate_probes(list(self.probes.values()), self.loaded, schedule, split=self.config.split,
+                                   limit=self.limit)
+        for name, result in zip(self.probes, together):
+            if not math.isfinite(result.score):
+                raise FloatingPointError(f"the {name} score is {result.score} (non-finite model output?)")
+            if schedule.is_identity(self.n_layers):
+                self.baseline.setdefault(name, result)
+            change, lo, hi = paired_change(result, self._baseline(name))
+            tokens += result.tokens
+            items[name] = result.items
+            scores[name] = {"score": result.score, "interval": list(result.interval), "noise": result.noise,
+                            "change": change, "change_interval": [lo, hi], "seconds": result.seconds}
+            values.append(result.score)
+        trial.set_user_attr("scores", scores)
+        trial.set_user_attr("tokens", tokens)
+        if "fixed_point" in self.config.extra_objectives:
+            values.append(fp.score)
+        if "added_layers" in self.config.extra_objectives:
+            values.append(float(schedule.added_layers(self.n_layers)))
+        return values
+
+    def _screen(self, fp) -> str | None:
+        screen = self.config.screen
+        if fp.metrics.get("kl", 0.0) > screen.max_kl:
+            return f"fixed-point screen: next-token KL {fp.metrics['kl']:.3f} > {screen.max_kl}"
+        for key, value in fp.metrics.items():
+            if key.endswith("_contraction") and value > screen.max_contraction:
+                return f"fixed-point screen: {key.split('_')[0]} contraction {value:.2f} > {screen.max_contraction}"
+        return None
+
+    # ---- after each trial ---------------------------------------------------------------
+
+    def on_finished(self, study, trial) -> None:
+        from optuna.trial import TrialState
+
+        if trial.user_attrs.get("surplus"):
+            self.surplus += 1  # not a failure of the model: the study was full
+        elif trial.state == TrialState.FAIL:
+            self.consecutive_failures += 1
+            if self.consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
+                self.stopped_reason = (f"{self.consecutive_failures} trials failed in a row; the last: "
+                                       f"{trial.user_attrs.get('fail_reason', 'unknown error')}")
+                study.stop()
+        else:
+            self.consecutive_failures = 0
+        start = time.perf_counter()
+        if self.tracker is not None:
+            self.tracker.close_trial_run(trial, self.config.name, self.parent_run, items=self.items.pop(trial.number, None))
+        self.timings.tracking += time.perf_counter() - start
+        self.timings.trial_tracking += time.perf_counter() - start
+        if self.progress is not None:
+            self.progress.update(study, trial, self)

@@ -1,0 +1,144 @@
+"""Opening a study: its Optuna storage, its sampler, the study itself (new, resumed or joined).
+
+    >>> study = open_study(config)                      # create, or resume the stored one
+    >>> study = open_study(config, create=False)        # read it (a UserError if there is none)
+    >>> stored_config(study).trials, finished_count(study)
+
+A study records the resolved config it was created with; a later run must measure the same
+things (StudyConfig.SEARCH_DEFINING) or is refused. RDB storages get a heartbeat, so a killed
+worker's trials can be failed (recovery.py).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from ..errors import UserError
+from .config import ConfigError, StudyConfig, config_from_dict
+
+__all__ = ["GRACE", "HEARTBEAT", "finished_count", "make_sampler", "open_study", "storage_for", "stored_config"]
+
+HEARTBEAT, GRACE = 5, 10  # seconds: a trial whose worker is silent this long is failed
+CREATION_WAIT = 30  # seconds a joining worker waits for the creator to finish setting up a study
+
+
+def storage_for(url: str):
+    """An Optuna storage for url; RDB storages get a heartbeat so a killed worker's trials fail over.
+
+    Workers starting together on a new database may race to create its tables: a creation
+    that collides with another is retried. An unreachable database is a UserError at once.
+    """
+    import random
+    import warnings
+
+    import optuna
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    if url.startswith(("sqlite:", "postgresql", "mysql")):
+        shown = url
+        if url.startswith(("postgresql://", "postgres://")):  # the driver we install, whatever SQLAlchemy's default
+            url = "postgresql+psycopg://" + url.split("://", 1)[1]
+        engine: dict[str, Any] = {"pool_pre_ping": True}
+        if url.startswith("sqlite:"):  # several local workers may share one file: wait for its lock
+            engine = {"connect_args": {"timeout": 60}}
+        elif url.startswith("postgresql"):
+            engine["connect_args"] = {"connect_timeout": 10}
+        for attempt in range(5):
+            try:
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT,
+                                                  grace_period=GRACE)
+            except (IntegrityError, ProgrammingError):
+                if attempt == 4:
+                    raise
+                time.sleep(0.2 + random.random())  # another worker is creating the same tables
+            except Exception as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise UserError(f"cannot open storage {shown}: {first}") from None
+    return url
+
+
+def make_sampler(config: StudyConfig, grid: list[str] | None = None, seed: int | None | str = "config"):
+    """The config's sampler; seed "config" means config.seed, None fresh randomness."""
+    import optuna
+
+    import warnings
+
+    seed, name = (config.seed if seed == "config" else seed), config.sampler
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    if name == "nsga3":
+        return optuna.samplers.NSGAIIISampler(seed=seed)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed, warn_independent_sampling=False)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "grid":
+        from .space import GRID_PARAM
+
+        return optuna.samplers.GridSampler({GRID_PARAM: grid}, seed=seed)
+    raise ConfigError(f"unknown sampler {name!r}")
+
+
+def open_study(config: StudyConfig, create: bool = True, grid: list[str] | None = None,
+               on_create: Callable[[Any], None] | None = None, seed: int | None | str = "config"):
+    """The stored study of this name, or a new one; a stored one must measure the same things.
+
+    When several workers start at once, one create_study wins; it runs on_create(study) (the
+    MLflow parent run, the unmodified trial) and stores the config last. The others wait for
+    that config, so they never work on a half-made study.
+    """
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = storage_for(config.storage_url())
+    sampler = make_sampler(config, grid, seed) if create else None
+    names = {s.study_name for s in optuna.get_all_study_summaries(storage)} if create else None
+    try:
+        if create and config.name not in names:
+            try:
+                study = optuna.create_study(study_name=config.name, storage=storage, sampler=sampler,
+                                            directions=config.directions())
+            except optuna.exceptions.DuplicatedStudyError:
+                study = None  # another worker created it a moment ago: join it below
+            if study is not None:
+                study.set_user_attr("objectives", config.objective_names())
+                study.set_metric_names(config.objective_names())  # optuna-dashboard's axis titles
+                if on_create is not None:
+                    on_create(study)
+                study.set_user_attr("config", config.to_dict())
+                return study
+        study = optuna.load_study(study_name=config.name, storage=storage, sampler=sampler)
+    except KeyError:
+        raise UserError(f"no study named {config.name!r} in {config.storage_url()}") from None
+    if create:
+        deadline = time.monotonic() + CREATION_WAIT
+        while "config" not in study.user_attrs and time.monotonic() < deadline:
+            time.sleep(0.2)  # its creator is still setting it up
+            study = optuna.load_study(study_name=config.name, storage=storage, sampler=sampler)
+    stored = study.user_attrs.get("config")
+    if create and stored:
+        differences = [k for k in StudyConfig.SEARCH_DEFINING if stored.get(k) != config.to_dict().get(k)]
+        if differences:
+            raise ConfigError(
+                f"study {config.name!r} was created with other settings for {', '.join(differences)}; "
+                "run it with those, or start a new study with --study NAME"
+            )
+    return study
+
+
+def stored_config(study) -> StudyConfig:
+    data = study.user_attrs.get("config")
+    if not data:
+        raise UserError(f"study {study.study_name!r} has no stored rys-search config")
+    return config_from_dict(data, where=f"study {study.study_name!r}")
+
+
+def finished_count(study) -> int:
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
