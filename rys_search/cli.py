@@ -472,7 +472,10 @@ def cmd_pareto(args: argparse.Namespace) -> int:
         _quiet_transformers()
         heldout_scores(study, stored_config(study))
     rows = pareto_rows(study)
-    _publish(study)
+    try:
+        _publish(study)
+    except Exception as exc:  # the Pareto set is printed even when the tracking store is out of reach
+        logging.getLogger("rys_search").warning("MLflow's Pareto tags not updated: %s", str(exc).splitlines()[0] if str(exc) else exc)
     if args.json:
         print(json.dumps({"study": args.study, "pareto": rows}, indent=1, default=str))
     else:

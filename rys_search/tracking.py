@@ -191,11 +191,15 @@ class Tracker:
                 return runs
 
     def mark_pareto(self, study: str, members: set[int]) -> int:
-        """Tag the study's trial runs rys.pareto = true (members) or false (the others); return the count changed."""
+        """Tag the members' runs rys.pareto = true, and false where a run that was a member is one no more.
+
+        Only what changed is written (a call per run on a tracking server); returns how many.
+        """
         changed = 0
         for run in self.trial_runs(study):
-            want = "true" if int(run.data.tags.get("rys.trial", -1)) in members else "false"
-            if run.data.tags.get("rys.pareto") != want:
+            now = run.data.tags.get("rys.pareto")
+            want = "true" if int(run.data.tags.get("rys.trial", -1)) in members else ("false" if now else None)
+            if want is not None and now != want:
                 self.client.set_tag(run.info.run_id, "rys.pareto", want)
                 changed += 1
         return changed

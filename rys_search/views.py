@@ -15,6 +15,7 @@ a numbered group, and scores are logged first:
     3_interval/OBJ_lo ...  95% bounds of the score and of the change, and the noise
     4_fixed_point/...      fixed-point score, KL, blocks, worst block contraction and seam
     5_cost/...             seconds and tokens per second
+    6_confirmed/OBJ ...    the confirmation stage's score and change, where a trial has them
 
 A saved view is an experiment tag `mlflow.sharedViewState.ID` holding MLflow's view-state
 envelope (name, createdAt, state); `#/experiments/E/runs?viewStateShareKey=ID` opens it, and the
@@ -44,7 +45,7 @@ __all__ = [
 
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # MLflow 3: model training, not GenAI
 VIEW_TAG_PREFIX = "mlflow.sharedViewState."
-GROUPS = ("1_score", "2_change", "3_interval", "4_fixed_point", "5_cost")
+GROUPS = ("1_score", "2_change", "3_interval", "4_fixed_point", "5_cost", "6_confirmed")
 ML_WORKFLOW = "workflowType=machine_learning"
 DECIMALS = 4
 
@@ -101,6 +102,11 @@ def trial_metrics(trial: Any) -> dict[str, float]:
         metrics[metric_name("5_cost", "seconds")] = seconds
         if seconds > 0 and _finite(attrs.get("tokens")):
             metrics[metric_name("5_cost", "tokens_per_second")] = attrs["tokens"] / seconds
+    confirmed = attrs.get("confirmed") if isinstance(attrs.get("confirmed"), dict) else {}
+    for name, c in confirmed.items():  # the confirmation stage's values, once it has run
+        if isinstance(c, dict):
+            metrics[metric_name("6_confirmed", name)] = c.get("score")
+            metrics[metric_name("6_confirmed", f"{name}_change")] = c.get("change")
     # four decimals: the UI prints a metric's every digit, and the exact values stay in Optuna's storage
     return {k: round(float(v), DECIMALS) for k, v in metrics.items() if _finite(v)}
 

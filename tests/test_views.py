@@ -41,6 +41,10 @@ def test_metrics_are_grouped_ordered_rounded_and_finite():
     assert metrics["4_fixed_point/contraction_max"] == 1.3 and metrics["4_fixed_point/seam_max"] == 0.2
     assert metrics["5_cost/tokens_per_second"] == 500.0
     assert all(math.isfinite(v) for v in metrics.values())
+    confirmed = trial_metrics(trial(scores=SCORES, seconds=1.0, confirmed={"math": {"score": 24.0, "change": 0.6}, "eq": "?"}))
+    assert list(confirmed)[-2:] == ["6_confirmed/math", "6_confirmed/math_change"]
+    assert confirmed["6_confirmed/math"] == 24.0 and confirmed["6_confirmed/math_change"] == 0.6
+    assert not any(k.startswith("6_confirmed/eq") for k in confirmed)
 
 
 def test_the_unmodified_trial_logs_no_block_figures_and_nothing_empty():

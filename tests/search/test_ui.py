@@ -46,7 +46,7 @@ def test_a_study_opens_named_and_tagged_in_mlflow(tiny_folder, workdir, capsys):
             continue
         run = by_trial[t.number]
         assert run.info.run_name.startswith(f"#{t.number} ") and t.user_attrs["schedule"] in run.info.run_name
-        assert run.data.tags["rys.pareto"] == ("true" if t.number in members else "false")
+        assert run.data.tags.get("rys.pareto") == ("true" if t.number in members else None)
         assert run.data.tags.get("rys.reason", "x") != ""  # no empty tags
         assert all(math.isfinite(v) for v in run.data.metrics.values())
         if t.state.name == "COMPLETE":
@@ -59,6 +59,11 @@ def test_a_study_opens_named_and_tagged_in_mlflow(tiny_folder, workdir, capsys):
     tracker.client.set_tag(by_trial[some].info.run_id, "rys.pareto", "false")
     assert main(["pareto", "--study", "named", "--no-heldout"]) == 0
     assert tracker.client.get_run(by_trial[some].info.run_id).data.tags["rys.pareto"] == "true"
+    other = next((n for n in by_trial if n not in members), None)
+    if other is not None:  # a former member loses the tag's "true"
+        tracker.client.set_tag(by_trial[other].info.run_id, "rys.pareto", "true")
+        assert main(["pareto", "--study", "named", "--no-heldout"]) == 0
+        assert tracker.client.get_run(by_trial[other].info.run_id).data.tags["rys.pareto"] == "false"
 
     import importlib.util
 
