@@ -169,7 +169,6 @@ def _view_state(objectives: list[str], metric_keys: list[str], search: str, extr
         "orderByKey": _key("metrics", scores[0]) if scores else "attributes.start_time",
         "orderByAsc": False,
         "selectedColumns": columns,
-        "columnWidths": {_key("params", "schedule"): 260},
         "runsHiddenMode": "SHOW_ALL",  # MLflow's default charts only the first 10 runs
         "compareRunCharts": charts,
         "compareRunSections": sections,
