@@ -25,6 +25,7 @@ from .views import EXPERIMENT_KIND, pareto_markdown, saved_views, study_run_name
 __all__ = ["EXPERIMENT", "Tracker", "trial_metrics", "ui_command"]
 
 EXPERIMENT = "rys-search"
+READ_TRIES, READ_WAIT = 4, 1.0  # reading the parent run: tries, and the first wait between them (doubling)
 log = logging.getLogger(__name__)
 
 
@@ -70,12 +71,14 @@ class Tracker:
         if uri.startswith(("http://", "https://")):
             _check_server(uri)
         self.client = MlflowClient(tracking_uri=uri)
+        from mlflow.exceptions import MlflowException
+
         experiment = self.client.get_experiment_by_name(EXPERIMENT)
         if experiment is None:
             try:
                 self.client.create_experiment(EXPERIMENT, artifact_location=_artifact_root(uri), tags=EXPERIMENT_KIND)
-            except Exception:  # another worker created it a moment ago
-                pass
+            except MlflowException as exc:  # another worker created it a moment ago (checked below)
+                log.debug("create_experiment: %s", exc)
             experiment = self.client.get_experiment_by_name(EXPERIMENT)
             if experiment is None:
                 raise UserError(f"cannot create the MLflow experiment {EXPERIMENT!r} at {uri}")
@@ -87,15 +90,19 @@ class Tracker:
     # ---- study ------------------------------------------------------------------------
 
     def study_run(self, study: str, config: dict[str, Any], existing: str | None = None) -> str:
-        """The study's parent run: the stored one when resuming, else a new one."""
+        """The study's parent run: the stored one when resuming, else a new one.
+
+        Only a parent run that the tracking store says does not exist is replaced; one that
+        cannot be read (a server that does not answer for a moment) is tried again, and then
+        the run stops with a UserError, so a blip never splits a study over two parent runs.
+        """
         if existing:
-            try:
-                run = self.client.get_run(existing)
+            run = self._read_run(existing)
+            if run is not None:
                 if run.info.status != "RUNNING":
                     self.client.update_run(existing, status="RUNNING")
                 return existing
-            except Exception:
-                log.warning("parent run %s of study %s is gone; starting a new one", existing, study)
+            log.warning("parent run %s of study %s is gone; starting a new one", existing, study)
         run = self.client.create_run(self.experiment_id, run_name=study_run_name(study),
                                      tags={"rys.study": study, "rys.kind": "study"})
         run_id = run.info.run_id
@@ -103,6 +110,25 @@ class Tracker:
         self._batch(run_id, params={k: v for k, v in flat.items()})
         self.client.log_dict(run_id, config, "config.json")
         return run_id
+
+    def _read_run(self, run_id: str) -> Any:
+        """The run, or None when the store says it does not exist; READ_TRIES tries, then a UserError."""
+        from mlflow.exceptions import MlflowException
+
+        for attempt in range(READ_TRIES):
+            try:
+                return self.client.get_run(run_id)
+            except MlflowException as exc:
+                if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                    return None
+                error: Exception = exc
+            except OSError as exc:  # the connection itself (requests' errors are OSErrors)
+                error = exc
+            if attempt < READ_TRIES - 1:
+                time.sleep(READ_WAIT * 2**attempt)
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"cannot read the study's MLflow parent run {run_id} at {self.uri} "
+                        f"({READ_TRIES} tries): {reason}")
 
     def close_study(self, run_id: str, pareto: list[dict[str, Any]], figures: dict[str, Any], metrics: dict[str, float],
                     objectives: list[str] | None = None) -> None:
@@ -126,9 +152,10 @@ class Tracker:
         self._batch(run.info.run_id, params=params)
         return run.info.run_id
 
-    def close_trial_run(self, trial: Any, study: str, parent: str, items: dict[str, Any] | None = None) -> str:
-        """Log a finished trial's metrics, tags and items, and end its run with the trial's state."""
-        run_id = trial.user_attrs.get("mlflow_run")
+    def close_trial_run(self, trial: Any, study: str, parent: str, items: dict[str, Any] | None = None,
+                        run_id: str | None = None) -> str:
+        """Log a finished trial's metrics, tags and items, and end its run (default: the trial's) in the trial's state."""
+        run_id = run_id or trial.user_attrs.get("mlflow_run")
         if run_id is None:  # a trial that never opened a run (it failed before): open one now
             run_id = self.open_trial_run(parent, study, trial.number, {"schedule": trial.user_attrs.get("schedule", "")})
         state = trial.state.name
@@ -163,12 +190,8 @@ class Tracker:
             mine = runs.get(trial.number, [])
             keep = next((r for r in mine if r.info.run_id == trial.user_attrs.get("mlflow_run")), None) or (mine[0] if mine else None)
             if keep is None or keep.info.status != want or keep.data.tags.get("rys.state") != trial.state.name:
-                if keep is None:
-                    fixed["created"] += 1
-                else:
-                    fixed["closed"] += 1
-                    trial = _with_run(trial, keep.info.run_id)
-                self.close_trial_run(trial, name, parent)
+                fixed["created" if keep is None else "closed"] += 1
+                self.close_trial_run(trial, name, parent, run_id=keep.info.run_id if keep is not None else None)
             for run in mine:
                 if keep is not None and run.info.run_id != keep.info.run_id:
                     self.client.delete_run(run.info.run_id)
@@ -222,24 +245,14 @@ class Tracker:
 
     def _batch(self, run_id: str, params: dict[str, Any] | None = None, metrics: dict[str, float] | None = None,
                tags: dict[str, str] | None = None) -> None:
-        """One request per 100 entries (a tracking server is a round trip per call)."""
+        """Params, metrics and tags in one log_batch (MLflow cuts it into the batches its store takes)."""
         from mlflow.entities import Metric, Param, RunTag
 
         now = int(time.time() * 1000)
         ps = [Param(k, str(v)[:6000]) for k, v in (params or {}).items()]
         ms = [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items() if v is not None and math.isfinite(float(v))]
         ts = [RunTag(k, v) for k, v in (tags or {}).items()]
-        for at in range(0, max(len(ps), len(ms), len(ts)), 100):  # the store takes at most 100 params per call
-            self.client.log_batch(run_id, metrics=ms[at : at + 100], params=ps[at : at + 100], tags=ts[at : at + 100])
-
-
-def _with_run(trial: Any, run_id: str) -> Any:
-    """The frozen trial with its user attrs naming run_id (finished trials cannot be updated)."""
-    import copy
-
-    clone = copy.copy(trial)
-    clone._user_attrs = {**trial.user_attrs, "mlflow_run": run_id}
-    return clone
+        self.client.log_batch(run_id, metrics=ms, params=ps, tags=ts)
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

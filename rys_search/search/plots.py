@@ -14,11 +14,13 @@ matplotlib only (Agg), imported when a study closes.
 from __future__ import annotations
 
 import itertools
+import logging
 from typing import Any
 
 import numpy as np
 
 __all__ = ["study_figures"]
+log = logging.getLogger(__name__)
 
 
 def _complete(study):
@@ -221,5 +223,6 @@ def _importances(study: Any, k: int) -> dict[str, float]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return optuna.importance.get_param_importances(study, target=lambda t: sign * t.values[k])
-    except Exception:  # dynamic spaces can leave no parameter common to enough trials
+    except (ValueError, RuntimeError) as exc:  # dynamic spaces can leave no parameter common to enough trials
+        log.debug("no parameter importances: %s", exc)
         return {}

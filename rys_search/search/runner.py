@@ -18,7 +18,7 @@ from typing import Any
 
 from ..schedule import LayerSchedule
 from .config import StudyConfig
-from .parallel import WORKER, Surplus, admitted, original_of
+from .parallel import WORKER, Surplus, admitted, original_of, utc_offset
 from .recovery import fail_dead
 
 __all__ = ["StudyRunner", "Timings"]
@@ -96,6 +96,7 @@ class StudyRunner:
         import optuna
 
         trial.set_user_attr("worker", WORKER)  # first: a dead worker's trial can be told from a live one
+        trial.set_user_attr("utc_offset", utc_offset())  # its times are this host's local times
         self.trials_run += 1
         schedule = self.suggest(trial)
         key = str(schedule)

@@ -33,7 +33,7 @@ def storage_for(url: str):
     import warnings
 
     import optuna
-    from sqlalchemy.exc import IntegrityError, ProgrammingError
+    from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     if url.startswith(("sqlite:", "postgresql", "mysql")):
@@ -53,7 +53,7 @@ def storage_for(url: str):
                 if attempt == 4:
                     raise
                 time.sleep(0.2 + random.random())  # another worker is creating the same tables
-            except Exception as exc:
+            except (SQLAlchemyError, ImportError, ValueError, OSError) as exc:  # unreachable, bad URL, no driver
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise UserError(f"cannot open storage {shown}: {first}") from None
     return url
@@ -61,27 +61,14 @@ def storage_for(url: str):
 
 def make_sampler(config: StudyConfig, grid: list[str] | None = None, seed: int | None | str = "config"):
     """The config's sampler; seed "config" means config.seed, None fresh randomness."""
-    import optuna
+    from .samplers import build_sampler
+    from .space import GRID_PARAM
 
-    import warnings
-
-    seed, name = (config.seed if seed == "config" else seed), config.sampler
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
-    if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
-    if name == "nsga3":
-        return optuna.samplers.NSGAIIISampler(seed=seed)
-    if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed, warn_independent_sampling=False)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "grid":
-        from .space import GRID_PARAM
-
-        return optuna.samplers.GridSampler({GRID_PARAM: grid}, seed=seed)
-    raise ConfigError(f"unknown sampler {name!r}")
+    try:
+        return build_sampler(config.sampler, config.seed if seed == "config" else seed,
+                             {GRID_PARAM: grid} if grid is not None else None)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def open_study(config: StudyConfig, create: bool = True, grid: list[str] | None = None,
