@@ -17,6 +17,8 @@
 run, pareto, status, ls and export take the same study-locating flags (--study, --config,
 --storage, --tracking-uri; _study_options), so a run's flags can be repeated after it.
     rys-search export [--model M] (--schedule S | --rys I,J) --format gguf|hf --out DIR [--type q8_0]
+    rys-search ui --study NAME [--compare pareto|3,5,8] [--dashboard] [--port N]
+    rys-search report --study NAME [--out FILE.html]
 
 Bad input (a schedule, a model path, an option) ends with one line on stderr and exit
 status 2; --debug shows the traceback instead. Heavy libraries are imported inside the
@@ -152,6 +154,21 @@ def build_parser() -> argparse.ArgumentParser:
                      help="skip loading the export back through transformers and llama.cpp")
     exp.add_argument("--json", action="store_true", help="print the results as JSON")
     exp.set_defaults(func=cmd_export)
+
+    ui = sub.add_parser("ui", help="open the study in the MLflow UI (and optuna-dashboard) at the Pareto front")
+    _study_options(ui)
+    ui.add_argument("--compare", default="pareto", help="pareto (default) or trial numbers, e.g. 3,5,8")
+    ui.add_argument("--port", type=int, default=5000, help="port for mlflow ui (default 5000)")
+    ui.add_argument("--dashboard", action="store_true", help="also start optuna-dashboard (pip install 'rys-search[ui]')")
+    ui.add_argument("--dashboard-port", dest="dashboard_port", type=int, default=8080)
+    ui.add_argument("--for", dest="hold", type=float, default=None, metavar="SECONDS",
+                    help="stop after SECONDS (default: run until Ctrl-C)")
+    ui.set_defaults(func=cmd_ui)
+
+    rep = sub.add_parser("report", help="one self-contained HTML page of a study: scores, Pareto front, checks, plots")
+    _study_options(rep)
+    rep.add_argument("--out", help="the HTML file (default: NAME-report.html)")
+    rep.set_defaults(func=cmd_report)
     return parser
 
 
@@ -419,6 +436,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"time: load {sec['load']:.1f} s, evaluation {sec['evaluation']:.1f} s, sampler {sec['sampler']:.1f} s, "
           f"tracking {sec['tracking']:.1f} s, total {sec['total']:.1f} s")
     print(f"see every trial: {summary['mlflow_ui']}")
+    print(f"compare the Pareto front: rys-search ui --study {summary['study']}; "
+          f"a report: rys-search report --study {summary['study']}")
     if summary["stopped_reason"]:
         print(f"rys-search: stopped: {summary['stopped_reason']}", file=sys.stderr)
         return 1
@@ -484,6 +503,10 @@ def cmd_pareto(args: argparse.Namespace) -> int:
         _quiet_transformers()
         heldout_scores(study, stored_config(study))
     rows = pareto_rows(study)
+    try:
+        _publish(study, config)
+    except Exception as exc:  # the Pareto set is printed even when the tracking store is out of reach
+        logging.getLogger("rys_search").warning("MLflow's Pareto tags not updated: %s", str(exc).splitlines()[0] if str(exc) else exc)
     if args.json:
         print(json.dumps({"study": study.study_name, "pareto": rows}, indent=1, default=str))
         return 0
@@ -491,6 +514,79 @@ def cmd_pareto(args: argparse.Namespace) -> int:
     uri = tracking_uri_of(study, config)
     if uri:
         print(f"see every trial: {ui_command(uri)}")
+    return 0
+
+
+def _publish(study: Any, config: Any) -> None:
+    """Bring the MLflow UI's Pareto tags and saved views up to date (when the study has a tracking store)."""
+    from .search.reports import tracking_uri_of
+
+    uri = tracking_uri_of(study, config)
+    if not uri:
+        return
+    from .search.publish import name_objectives, publish_front
+    from .tracking import Tracker
+
+    name_objectives(study)
+    publish_front(Tracker(uri), study)
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from .search.publish import study_facts
+    from .search.storage import open_study
+    from .tracking import Tracker
+    from .ui import parse_compare, serve
+
+    compare = parse_compare(args.compare)
+    config = _study_config(args)
+    study = open_study(config, create=False)
+    from .search.reports import tracking_uri_of
+
+    facts = study_facts(study)
+    facts["tracking_uri"] = tracking_uri_of(study, config)
+    if not facts["tracking_uri"]:
+        raise UserError(f"study {study.study_name!r} has no MLflow tracking store recorded")
+    _publish(study, config)
+    if args.dashboard:
+        import importlib.util
+
+        if importlib.util.find_spec("optuna_dashboard") is not None:
+            from .search.publish import dashboard_notes
+
+            dashboard_notes(study)  # each trial's scores as a readable note above its raw attributes
+    serve(facts, Tracker(facts["tracking_uri"]).experiment_id, config.storage_url(), compare, port=args.port,
+          dashboard=args.dashboard, dashboard_port=args.dashboard_port, hold=args.hold)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .report import render_report
+    from .search.storage import open_study, stored_config
+    from .search.summary import study_summary
+
+    config = _study_config(args)
+    study = open_study(config, create=False)
+    data = study_summary(study)
+    figures = {}
+    if data["n_layers"] and data["pareto"]:
+        import io
+
+        import matplotlib.pyplot as plt
+
+        from .search.plots import study_figures
+
+        for name, figure in study_figures(study, stored_config(study), data["n_layers"]).items():
+            buffer = io.BytesIO()
+            figure.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
+            plt.close(figure)
+            figures[name] = buffer.getvalue()
+    out = Path(args.out or f"{study.study_name}-report.html")
+    staging = out.with_name(f".{out.name}.tmp")
+    staging.write_text(render_report(data, figures, storage=args.storage), encoding="utf-8")
+    staging.replace(out)
+    print(f"{out} ({out.stat().st_size / 1024:.0f} KiB): {len(data['pareto'])} Pareto members, {len(figures)} figures")
     return 0
 
 

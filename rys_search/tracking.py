@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import UserError
+from .views import EXPERIMENT_KIND, pareto_markdown, saved_views, study_run_name, trial_metrics, trial_run_name
 
 __all__ = ["EXPERIMENT", "Tracker", "trial_metrics", "trial_params", "ui_command"]
 
@@ -80,13 +81,16 @@ class Tracker:
         experiment = self.client.get_experiment_by_name(EXPERIMENT)
         if experiment is None:
             try:
-                self.client.create_experiment(EXPERIMENT, artifact_location=_artifact_root(uri))
+                self.client.create_experiment(EXPERIMENT, artifact_location=_artifact_root(uri), tags=EXPERIMENT_KIND)
             except MlflowException as exc:  # another worker created it a moment ago (checked below)
                 log.debug("create_experiment: %s", exc)
             experiment = self.client.get_experiment_by_name(EXPERIMENT)
             if experiment is None:
                 raise UserError(f"cannot create the MLflow experiment {EXPERIMENT!r} at {uri}")
         self.experiment_id = experiment.experiment_id
+        for key, value in EXPERIMENT_KIND.items():  # an experiment made before: open it on its runs too
+            if experiment.tags.get(key) != value:
+                self.client.set_experiment_tag(self.experiment_id, key, value)
 
     # ---- study ------------------------------------------------------------------------
 
@@ -104,7 +108,8 @@ class Tracker:
                     self.client.update_run(existing, status="RUNNING")
                 return existing
             log.warning("parent run %s of study %s is gone; starting a new one", existing, study)
-        run = self.client.create_run(self.experiment_id, run_name=study, tags={"rys.study": study, "rys.kind": "study"})
+        run = self.client.create_run(self.experiment_id, run_name=study_run_name(study),
+                                     tags={"rys.study": study, "rys.kind": "study"})
         run_id = run.info.run_id
         flat = _flatten(config)
         self._batch(run_id, params={k: v for k, v in flat.items()})
@@ -130,9 +135,10 @@ class Tracker:
         raise UserError(f"cannot read the study's MLflow parent run {run_id} at {self.uri} "
                         f"({READ_TRIES} tries): {reason}")
 
-    def close_study(self, run_id: str, pareto: list[dict[str, Any]], figures: dict[str, Any], metrics: dict[str, float]) -> None:
+    def close_study(self, run_id: str, pareto: list[dict[str, Any]], figures: dict[str, Any], metrics: dict[str, float],
+                    objectives: list[str] | None = None) -> None:
         self.client.log_dict(run_id, {"pareto": pareto}, "pareto.json")
-        self.client.log_text(run_id, _markdown_table(pareto), "pareto.md")
+        self.client.log_text(run_id, pareto_markdown(pareto, objectives), "pareto.md")
         for name, figure in figures.items():
             self.client.log_figure(run_id, figure, name)
         self._batch(run_id, metrics=metrics)
@@ -144,7 +150,7 @@ class Tracker:
         """A RUNNING run for a trial that starts now; close_trial_run finishes it (and logs its params)."""
         run = self.client.create_run(
             self.experiment_id,
-            run_name=f"{study} trial {trial_number}",
+            run_name=trial_run_name(trial_number, str(params.get("schedule", "")), params.get("added_layers") == 0),
             tags={"mlflow.parentRunId": parent, "rys.study": study, "rys.trial": str(trial_number),
                   "rys.state": "RUNNING", "rys.kind": "trial"},
         )
@@ -163,9 +169,14 @@ class Tracker:
         if run_id is None:  # a trial that never opened a run (pruned or failed before): open one now
             run_id = self.open_trial_run(parent, study, trial.number)
         state = trial.state.name
-        reason = trial.user_attrs.get("pruned_reason") or trial.user_attrs.get("fail_reason") or ""
+        tags = {"rys.state": state}
+        reason = trial.user_attrs.get("pruned_reason") or trial.user_attrs.get("fail_reason")
+        if reason:  # no empty tags: a complete trial has no reason
+            tags["rys.reason"] = str(reason)[:5000]
+        if trial.user_attrs.get("verdict"):
+            tags["rys.verdict"] = str(trial.user_attrs["verdict"])
         self._batch(run_id, params=params if params is not None else trial_params(trial), metrics=trial_metrics(trial),
-                    tags={"rys.state": state, "rys.reason": reason[:5000]})
+                    tags=tags)
         if items:
             self.client.log_dict(run_id, items, "items.json")
         self.client.set_terminated(run_id, status="FAILED" if state == "FAIL" else "FINISHED")
@@ -213,6 +224,30 @@ class Tracker:
             if not token:
                 return runs
 
+    def mark_pareto(self, study: str, members: set[int]) -> int:
+        """Tag the members' runs rys.pareto = true, and false where a run that was a member is one no more.
+
+        Only what changed is written (a call per run on a tracking server); returns how many.
+        """
+        changed = 0
+        for run in self.trial_runs(study):
+            now = run.data.tags.get("rys.pareto")
+            want = "true" if int(run.data.tags.get("rys.trial", -1)) in members else ("false" if now else None)
+            if want is not None and now != want:
+                self.client.set_tag(run.info.run_id, "rys.pareto", want)
+                changed += 1
+        return changed
+
+    def save_views(self, study: str, objectives: list[str], extra_columns: list[str] = ()) -> dict[str, str]:
+        """The study's saved views of the runs page (Pareto members, all trials) as experiment tags."""
+        keys: list[str] = []
+        for run in self.trial_runs(study):
+            keys += [k for k in run.data.metrics if k not in keys]
+        tags = saved_views(study, objectives, sorted(keys), extra_columns=list(extra_columns))
+        for key, value in tags.items():
+            self.client.set_experiment_tag(self.experiment_id, key, value)
+        return tags
+
     def log_export(self, run_id: str, result: dict[str, Any]) -> None:
         """Record an export of the trial's schedule in the trial's run: a tag per format and the details."""
         name = Path(result["path"]).name
@@ -238,23 +273,6 @@ def trial_params(trial) -> dict[str, Any]:
             "added_layers": attrs.get("added_layers", ""), **{f"optuna.{k}": v for k, v in trial.params.items()}}
 
 
-def trial_metrics(trial) -> dict[str, float]:
-    attrs = trial.user_attrs
-    metrics: dict[str, float] = {"seconds": attrs.get("seconds", 0.0)}
-    if attrs.get("seconds"):
-        metrics["tokens_per_second"] = attrs.get("tokens", 0) / attrs["seconds"]
-    for name, s in attrs.get("scores", {}).items():
-        metrics[name] = s["score"]
-        metrics[f"{name}_lo"], metrics[f"{name}_hi"] = s["interval"]
-        metrics[f"{name}_noise"] = s["noise"]
-        metrics[f"{name}_change"] = s["change"]
-        metrics[f"{name}_change_lo"], metrics[f"{name}_change_hi"] = s["change_interval"]
-    for key, value in attrs.get("fixed_point", {}).items():
-        if isinstance(value, (int, float)):
-            metrics[f"fixed_point_{key}"] = float(value)
-    return metrics
-
-
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in data.items():
@@ -264,13 +282,3 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
-
-
-def _markdown_table(rows: list[dict[str, Any]]) -> str:
-    if not rows:
-        return "(empty Pareto front)\n"
-    keys = list(rows[0])
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    for row in rows:
-        lines.append("| " + " | ".join(f"{row[k]:.2f}" if isinstance(row[k], float) else str(row[k]) for k in keys) + " |")
-    return "\n".join(lines) + "\n"

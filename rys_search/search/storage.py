@@ -98,6 +98,7 @@ def open_study(config: StudyConfig, create: bool = True, grid: list[str] | None 
                 study = None  # another worker created it a moment ago: join it below
             if study is not None:
                 study.set_user_attr("objectives", config.objective_names())
+                study.set_metric_names(config.objective_names())  # optuna-dashboard's axis titles
                 if on_create is not None:
                     on_create(study)
                 study.set_user_attr("config", config.to_dict())
