@@ -174,6 +174,7 @@ def main() -> None:
     parser.add_argument("--old-schedules", type=int, default=1, help="schedules the old path runs (after the unmodified model)")
     parser.add_argument("--stop", action="store_true", help="the new path also stops a row at a finished 'The answer is N'")
     parser.add_argument("--determinism", action="store_true", help="the issue-12 repeat checks")
+    parser.add_argument("--profile", action="store_true", help="a kernel profile of 16 eager decode steps under a schedule")
     parser.add_argument("--device", default=None)
     parser.add_argument("--dtype", default=None, help="float32 to compare the paths without bf16 rounding")
     args = parser.parse_args()
@@ -183,8 +184,7 @@ def main() -> None:
     from rys_search.chat import chat_ids
     from rys_search.schedule import LayerSchedule
     from rys_search.scoring.benchmarks import gsm8k_items
-    from rys_search.scoring.generation import generate_ids, generation_plan
-    from rys_search.scoring.engine import default_token_budget
+    from rys_search.scoring.generation import generate_ids, generation_budget, generation_plan
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
@@ -193,7 +193,7 @@ def main() -> None:
     items = gsm8k_items(Path(args.bench))[: args.prompts]
     prompts = [chat_ids(tok, item.prompt) for item in items]
     max_new = args.max_new_tokens
-    plan = generation_plan([len(p) for p in prompts], max_new, default_token_budget(loaded.device))
+    plan = generation_plan([len(p) for p in prompts], max_new, generation_budget(loaded))
     n = loaded.n_layers
     schedules = [LayerSchedule.identity(n)] + random_schedules(n, args.schedules, seed=0)
     stop = answered if args.stop else None
@@ -230,6 +230,8 @@ def main() -> None:
                   f"(capture failed)")
         if args.determinism:
             determinism(loaded, prompts, max_new, stop, new_runs, old_runs, schedules[0])
+        if args.profile:
+            profile(loaded, prompts, schedules[-1])
     finally:
         timer.close()
 
@@ -282,14 +284,40 @@ def determinism(loaded, prompts, max_new, stop, new_runs, old_runs, identity):
     os.environ["RYS_SEARCH_CUDA_GRAPHS"] = "0"
     report("new path, CUDA graphs off (eager decode steps)", generate_ids(loaded, prompts, max_new, stop=stop), base_new)
     os.environ.pop("RYS_SEARCH_CUDA_GRAPHS")
-    from rys_search.scoring.engine import default_token_budget
+    from rys_search.scoring.generation import generation_budget
 
-    half = default_token_budget(loaded.device) // 2
+    half = generation_budget(loaded) // 2
     report(f"new path, a different plan (token_budget {half})",
            generate_ids(loaded, prompts, max_new, token_budget=half, stop=stop), base_new)
     if base_old is not None:
+        from rys_search.scoring.engine import default_token_budget
+
+        other = default_token_budget(loaded.device) // 2
         report("old path again, after the schedules", old_generate(loaded, prompts, max_new), base_old)
-        report(f"old path, token budget {half} (other batches)", old_generate(loaded, prompts, max_new, half), base_old)
+        report(f"old path, token budget {other} (other batches)", old_generate(loaded, prompts, max_new, other), base_old)
+
+
+def profile(loaded, prompts, schedule, steps=16):
+    """GPU time by kernel over one batch's prefill (from the recorded prefix) and `steps` eager decode steps."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    from rys_search.scoring.generation import generate_ids
+
+    os.environ["RYS_SEARCH_CUDA_GRAPHS"] = "0"
+    loaded.runtime.set_schedule(schedule)
+    generate_ids(loaded, prompts, steps + 1)  # warm
+    with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        generate_ids(loaded, prompts, steps + 1)
+        torch.cuda.synchronize()
+    os.environ.pop("RYS_SEARCH_CUDA_GRAPHS")
+    loaded.runtime.reset()
+    events = [e for e in prof.key_averages() if getattr(e, "self_device_time_total", 0) > 0]
+    total = sum(e.self_device_time_total for e in events)
+    print(f"profile: {schedule}, all prompts, prefill + {steps} eager decode steps: GPU busy {total / 1e3:.1f} ms")
+    for e in sorted(events, key=lambda e: -e.self_device_time_total)[:14]:
+        print(f"  {e.self_device_time_total / 1e3:9.2f} ms {100 * e.self_device_time_total / total:5.1f}%  "
+              f"{e.count:>6}x  {e.key[:90]}")
 
 
 if __name__ == "__main__":

@@ -15,9 +15,9 @@ for the weights; building gguf-py's tensor-name map once per submodule of the mo
 dequantizing every tensor on one core. `fast_gguf_load` leaves transformers' loader as it is
 (names, q/k permutation, dtypes) and changes only those three steps while it is active: the file
 is parsed once, the name map built once per (architecture, layer count), and the tensors are
-dequantized ahead of the loader by a pool of threads over all cores (gguf-py's own dequantize,
-large tensors split by rows; numpy releases the GIL in its loops), at most `window` bytes ahead.
-Dequantization is a pure function of each tensor's bytes, so the tensors are the same.
+dequantized ahead of the loader by a pool of threads over all cores (gguf-py's own code, a few
+hundred rows per task; numpy releases the GIL in its loops), at most `window` bytes ahead.
+Dequantization is a pure function of each row's bytes, so the tensors are the same.
 """
 
 from __future__ import annotations
@@ -143,14 +143,18 @@ class _Prefetcher:
     """Dequantizes a reader's tensors in file order on a thread pool, keeping at most `window` bytes
     of results that the loader has not taken yet; take() hands them over by tensor identity."""
 
-    CHUNK = 1 << 22  # output elements per task: large tensors are split by rows
+    CHUNK = 1 << 19  # output elements per task: large tensors are split by rows
 
     def __init__(self, reader: Any, stats: FastLoadStats, dequantize: Any, window: int):
         from concurrent.futures import ThreadPoolExecutor
 
         from gguf import GGMLQuantizationType
+        from gguf import quants
 
         self.stats, self.dequantize, self.window = stats, dequantize, window
+        # a block of rows at once: gguf's dequantize works through 16-row groups, holding the GIL between them
+        self.by_rows = {q: cls.dequantize_rows for q, cls in getattr(quants, "_type_traits", {}).items()
+                        if hasattr(cls, "dequantize_rows")}
         self.tensors = [t for t in reader.tensors if t.tensor_type != GGMLQuantizationType.F32]
         self.order = {id(t.data): k for k, t in enumerate(self.tensors)}
         self.pool = ThreadPoolExecutor(max(1, stats.threads), thread_name_prefix="dequantize")
@@ -180,7 +184,7 @@ class _Prefetcher:
             self.submitted += 1
 
     def _rows(self, out, data, qtype, lo: int, hi: int) -> None:
-        out[lo:hi] = self.dequantize(data[lo:hi], qtype)
+        out[lo:hi] = self.by_rows.get(qtype, lambda rows: self.dequantize(rows, qtype))(data[lo:hi])
 
     def take(self, data: Any, qtype: Any):
         """The tensor whose bytes are `data`, dequantized (None: not one of this file's, or taken before)."""

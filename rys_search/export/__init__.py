@@ -32,7 +32,8 @@ from ..errors import UserError
 from ..schedule import LayerSchedule
 from .verify import VerificationFailed
 
-__all__ = ["ExportJob", "FORMATS", "VerificationFailed", "check_target", "export_schedule", "target_path"]
+__all__ = ["ExportJob", "FORMATS", "VerificationFailed", "check_target", "export_schedule", "target_path",
+           "verification_lines"]
 
 FORMATS = ("gguf", "hf")
 log = logging.getLogger(__name__)
@@ -242,7 +243,7 @@ def export_schedule(
             result["verification"] = _verify(model, schedule, staged, fmt, result["written_as"])
             result["verify_seconds"] = time.perf_counter() - t0
         if fmt == "hf":
-            card = model_card(provenance, fmt, target.name, _card_lines(result.get("verification")))
+            card = model_card(provenance, fmt, target.name, verification_lines(result.get("verification")))
             (staged / "README.md").write_text(card, encoding="utf-8")
         if target.exists():
             _remove(target)  # only reached with force
@@ -290,7 +291,8 @@ def _verify(loaded: Any, schedule: LayerSchedule, path: Path, fmt: str, written_
     return checks
 
 
-def _card_lines(verification: dict[str, Any] | None) -> dict[str, str]:
+def verification_lines(verification: dict[str, Any] | None) -> dict[str, str]:
+    """One line per check (transformers, llama.cpp): what the model card and `rys-search export` print."""
     if not verification:
         return {"not verified": "exported with --no-verify"}
     lines = {}

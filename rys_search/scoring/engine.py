@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import weakref
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Sequence
@@ -94,16 +95,16 @@ def call_cost(loaded: Any) -> int:
     if given is not None:
         return int(given)
     model = loaded.model
-    key = id(model)
-    if key not in _CALL_COSTS:
+    if model not in _CALL_COSTS:
         params = sum(p.numel() for p in model.parameters())
         rate = 4e14 if getattr(loaded.device, "type", str(loaded.device)) == "cuda" else 1e11
         layers = len(loaded.runtime.schedule) if getattr(loaded, "runtime", None) is not None else 1
-        _CALL_COSTS[key] = max(64, int(layers * 4e-4 * rate / (2 * params)))
-    return _CALL_COSTS[key]
+        _CALL_COSTS[model] = max(64, int(layers * 4e-4 * rate / (2 * params)))
+    return _CALL_COSTS[model]
 
 
-_CALL_COSTS: dict[int, int] = {}
+# keyed by the model itself, held weakly: an id() would be reused by the next model Python allocates
+_CALL_COSTS: "weakref.WeakKeyDictionary[Any, int]" = weakref.WeakKeyDictionary()
 
 
 def _pad_left(rows: list[Sequence[int]], pad_id: int, device: Any, keyed: bool = False):

@@ -7,12 +7,17 @@ Generate-mode probe suites and benchmarks (`evaluate`/`validate --mode generate`
 chat` and the export's greedy reference all run through `generate_ids`.
 
 The plan. Prompts are sorted by length, longest first, and cut into batches of at most
-`token_budget` padded tokens, counting max_new_tokens for every row (the device's default
-budget unless one is passed). The plan depends on the prompts, max_new_tokens and that budget
-alone: not on free memory, not on the smaller budget the study's out-of-memory retry sets
-(`loaded.token_budget`, which generation ignores), not on what ran before. In bf16 on a GPU a
-row's rounding depends on the shape of the batch it runs in, so a plan that changed between
-runs would change the greedy texts; a fixed plan gives the same texts every time.
+`token_budget` padded tokens, counting max_new_tokens for every row. The default budget is
+generation_budget(loaded): on a GPU as many tokens as a static cache of KV_CACHE_BYTES holds for
+the unmodified model (a decode step costs about the same for 100 rows as for 250, so fewer,
+larger batches take fewer steps), within 1-8 times the logprob engine's budget; on a CPU that
+budget. The plan depends on the prompts, max_new_tokens and that budget alone, and the budget on
+the model's shape alone: not on free memory, not on the schedule, not on the smaller budget the
+study's out-of-memory retry sets (`loaded.token_budget`, which generation ignores), not on what
+ran before. In bf16 on a GPU a row's rounding depends on the shape of the batch it runs in, so
+a plan that changed between runs would change the greedy texts; a fixed plan, with kernels that
+are reproducible for fixed shapes (benchmarks/generation_determinism.py), gives the same texts
+every time.
 
 Prefill. A batch's prompts run once, left-padded, through the runtime's prefix reuse
 (`ScheduledModel.forward`, keyed by a digest of the batch): under a schedule the call starts
@@ -43,9 +48,10 @@ from typing import Any, Callable, Sequence
 
 from .engine import _pad_id, _pad_left, batches_by_length, default_token_budget, digest
 
-__all__ = ["CHECK_EVERY", "end_tokens", "generate_ids", "generation_plan", "greedy_generate"]
+__all__ = ["CHECK_EVERY", "end_tokens", "generate_ids", "generation_budget", "generation_plan", "greedy_generate"]
 
 CHECK_EVERY = 8  # decode steps between two looks at the rows (end tokens, stop predicates)
+KV_CACHE_BYTES = 8 << 30  # the static cache a batch's plan may fill on a GPU (the unmodified model's layers)
 log = logging.getLogger(__name__)
 
 Stop = Callable[[str], bool]
@@ -54,6 +60,20 @@ Stop = Callable[[str], bool]
 def generation_plan(lengths: Sequence[int], max_new_tokens: int, token_budget: int) -> list[list[int]]:
     """The batches (indices of prompts) for prompts of these lengths: a function of its arguments only."""
     return batches_by_length([n + max_new_tokens for n in lengths], token_budget)
+
+
+def generation_budget(loaded: Any) -> int:
+    """Tokens per batch (prompt + new tokens, padded) when none is given: from the model's shape alone."""
+    base = default_token_budget(loaded.device)
+    if getattr(loaded.device, "type", str(loaded.device)) != "cuda":
+        return base
+    config = loaded.runtime.config
+    heads = config.num_attention_heads
+    groups = getattr(config, "num_key_value_heads", None) or heads
+    dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    size = next(loaded.model.parameters()).element_size()
+    per_token = loaded.runtime.n_layers * 2 * groups * dim * size
+    return int(min(8 * base, max(base, KV_CACHE_BYTES // per_token)))
 
 
 def end_tokens(loaded: Any) -> set[int]:
@@ -100,7 +120,7 @@ def generate_ids(
     results: list[list[int]] = [[] for _ in prompts]
     if max_new_tokens <= 0 or not prompts:
         return results
-    budget = token_budget or default_token_budget(loaded.device)
+    budget = token_budget or generation_budget(loaded)
     ends = end_tokens(loaded)
     with torch.no_grad():
         for batch in generation_plan([len(p) for p in prompts], max_new_tokens, budget):
@@ -116,7 +136,8 @@ class _StaticKV:
     offset: the position of the first layer that runs (a prefill from a recorded boundary runs
     layers numbered from 0); write: the cache positions (a device tensor) the current tokens go
     to; length: how many positions update() returns (the prompt's width in the prefill, all in
-    decode steps, where the mask hides what is not written yet).
+    decode steps, where the mask hides what is not written yet); seen: what get_seq_length()
+    answers (transformers derives unused cache positions from it; positions are always passed).
     """
 
     def __init__(self, n_layers: int, capacity: int):
@@ -219,8 +240,9 @@ class _Batch:
         ids, mask, positions = _pad_left(self.rows, _pad_id(loaded.tokenizer), "cpu")
         key = digest("greedy", ids, mask)
         ids, mask, positions = ids.to(device), mask.to(device), positions.to(device)
-        valid = torch.cat([mask.bool(), torch.ones((n, max_new), dtype=torch.bool, device=device)], dim=1)
-        cache = _StaticKV(len(runtime.schedule), width + max_new)
+        capacity = -(-(width + max_new) // 16) * 16  # a multiple of 16: aligned rows for the attention kernels
+        valid = torch.cat([mask.bool(), torch.ones((n, capacity - width), dtype=torch.bool, device=device)], dim=1)
+        cache = _StaticKV(len(runtime.schedule), capacity)
         kv_key = ("greedy-kv", key)
         start = self._start(key, kv_key)
         for boundary in range(1, start + 1):
@@ -235,7 +257,7 @@ class _Batch:
         del out, masks
         self._record(cache, kv_key, start)
         # decode: what a step reads and writes lives in tensors, so that the step can be a CUDA graph
-        cache.offset, cache.length, cache.seen = 0, width + max_new, width
+        cache.offset, cache.length, cache.seen = 0, capacity, width
         return _Step(runtime, cache, valid, first, positions[:, -1:] + 1, width, max_new, dtype)
 
     def _start(self, key: Any, kv_key: Any) -> int:
@@ -280,6 +302,33 @@ class _Batch:
             self.ended[r] = end
 
 
+DECODE_ATTENTION = "rys_decode"
+
+
+def _decode_attention_name() -> str:
+    """Register (once) the attention the decode steps use; transformers' layers look it up by name."""
+    from transformers import AttentionInterface
+
+    if DECODE_ATTENTION not in AttentionInterface._global_mapping:
+        AttentionInterface.register(DECODE_ATTENTION, _decode_attention)
+    return DECODE_ATTENTION
+
+
+def _decode_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, softcap=None, **kwargs):
+    """Attention of one new token per row over the static cache, the query heads of each key/value head
+    stacked as that head's queries: the keys and values are read once, not repeated per query head
+    (what transformers' SDPA path does for grouped-query attention with a mask)."""
+    import torch
+
+    rows, heads, length, dim = query.shape
+    groups = key.shape[1]
+    if length != 1 or softcap is not None or heads % groups:
+        raise NotImplementedError("the decode attention takes one query token per row and no soft-capping")
+    stacked = query.reshape(rows, groups, heads // groups, dim)  # query head h reads key/value head h // (heads // groups)
+    out = torch.nn.functional.scaled_dot_product_attention(stacked, key, value, attn_mask=attention_mask, scale=scaling)
+    return out.reshape(rows, 1, heads, dim), None
+
+
 class _Step:
     """The decode step and its state: the token each row feeds next, its position, the cache position."""
 
@@ -300,9 +349,14 @@ class _Step:
         self.use_graph = device.type == "cuda" and os.environ.get("RYS_SEARCH_CUDA_GRAPHS", "1") != "0"
 
     def step(self) -> None:
-        masks = _masks(self.runtime.config, self.valid, self.index, self.dtype)
-        logits = self.runtime.model(input_ids=self.tokens, position_ids=self.positions, attention_mask=masks,
-                                    past_key_values=self.cache, use_cache=True, logits_to_keep=1).logits
+        config = self.runtime.config
+        masks = _masks(config, self.valid, self.index, self.dtype)
+        attention, config._attn_implementation = config._attn_implementation, _decode_attention_name()
+        try:
+            logits = self.runtime.model(input_ids=self.tokens, position_ids=self.positions, attention_mask=masks,
+                                        past_key_values=self.cache, use_cache=True, logits_to_keep=1).logits
+        finally:
+            config._attn_implementation = attention
         chosen = logits[:, -1].argmax(-1)
         self.generated.index_copy_(1, self.index - self.column, chosen[:, None])
         self.tokens.copy_(chosen[:, None])

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import UserError
+from ..tables import check_table
 from .generators import GENERATORS
 
 __all__ = ["Item", "Suite", "SuiteError", "builtin_dir", "load_suites", "read_jsonl", "render"]
@@ -90,8 +91,8 @@ class Suite:
 
 
 def builtin_dir() -> Path:
-    """objectives/ at the top of the source tree."""
-    return Path(__file__).resolve().parents[2] / "objectives"
+    """The suites that ship with the package (objectives/ of the repository, linked in as rys_search/objectives)."""
+    return Path(__file__).resolve().parents[1] / "objectives"
 
 
 def render(template: str, fields: dict[str, Any], where: str) -> str:
@@ -214,15 +215,7 @@ def _load_suite(path: Path) -> Suite:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise SuiteError(f"{path}: not valid TOML ({exc})") from None
-    unknown = sorted(set(data) - set(_SUITE_KEYS))
-    if unknown:
-        raise SuiteError(f"{path}: unknown keys {', '.join(unknown)}; known: {', '.join(sorted(_SUITE_KEYS))}")
-    missing = [k for k in _REQUIRED if k not in data]
-    if missing:
-        raise SuiteError(f"{path}: missing keys {', '.join(missing)}")
-    for key, kind in _SUITE_KEYS.items():
-        if key in data and not isinstance(data[key], kind):
-            raise SuiteError(f"{path}: {key} must be a {kind.__name__}")
+    data = check_table(data, _SUITE_KEYS, str(path), required=_REQUIRED, error=SuiteError)
     if data["scorer"] not in SCORERS:
         raise SuiteError(f"{path}: unknown scorer {data['scorer']!r}; use one of {', '.join(SCORERS)}")
     source = data["source"]

@@ -10,6 +10,7 @@ CPU (so the default command finishes in minutes on a laptop).
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import tomllib
@@ -18,16 +19,21 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..scoring.objective import MODES
+from ..tables import check_table, check_type
+from .samplers import SAMPLERS
 
 __all__ = ["ConfigError", "Confirm", "SearchSpace", "Screen", "StudyConfig", "default_config_path", "load_config"]
 
-SAMPLERS = ("tpe", "nsga2", "nsga3", "gp", "random", "grid")
-MODES = ("logprob", "generate")
+ENCODINGS = ("define-by-run", "fixed")  # search/space.py and search/encoding.py
+FIXED_ENCODING_SAMPLERS = ("nsga2", "nsga3", "gp")  # learn only parameters every trial has: "auto" gives them "fixed"
 COST_OBJECTIVES = ("added_layers",)  # minimised; computed from the schedule, no model run
 AUTO = "auto"
 CPU_TRIALS, GPU_TRIALS = 12, 500
 CPU_LIMIT = 24
 CPU_CONFIRM_LIMIT, CPU_CONFIRMED = 4, 2
+GRID_SPACE = {"max_blocks": 1, "extra_passes": [1, 1]}  # the grid sampler's (i, j) grid: one block run twice
+log = logging.getLogger(__name__)
 
 
 class ConfigError(UserError):
@@ -41,6 +47,7 @@ class SearchSpace:
     extra_passes: tuple[int, int] = (1, 2)  # extra runs of a block, inclusive range
     max_added_layers: int = 16  # budget: sum over blocks of width x extra passes
     region: tuple[int, int] = (0, -1)  # first and last layer a block may use (negative: from the end)
+    encoding: str = AUTO  # "define-by-run", "fixed" (max_blocks slots, each on/off); "auto": by sampler
 
     def resolved_region(self, n_layers: int) -> tuple[int, int]:
         lo, hi = (x if x >= 0 else n_layers + x for x in self.region)
@@ -134,7 +141,8 @@ class StudyConfig:
             max_confirmed=c.max_confirmed if c.max_confirmed != AUTO else (
                 max(8, int(trials) // 10) if cuda else CPU_CONFIRMED),
         )
-        return replace(self, trials=trials, limit=limit, confirm=confirm)
+        return replace(self, trials=trials, limit=limit, confirm=confirm,
+                       space=replace(self.space, encoding=self.encoding()))
 
     def pinned(self, suites_key=None) -> "StudyConfig":
         """The config with each objective named by its versioned key ('math' -> 'math@1') and each
@@ -163,6 +171,12 @@ class StudyConfig:
             confirm = replace(confirm, objectives=chosen, bench=bench)
         return replace(self, objectives=objectives, confirm=confirm)
 
+    def encoding(self) -> str:
+        """The space's encoding: as configured, or for "auto" the sampler's ("fixed" for nsga2, nsga3, gp)."""
+        if self.space.encoding != AUTO:
+            return self.space.encoding
+        return "fixed" if self.sampler in FIXED_ENCODING_SAMPLERS else "define-by-run"
+
     def item_limit(self) -> int | None:
         return None if self.limit in (0, AUTO) else int(self.limit)
 
@@ -180,18 +194,8 @@ class StudyConfig:
 
 
 def default_config_path() -> Path:
-    return Path(__file__).resolve().parents[2] / "studies" / "default.toml"
-
-
-def _check_type(where: str, key: str, value: Any, kind: Any) -> Any:
-    if kind in (int, float) and isinstance(value, bool):
-        raise ConfigError(f"{where}: {key} must be a number, got {value!r}")
-    if kind is float and isinstance(value, int):
-        return float(value)
-    if not isinstance(value, kind):
-        name = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise ConfigError(f"{where}: {key} must be {name}, got {value!r}")
-    return value
+    """The default study config that ships with the package (studies/default.toml of the repository)."""
+    return Path(__file__).resolve().parents[1] / "studies" / "default.toml"
 
 
 def _pair(where: str, key: str, value: Any) -> tuple[int, int]:
@@ -201,21 +205,14 @@ def _pair(where: str, key: str, value: Any) -> tuple[int, int]:
 
 
 def _table(where: str, cls: type, data: Any) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where} must be a table")
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise ConfigError(f"{where}: unknown keys {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    values = {}
     defaults = cls()
-    for key, value in data.items():
-        default = getattr(defaults, key)
-        if isinstance(default, tuple) and len(default) == 2 and all(isinstance(x, int) for x in default):
-            values[key] = _pair(where, f"{key}", value)
-        else:
-            values[key] = _check_type(where, key, value, type(default))
-    return cls(**values)
+
+    def is_pair(value: Any) -> bool:
+        return isinstance(value, tuple) and len(value) == 2 and all(isinstance(x, int) for x in value)
+
+    kinds = {f.name: None if is_pair(getattr(defaults, f.name)) else type(getattr(defaults, f.name)) for f in fields(cls)}
+    values = check_table(data, kinds, where, error=ConfigError)
+    return cls(**{k: _pair(where, k, v) if kinds[k] is None else v for k, v in values.items()})
 
 
 def _confirm_table(where: str, data: Any) -> Confirm:
@@ -236,10 +233,9 @@ def _confirm_table(where: str, data: Any) -> Confirm:
 
 
 def _build(where: str, data: dict[str, Any]) -> StudyConfig:
-    known = {f.name for f in fields(StudyConfig)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"{where}: unknown keys {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    check_table(data, {f.name: None for f in fields(StudyConfig)}, where, error=ConfigError)  # unknown keys
+    if data.get("sampler") == "grid" and not isinstance(data.get("space"), SearchSpace):
+        data = {**data, "space": {**GRID_SPACE, **data.get("space", {})}}  # what the file leaves out, grid brings
     values: dict[str, Any] = {}
     for key, value in data.items():
         if key == "space":
@@ -259,7 +255,7 @@ def _build(where: str, data: dict[str, Any]) -> StudyConfig:
                 raise ConfigError(f"{where}: {key} must be a whole number or \"auto\", got {value!r}")
             values[key] = value
         else:
-            values[key] = _check_type(where, key, value, type(getattr(StudyConfig(), key)))
+            values[key] = check_type(where, key, value, type(getattr(StudyConfig(), key)), ConfigError)
     return _validate(where, StudyConfig(**values))
 
 
@@ -297,6 +293,10 @@ def _validate(where: str, c: StudyConfig) -> StudyConfig:
             f"{where}: space.max_added_layers ({s.max_added_layers}) is below the smallest block "
             f"(width {s.width[0]} x {s.extra_passes[0]} extra pass): no schedule fits"
         )
+    if s.encoding not in (AUTO, *ENCODINGS):
+        raise ConfigError(f"{where}: space.encoding must be {', '.join(ENCODINGS)} or auto, got {s.encoding!r}")
+    if c.sampler == "grid" and s.encoding == "fixed":
+        raise ConfigError(f"{where}: the grid sampler sweeps its own (i, j) pairs; space.encoding = \"fixed\" is for the other samplers")
     if c.sampler == "grid" and (s.max_blocks != 1 or s.extra_passes != (1, 1)):
         raise ConfigError(
             f"{where}: the grid sampler sweeps single blocks run twice (the (i, j) grid); "
@@ -333,7 +333,21 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any]
             continue
         # a table given on top of the file's ([confirm] enabled = false) changes only the keys it names
         merged[key] = {**data[key], **value} if isinstance(value, dict) and isinstance(data.get(key), dict) else value
+    if merged.get("sampler") == "grid" and data.get("sampler") != "grid" and isinstance(merged.get("space", {}), dict):
+        merged["space"] = _grid_space(merged.get("space", {}))  # the file's space was written for another sampler
     return _build(f"{file} with command-line options", merged)
+
+
+def _grid_space(space: dict[str, Any]) -> dict[str, Any]:
+    """The space with the grid sampler's settings in place of the file's, saying what it set."""
+    had = [f"space.{k} = {_as_list(space[k])}" for k, v in GRID_SPACE.items() if k in space and _as_list(space[k]) != v]
+    log.info("the grid sampler sweeps single blocks run twice: it sets space.max_blocks = 1, space.extra_passes = [1, 1]%s",
+             f" (the config had {', '.join(had)})" if had else "")
+    return {**space, **GRID_SPACE}
+
+
+def _as_list(value: Any) -> Any:
+    return list(value) if isinstance(value, (list, tuple)) else value
 
 
 def config_from_dict(data: dict[str, Any], where: str = "stored config") -> StudyConfig:

@@ -10,9 +10,54 @@ import sys
 import time
 from typing import Any
 
-from .storage import finished_count
+__all__ = ["FrontView", "Progress"]
 
-__all__ = ["Progress"]
+
+class FrontView:
+    """Finished trials, best value per objective and the Pareto front, kept up to date in memory.
+
+    Each read takes only the trials it has not seen finished (finished trials never change), so
+    a progress line costs the same at trial 500 as at trial 5; `study.best_trials` would
+    deep-copy every trial each time. The front follows Optuna's rule: a trial is on it unless
+    another complete trial is at least as good in every objective and better in one.
+    """
+
+    def __init__(self) -> None:
+        self.seen: set[int] = set()
+        self.finished = 0
+        self.best: list[float | None] = []
+        self.front: dict[int, tuple[float, ...]] = {}  # trial number -> values, signs turned to maximise
+        self.signs: list[float] = []
+        self.gains = 0  # trials whose confirmation found a gain
+
+    def read(self, study: Any) -> None:
+        from optuna.trial import TrialState
+
+        if not self.signs:
+            self.signs = [1.0 if d.name == "MAXIMIZE" else -1.0 for d in study.directions]
+            self.best = [None] * len(self.signs)
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+            if t.number in self.seen:
+                continue
+            self.seen.add(t.number)
+            self.finished += 1
+            self.gains += t.user_attrs.get("verdict") == "gain"
+            if t.state == TrialState.COMPLETE and t.values:
+                self.add(t.number, t.values)
+
+    def add(self, number: int, values: list[float]) -> None:
+        point = tuple(s * v for s, v in zip(self.signs, values))
+        for k, v in enumerate(values):
+            if self.best[k] is None or self.signs[k] * v > self.signs[k] * self.best[k]:
+                self.best[k] = v
+        if any(_dominates(other, point) for other in self.front.values()):
+            return
+        self.front = {n: p for n, p in self.front.items() if not _dominates(point, p)}
+        self.front[number] = point
+
+
+def _dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    return all(x >= y for x, y in zip(a, b)) and any(x > y for x, y in zip(a, b))
 
 
 class Progress:
@@ -24,22 +69,18 @@ class Progress:
         self.prefix = prefix  # one of several workers: lines, each marked, never redrawn in place
         self.tty = hasattr(self.out, "isatty") and self.out.isatty() and not prefix
         self.names = config.objective_names()
+        self.view = FrontView()
 
     def update(self, study: Any, trial: Any, runner: Any) -> None:
-        done = finished_count(study)
+        self.view.read(study)
+        done = self.view.finished
         target = self.config.trials
         new = max(1, done - self.already)
         elapsed = time.perf_counter() - self.start
         eta = elapsed / new * max(0, target - done)
-        best = []
-        complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE" and t.values]
-        for k, (name, direction) in enumerate(zip(self.names, study.directions)):
-            values = [t.values[k] for t in complete]
-            if values:
-                pick = max(values) if direction.name == "MAXIMIZE" else min(values)
-                best.append(f"{name} {pick:.2f}")
-        pareto = len(study.best_trials) if complete else 0
-        gains = sum(1 for t in complete if t.user_attrs.get("verdict") == "gain")
+        best = [f"{name} {value:.2f}" for name, value in zip(self.names, self.view.best) if value is not None]
+        pareto = len(self.view.front)
+        gains = self.view.gains
         state = trial.state.name.lower()
         confirmed = trial.user_attrs.get("verdict") if trial.user_attrs.get("confirmed") else None
         if confirmed:

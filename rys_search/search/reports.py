@@ -15,7 +15,7 @@ from typing import Any
 from .config import StudyConfig
 from .storage import finished_count, open_study, storage_for, stored_config
 
-__all__ = ["list_studies", "pareto_rows", "study_status", "trial_facts", "verdict_counts"]
+__all__ = ["list_studies", "pareto_rows", "study_status", "tracking_uri_of", "trial_facts", "verdict_counts"]
 
 
 def pareto_rows(study) -> list[dict[str, Any]]:
@@ -80,8 +80,13 @@ def verdict_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
     return dict(Counter(r["verdict"] for r in rows))
 
 
-def list_studies(storage: str | None = None) -> list[dict[str, Any]]:
-    """Every study in storage, or in each studies/*.db when no storage is named."""
+def tracking_uri_of(study, config: StudyConfig) -> str | None:
+    """Where the study's trials are in MLflow: the config's tracking URI if it names one, else the recorded one."""
+    return config.tracking_uri or study.user_attrs.get("tracking_uri")
+
+
+def list_studies(storage: str | None = None, name: str | None = None) -> list[dict[str, Any]]:
+    """Every study (or the one called name) in storage, or in each studies/*.db when no storage is named."""
     import optuna
     from pathlib import Path
 
@@ -90,6 +95,8 @@ def list_studies(storage: str | None = None) -> list[dict[str, Any]]:
     rows = []
     for url in urls:
         for summary in optuna.get_all_study_summaries(storage_for(url), include_best_trial=False):
+            if name is not None and summary.study_name != name:
+                continue
             study = optuna.load_study(study_name=summary.study_name, storage=storage_for(url))
             rows.append({"study": summary.study_name, "trials": summary.n_trials, "finished": finished_count(study),
                          "started": summary.datetime_start, "storage": url})
@@ -112,7 +119,7 @@ def study_status(config: StudyConfig) -> dict[str, Any]:
             pick = (max if direction.name == "MAXIMIZE" else min)(complete, key=lambda t: t.values[k])
             best[name] = {"value": pick.values[k], "trial": pick.number, "schedule": pick.user_attrs.get("schedule")}
     rows = pareto_rows(study) if complete else []
-    uri = study.user_attrs.get("tracking_uri")
+    uri = tracking_uri_of(study, config)
     return {
         "study": study.study_name, "storage": config.storage_url(), "model": stored.model, "sampler": stored.sampler,
         "objectives": names, "finished": finished_count(study), "target": stored.trials, "states": dict(states),

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..schedule import LayerSchedule
 from .config import StudyConfig
-from .parallel import WORKER, Surplus, admitted, original_of
+from .parallel import WORKER, Surplus, admitted, live_trials, original_of, utc_offset
 from .recovery import fail_dead
 
 __all__ = ["StudyRunner", "Timings"]
@@ -84,11 +84,13 @@ class StudyRunner:
     # ---- one trial ---------------------------------------------------------------------
 
     def suggest(self, trial) -> LayerSchedule:
+        from .encoding import suggest_fixed
         from .space import suggest_grid, suggest_schedule
 
         if self.grid is not None:
             return suggest_grid(trial, self.n_layers, self.grid)
-        return suggest_schedule(trial, self.n_layers, self.config.space, self.period)
+        suggest = suggest_fixed if self.config.encoding() == "fixed" else suggest_schedule
+        return suggest(trial, self.n_layers, self.config.space, self.period)
 
     def _baseline(self, name: str):
         if name not in self.baseline:
@@ -102,6 +104,7 @@ class StudyRunner:
         import optuna
 
         trial.set_user_attr("worker", WORKER)  # first: a dead worker's trial can be told from a live one
+        trial.set_user_attr("utc_offset", utc_offset())  # its times are this host's local times
         self.trials_run += 1
         schedule = self.suggest(trial)
         key = str(schedule)
@@ -109,24 +112,23 @@ class StudyRunner:
         trial.set_user_attr("schedule", key)  # published before the checks below read the others'
         trial.set_user_attr("blocks", ",".join(str(b) for b in blocks) or "none")
         trial.set_user_attr("added_layers", schedule.added_layers(self.n_layers))
-        if not admitted(self.study, trial, self.config.trials):
+        live = live_trials(self.study)  # one read, after the schedule is published, for both checks
+        if not admitted(self.study, trial, self.config.trials, live=live):
             reason = f"surplus: the study had {self.config.trials} trials finished or running when it started"
             trial.set_user_attr("surplus", True)
             trial.set_user_attr("fail_reason", reason)
             raise Surplus(reason)
-        if self.tracker is not None:  # the trial's run is open while it runs: a crash leaves it RUNNING
-            t0 = time.perf_counter()
-            run = self.tracker.open_trial_run(self.parent_run, self.config.name, trial.number, {
-                "schedule": key, "blocks": trial.user_attrs["blocks"], "added_layers": schedule.added_layers(self.n_layers),
-                "sampler": self.config.sampler, **{f"optuna.{k}": v for k, v in trial.params.items()}})
-            trial.set_user_attr("mlflow_run", run)
-            self.timings.tracking += time.perf_counter() - t0
-            self.timings.trial_tracking += time.perf_counter() - t0
-        first = original_of(self.study, trial, key, fail_dead=fail_dead)
+        first = original_of(self.study, trial, key, fail_dead=fail_dead, live=live)
         if first != trial.number:  # scored (or being scored) by a lower trial: never twice
             trial.set_user_attr("duplicate_of", first)
             trial.set_user_attr("pruned_reason", f"duplicate of trial {first}")
             raise optuna.TrialPruned(f"duplicate of trial {first}")
+        if self.tracker is not None:  # the trial's run is open while it runs: a crash leaves it RUNNING
+            t0 = time.perf_counter()
+            run = self.tracker.open_trial_run(self.parent_run, self.config.name, trial.number)  # params when it closes
+            trial.set_user_attr("mlflow_run", run)
+            self.timings.tracking += time.perf_counter() - t0
+            self.timings.trial_tracking += time.perf_counter() - t0
         start = time.perf_counter()
         items: dict[str, Any] = {}
         trial.set_user_attr("tokens", 0)
@@ -239,7 +241,10 @@ class StudyRunner:
             self.consecutive_failures = 0
         start = time.perf_counter()
         if self.tracker is not None:
-            self.tracker.close_trial_run(trial, self.config.name, self.parent_run, items=self.items.pop(trial.number, None))
+            from ..tracking import trial_params
+
+            self.tracker.close_trial_run(trial, self.config.name, self.parent_run, items=self.items.pop(trial.number, None),
+                                         params={**trial_params(trial), "sampler": self.config.sampler})
         self.timings.tracking += time.perf_counter() - start
         self.timings.trial_tracking += time.perf_counter() - start
         if self.progress is not None:

@@ -6,7 +6,8 @@
 
 A study records the resolved config it was created with; a later run must measure the same
 things (StudyConfig.SEARCH_DEFINING) or is refused. RDB storages get a heartbeat, so a killed
-worker's trials can be failed (recovery.py).
+worker's trials can be failed (recovery.py); a SQLite file gets a write-ahead log and commits
+without an fsync each (fastsqlite.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from typing import Any, Callable
 
 from ..errors import UserError
+from ..fastsqlite import fast_commits
 from .config import ConfigError, StudyConfig, config_from_dict
 
 __all__ = ["GRACE", "HEARTBEAT", "finished_count", "make_sampler", "open_study", "storage_for", "stored_config"]
@@ -33,7 +35,7 @@ def storage_for(url: str):
     import warnings
 
     import optuna
-    from sqlalchemy.exc import IntegrityError, ProgrammingError
+    from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     if url.startswith(("sqlite:", "postgresql", "mysql")):
@@ -47,13 +49,15 @@ def storage_for(url: str):
             engine["connect_args"] = {"connect_timeout": 10}
         for attempt in range(5):
             try:
-                return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT,
-                                                  grace_period=GRACE)
+                storage = optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT,
+                                                     grace_period=GRACE)
+                fast_commits(storage.engine)  # a SQLite file: WAL, commits without an fsync each
+                return storage
             except (IntegrityError, ProgrammingError):
                 if attempt == 4:
                     raise
                 time.sleep(0.2 + random.random())  # another worker is creating the same tables
-            except Exception as exc:
+            except (SQLAlchemyError, ImportError, ValueError, OSError) as exc:  # unreachable, bad URL, no driver
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise UserError(f"cannot open storage {shown}: {first}") from None
     return url
@@ -61,27 +65,14 @@ def storage_for(url: str):
 
 def make_sampler(config: StudyConfig, grid: list[str] | None = None, seed: int | None | str = "config"):
     """The config's sampler; seed "config" means config.seed, None fresh randomness."""
-    import optuna
+    from .samplers import build_sampler
+    from .space import GRID_PARAM
 
-    import warnings
-
-    seed, name = (config.seed if seed == "config" else seed), config.sampler
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
-    if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
-    if name == "nsga3":
-        return optuna.samplers.NSGAIIISampler(seed=seed)
-    if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed, warn_independent_sampling=False)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "grid":
-        from .space import GRID_PARAM
-
-        return optuna.samplers.GridSampler({GRID_PARAM: grid}, seed=seed)
-    raise ConfigError(f"unknown sampler {name!r}")
+    try:
+        return build_sampler(config.sampler, config.seed if seed == "config" else seed,
+                             {GRID_PARAM: grid} if grid is not None else None)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def open_study(config: StudyConfig, create: bool = True, grid: list[str] | None = None,
@@ -107,6 +98,7 @@ def open_study(config: StudyConfig, create: bool = True, grid: list[str] | None 
                 study = None  # another worker created it a moment ago: join it below
             if study is not None:
                 study.set_user_attr("objectives", config.objective_names())
+                study.set_metric_names(config.objective_names())  # optuna-dashboard's axis titles
                 if on_create is not None:
                     on_create(study)
                 study.set_user_attr("config", config.to_dict())
@@ -124,8 +116,12 @@ def open_study(config: StudyConfig, create: bool = True, grid: list[str] | None 
         stored = config_from_dict(_as_run(stored), where=f"study {config.name!r}").to_dict()
         differences = [k for k in StudyConfig.SEARCH_DEFINING if stored.get(k) != config.to_dict().get(k)]
         if differences:
+            hint = ""
+            if stored["space"].get("encoding") != config.to_dict()["space"].get("encoding"):
+                hint = (f" (its space.encoding is {stored['space'].get('encoding')!r}, this run's "
+                        f"{config.to_dict()['space'].get('encoding')!r}: set space.encoding in the config)")
             raise ConfigError(
-                f"study {config.name!r} was created with other settings for {', '.join(differences)}; "
+                f"study {config.name!r} was created with other settings for {', '.join(differences)}{hint}; "
                 "run it with those, or start a new study with --study NAME"
             )
     return study
@@ -140,8 +136,9 @@ def stored_config(study) -> StudyConfig:
 
 def _as_run(data: dict[str, Any]) -> dict[str, Any]:
     """A stored config read as it ran: one stored before suites had versions named version 1 (the only
-    one then), and one stored before studies had a confirmation stage ran without one."""
-    data = dict(data)
+    one then), before studies had a confirmation stage ran without one, before encodings existed
+    searched define-by-run."""
+    data = {**data, "space": {"encoding": "define-by-run", **data.get("space", {})}}
     data["objectives"] = [n if "@" in n else f"{n}@1" for n in data.get("objectives", [])]
     data.setdefault("confirm", {"enabled": False})
     return data

@@ -89,6 +89,9 @@ def run_study(config: StudyConfig, loaded: Any = None, progress: bool = True, ou
     _quiet_surplus()
     t0 = time.perf_counter()
     while has_room(study, config.trials, fail_dead=fail_dead):  # exactly config.trials in all workers
+        if grid is not None and study.sampler.left(study, grid) == 0:  # every pair scored or being scored
+            status = "grid exhausted"
+            break
         status = "complete"
         study.optimize(runner, n_trials=1, callbacks=[runner.on_finished], catch=(Exception,), gc_after_trial=False)
         if runner.stopped_reason:
@@ -104,13 +107,21 @@ def run_study(config: StudyConfig, loaded: Any = None, progress: bool = True, ou
     if not study.get_trials(deepcopy=False, states=_running()):  # the last worker out closes the parent
         from .plots import study_figures
 
+        from .publish import name_objectives, publish_front
+
         figures = study_figures(study, config, loaded.n_layers)
-        tracker.close_study(parent, rows, figures, {"finished_trials": finished_count(study), "pareto_size": len(rows)})
+        tracker.close_study(parent, rows, figures, {"finished_trials": finished_count(study), "pareto_size": len(rows)},
+                            objectives=config.objective_names())
+        name_objectives(study)  # a study made before objectives were named
+        publish_front(tracker, study)
         import matplotlib.pyplot as plt
 
         for figure in figures.values():
             plt.close(figure)
     timings.tracking += time.perf_counter() - t0
+    if status == "grid exhausted":
+        status = (f"grid exhausted: each of its {len(grid)} schedules has had its trial, so the study stopped at "
+                  f"{finished_count(study)} of {config.trials} trials")
     return {
         "study": config.name,
         "status": status,

@@ -111,6 +111,22 @@ def test_plan_depends_on_the_prompts_alone():
     assert order == sorted(order, reverse=True)
 
 
+@pytest.mark.parametrize("family", ["llama"])
+def test_default_budget_comes_from_the_model_shape_alone(loaded, monkeypatch):
+    from rys_search.scoring.engine import default_token_budget
+    from rys_search.scoring.generation import KV_CACHE_BYTES, generation_budget
+
+    assert generation_budget(loaded) == default_token_budget(loaded.device)  # the CPU: the engine's budget
+    monkeypatch.setattr(loaded, "device", torch.device("cuda"))  # only its type is read
+    per_token = 6 * 2 * 2 * 16 * 4  # layers x (keys, values) x key/value heads x head size x fp32 bytes
+    assert KV_CACHE_BYTES // per_token > 8 * 65536
+    want = 8 * 65536  # a tiny model's cache per token: the cap, 8 times the engine's GPU budget
+    assert generation_budget(loaded) == want
+    loaded.runtime.set_schedule(SCHEDULES[0])  # more virtual layers: the same plan
+    loaded.token_budget = 512
+    assert generation_budget(loaded) == want
+
+
 @pytest.mark.parametrize("family", ["llama", "qwen3"])
 def test_same_texts_whatever_ran_before(loaded):
     """Issue 12: the same prompts give the same tokens after the OOM retry's smaller budget, after other

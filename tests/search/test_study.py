@@ -43,7 +43,8 @@ def test_a_small_study_end_to_end(tiny_folder, workdir, capsys):
     runs = finished_runs(cfg)
     assert sorted(int(r.data.tags["rys.trial"]) for r in runs) == sorted(t.number for t in finished)
     complete = [r for r in runs if r.data.tags["rys.state"] == "COMPLETE"]
-    assert complete and all("math_v1_change_lo" in r.data.metrics and "schedule" in r.data.params for r in complete)
+    assert complete and all("3_interval/math_v1_change_lo" in r.data.metrics and "schedule" in r.data.params
+                            for r in complete)
     assert (workdir / "mlruns" / "artifacts").is_dir()
     stored = json.loads(json.dumps(study.user_attrs["config"]))
     assert stored["trials"] == 5 and stored["limit"] == 3

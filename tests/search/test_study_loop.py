@@ -1,0 +1,127 @@
+"""The study loop's bookkeeping: in-memory views against Optuna's own answers, the grid sweep, batched tracking."""
+
+import random
+import sqlite3
+from collections import Counter
+
+import optuna
+import pytest
+
+from rys_search.search.config import SearchSpace, load_config
+from rys_search.search.parallel import admitted, live_trials, original_of
+from rys_search.search.progress import FrontView
+from rys_search.search.space import GRID_PARAM
+from rys_search.search.study import open_study, run_study
+from rys_search.search.sweep import GridSweep
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(saved_tiny):
+    return saved_tiny("llama")
+
+
+@pytest.mark.parametrize("directions", [["maximize", "maximize"], ["maximize", "minimize", "maximize"]])
+def test_the_front_view_agrees_with_optuna(directions):
+    rng = random.Random(len(directions))
+    study = optuna.create_study(directions=directions)
+    view = FrontView()
+    for n in range(300):
+        trial = study.ask()
+        if n % 7 == 3:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        elif n % 11 == 5:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        else:  # coarse values: ties and equal points on the front are common
+            study.tell(trial, [float(rng.randint(0, 12)) for _ in directions])
+        if n % 23 == 0 or n == 299:  # read now and then, as workers do: several new trials at once
+            view.read(study)
+            complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+            assert sorted(view.front) == sorted(t.number for t in study.best_trials)
+            assert view.finished == sum(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials)
+            for k, d in enumerate(directions):
+                pick = max if d == "maximize" else min
+                assert view.best[k] == pick(t.values[k] for t in complete)
+
+
+def test_one_read_serves_the_admission_and_duplicate_checks(workdir):
+    study = optuna.create_study(storage="sqlite:///race.db", directions=["maximize"])
+    trials = [study.ask() for _ in range(5)]
+    for trial, schedule in zip(trials, ["x", "y", "x", "z", "x"]):
+        trial.set_user_attr("schedule", schedule)
+    study.tell(trials[1], state=optuna.trial.TrialState.FAIL)
+    live = live_trials(study)
+    for trial in trials[2:]:
+        assert admitted(study, trial, 3, live=live) == admitted(study, trial, 3)
+        schedule = trial.user_attrs["schedule"]
+        assert original_of(study, trial, schedule, live=live) == original_of(study, trial, schedule)
+    assert [admitted(study, t, 3, live=live) for t in trials[2:]] == [True, True, False]
+    assert original_of(study, trials[4], "x", live=live) == 0
+
+
+def test_the_sweep_draws_each_pair_once_and_a_surplus_trial_takes_none():
+    pairs = ["none"] + [f"{i},{i + 1}" for i in range(9)]
+    study = optuna.create_study(sampler=GridSweep(seed=1))
+    surplus = study.ask()
+    surplus.suggest_categorical(GRID_PARAM, pairs)
+    surplus.set_user_attr("surplus", True)
+    study.tell(surplus, state=optuna.trial.TrialState.FAIL)
+    drawn = []
+    for _ in range(len(pairs)):
+        trial = study.ask()
+        drawn.append(trial.suggest_categorical(GRID_PARAM, pairs))
+        study.tell(trial, 0.0)
+    assert sorted(drawn) == sorted(pairs)  # the surplus trial's pair was drawn again, every pair once
+    assert study.sampler.left(study, pairs) == 0
+    for seed in range(5):  # a running trial takes its pair as well
+        study = optuna.create_study(sampler=GridSweep(seed=seed))
+        first, second = study.ask(), study.ask()
+        assert {first.suggest_categorical(GRID_PARAM, ["a", "b"]), second.suggest_categorical(GRID_PARAM, ["a", "b"])} == {"a", "b"}
+
+
+def test_a_grid_study_stops_when_the_grid_is_exhausted(tiny_folder, workdir):
+    space = SearchSpace(max_blocks=1, width=(1, 2), extra_passes=(1, 1), max_added_layers=2, region=(1, -2))
+    cfg = load_config(overrides={"model": tiny_folder, "limit": 2, "trials": 20, "name": "sweep", "sampler": "grid",
+                                 "space": space, "objectives": "math"})
+    summary = run_study(cfg, progress=False)
+    grid = 1 + 4 + 3  # the unmodified model, 4 blocks of width 1 and 3 of width 2 in layers 1..4
+    assert summary["finished_trials"] == grid
+    assert summary["status"].startswith(f"grid exhausted: each of its {grid} schedules has had its trial")
+    study = open_study(cfg, create=False)
+    assert not [t for t in study.trials if "duplicate_of" in t.user_attrs]  # nothing drawn twice
+    assert len({t.user_attrs["schedule"] for t in study.trials}) == grid
+    again = run_study(cfg, progress=False)  # resumed: nothing left to draw
+    assert again["status"].startswith("grid exhausted") and again["finished_trials"] == grid
+
+
+def test_sqlite_storages_write_ahead_without_an_fsync_per_commit(workdir):
+    from rys_search.search.storage import storage_for
+
+    storage = storage_for(f"sqlite:///{workdir / 'fast.db'}")
+    optuna.create_study(storage=storage, study_name="s")
+    with storage.engine.connect() as connection:
+        from sqlalchemy import text
+
+        assert connection.execute(text("PRAGMA synchronous")).scalar() == 1  # NORMAL
+    assert sqlite3.connect(workdir / "fast.db").execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_each_trial_run_gets_one_batch(tiny_folder, workdir, monkeypatch):
+    from rys_search.tracking import Tracker
+
+    calls = Counter()
+    original = Tracker._batch
+
+    def counting(self, run_id, params=None, metrics=None, tags=None):
+        calls[run_id] += 1
+        return original(self, run_id, params=params, metrics=metrics, tags=tags)
+
+    monkeypatch.setattr(Tracker, "_batch", counting)
+    cfg = load_config(overrides={"model": tiny_folder, "limit": 2, "trials": 4, "name": "batched",
+                                 "sampler": "random", "objectives": "math"})
+    run_study(cfg, progress=False)
+    study = open_study(cfg, create=False)
+    runs = {t.user_attrs.get("mlflow_run") for t in study.trials} - {None}
+    assert runs and all(calls[r] == 1 for r in runs)
+    logged = Tracker(cfg.tracking_location()).client.get_run(study.trials[1].user_attrs["mlflow_run"]).data
+    assert logged.params["schedule"] == study.trials[1].user_attrs["schedule"] and logged.params["sampler"] == "random"
+    assert "math" in logged.metrics

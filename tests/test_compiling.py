@@ -1,0 +1,120 @@
+"""Compiled decoder layers score what eager ones score, share their graphs, and fall back safely."""
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from rys_search.compiling import compile_layers, compile_setting, uncompile_layers
+from rys_search.loading import load_model
+from rys_search.schedule import LayerSchedule
+from rys_search.scoring.engine import token_logprobs
+from tiny import save_tiny
+
+from rys_search.scoring.engine import Request
+
+SCHEDULES = ["0-1,2-3x3,4,5x2", "0-4,2-5"]
+
+
+def requests(seed):
+    """Prompts shared by several continuations (the KV-cache path) and whole sequences."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(4):
+        prompt = [int(x) for x in rng.integers(3, 98, size=int(rng.integers(4, 14)))]
+        for _ in range(3):
+            tail = [int(x) for x in rng.integers(3, 98, size=int(rng.integers(1, 4)))]
+            targets = [(len(prompt), [5, 6])] + [(len(prompt) + j, [tail[j]]) for j in range(1, len(tail))]
+            out.append(Request(prompt + tail, targets, prefix=len(prompt)))
+    for _ in range(5):
+        ids = [int(x) for x in rng.integers(3, 98, size=int(rng.integers(3, 12)))]
+        out.append(Request(ids, [(len(ids) - 1, [ids[-1], 9]), (len(ids), [4])]))
+    return out
+
+
+@pytest.fixture
+def loaded(tmp_path, family):
+    save_tiny(tmp_path, family)
+    loaded = load_model(str(tmp_path), device="cpu")
+    loaded.runtime.prefix_cache = None  # every call runs every layer: compiled and eager see the same work
+    return loaded
+
+
+def scores(loaded, reqs):
+    out = []
+    for schedule in [None, *SCHEDULES]:
+        with loaded.runtime.using(schedule or LayerSchedule.identity(loaded.n_layers)):
+            got, _ = token_logprobs(loaded, reqs, token_budget=64)
+        out.append(got)
+    return out
+
+
+def assert_close(a, b, atol):
+    for x, y in zip(a, b):
+        for row_x, row_y in zip(x, y):
+            for (lp_x, top_x), (lp_y, top_y) in zip(row_x, row_y):
+                assert np.allclose(lp_x, lp_y, atol=atol) and top_x == top_y
+
+
+def test_compiled_layers_score_as_eager_ones_and_share_graphs(loaded):
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    reqs = requests(2)
+    eager = scores(loaded, reqs)
+    layers = loaded.runtime._original_layers
+    assert compile_layers(layers, backend="aot_eager") >= len(layers)  # the layers and their norms and MLPs
+    compiled = scores(loaded, reqs)  # whole batches (layer graphs) and shared prompts (part graphs)
+    assert_close(compiled, eager, atol=1e-5)
+    graphs = counters["stats"]["unique_graphs"]
+    assert 0 < graphs <= 12  # shared by 6 layers and their clones: per class, attention kind and input rank
+    uncompile_layers(layers)
+    assert all(not type(m).__name__.startswith("Compiled") for m in loaded.model.modules())
+    assert_close(scores(loaded, reqs), eager, atol=0)
+
+
+def test_a_failing_compile_falls_back_to_eager_once(tmp_path, monkeypatch, caplog):
+    save_tiny(tmp_path, "llama")
+    loaded = load_model(str(tmp_path), device="cpu")
+    reqs = requests(3)
+    eager = scores(loaded, reqs)
+    calls = {"n": 0}
+
+    def broken(*args, **kwargs):
+        calls["n"] += 1
+        raise RuntimeError("no C++ compiler found")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    compile_layers(loaded.runtime._original_layers, mode="fallback-test")  # a mode of its own: fresh classes
+    with caplog.at_level(logging.WARNING, logger="rys_search.compiling"):
+        fallen = scores(loaded, reqs)
+    assert_close(fallen, eager, atol=0)
+    assert calls["n"] == 3  # once per class (the layer, its norm, its MLP); never retried
+    assert sum("runs eagerly" in r.getMessage() for r in caplog.records) == 3
+
+
+def test_the_setting(monkeypatch):
+    monkeypatch.delenv("RYS_SEARCH_COMPILE", raising=False)
+    assert compile_setting(torch.device("cpu")) is None
+    assert compile_setting(torch.device("cuda")) == "default"
+    for value, want in [("0", None), ("off", None), ("1", "default"), ("on", "default"),
+                        ("reduce-overhead", "reduce-overhead")]:
+        monkeypatch.setenv("RYS_SEARCH_COMPILE", value)
+        assert compile_setting(torch.device("cuda")) == want
+    monkeypatch.setenv("RYS_SEARCH_COMPILE", "1")
+    assert compile_setting(torch.device("cpu")) == "default"
+
+
+@pytest.mark.slow
+def test_inductor_layers_score_as_eager_ones(tmp_path):
+    """The real backend (C++ on the CPU, Triton on a GPU): a few minutes on a busy CPU."""
+    save_tiny(tmp_path, "qwen3")
+    loaded = load_model(str(tmp_path), device="cpu")
+    loaded.runtime.prefix_cache = None
+    reqs = requests(4)
+    eager = scores(loaded, reqs)
+    torch._dynamo.reset()
+    compile_layers(loaded.runtime._original_layers)
+    assert_close(scores(loaded, reqs), eager, atol=1e-4)
