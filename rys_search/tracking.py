@@ -146,11 +146,15 @@ class Tracker:
 
     # ---- trials -----------------------------------------------------------------------
 
-    def open_trial_run(self, parent: str, study: str, trial_number: int, params: dict[str, Any] | None = None) -> str:
-        """A RUNNING run for a trial that starts now; close_trial_run finishes it (and logs its params)."""
+    def open_trial_run(self, parent: str, study: str, trial_number: int, params: dict[str, Any] | None = None,
+                       schedule: str = "", unmodified: bool = False) -> str:
+        """A RUNNING run for a trial that starts now, named by its number and schedule; close_trial_run
+        finishes it (and logs its params, unless given here)."""
+        params = params or {}
+        schedule = schedule or str(params.get("schedule", ""))
         run = self.client.create_run(
             self.experiment_id,
-            run_name=trial_run_name(trial_number, str(params.get("schedule", "")), params.get("added_layers") == 0),
+            run_name=trial_run_name(trial_number, schedule, unmodified or params.get("added_layers") == 0),
             tags={"mlflow.parentRunId": parent, "rys.study": study, "rys.trial": str(trial_number),
                   "rys.state": "RUNNING", "rys.kind": "trial"},
         )
@@ -167,7 +171,8 @@ class Tracker:
         """
         run_id = run_id or trial.user_attrs.get("mlflow_run")
         if run_id is None:  # a trial that never opened a run (pruned or failed before): open one now
-            run_id = self.open_trial_run(parent, study, trial.number)
+            run_id = self.open_trial_run(parent, study, trial.number, schedule=trial.user_attrs.get("schedule", ""),
+                                         unmodified=trial.user_attrs.get("added_layers") == 0)
         state = trial.state.name
         tags = {"rys.state": state}
         reason = trial.user_attrs.get("pruned_reason") or trial.user_attrs.get("fail_reason")

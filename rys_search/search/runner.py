@@ -125,7 +125,8 @@ class StudyRunner:
             raise optuna.TrialPruned(f"duplicate of trial {first}")
         if self.tracker is not None:  # the trial's run is open while it runs: a crash leaves it RUNNING
             t0 = time.perf_counter()
-            run = self.tracker.open_trial_run(self.parent_run, self.config.name, trial.number)  # params when it closes
+            run = self.tracker.open_trial_run(self.parent_run, self.config.name, trial.number, schedule=key,
+                                              unmodified=schedule.is_identity(self.n_layers))  # params when it closes
             trial.set_user_attr("mlflow_run", run)
             self.timings.tracking += time.perf_counter() - t0
             self.timings.trial_tracking += time.perf_counter() - t0

@@ -127,7 +127,7 @@ def test_the_same_failure_again_and_again_stops_the_run(tiny_folder, workdir, mo
                  "--study", "nan", "--sampler", "random"])
     assert code == 1
     err = capsys.readouterr().err
-    assert "stopped: 3 trials failed in a row; the last: FloatingPointError: the math score is nan" in err
+    assert "stopped: 3 trials failed in a row; the last: FloatingPointError: the math@1 score is nan" in err
     cfg = load_config(config, overrides={"model": tiny_folder, "trials": 10, "limit": 2, "name": "nan", "sampler": "random"})
     study = assert_optuna_and_mlflow_agree(cfg)
     assert [t.state.name for t in study.trials] == ["FAIL"] * 3
