@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import UserError
@@ -103,6 +104,25 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("--json", action="store_true", help="print JSON")
     val.set_defaults(func=cmd_validate)
 
+    cal = sub.add_parser("calibrate", help="measure how well each objective's changes track real benchmarks' across schedules")
+    _model_options(cal)
+    cal.add_argument("--bench", action="append", default=[], metavar="NAME[:MODE]=PATH",
+                     help="gsm8k=FILE.jsonl, bbh=DIR, eqbench=FILE.json (each in its own harness's mode unless "
+                          ":logprob or :generate is given); repeat for several")
+    cal.add_argument("--schedules", type=int, default=60, help="schedules to sample (default 60): a thinned "
+                     "single-block grid plus random multi-block schedules")
+    cal.add_argument("--objectives", help="objectives to calibrate, e.g. math@1:logprob,eq@2,fixed_point "
+                     "(default: every suite version in each mode it supports, and the fixed-point figures)")
+    cal.add_argument("--limit", type=int, help="probe items per objective (default: all on a GPU, 24 on a CPU)")
+    cal.add_argument("--bench-limit", dest="bench_limit", type=int, help="items per benchmark (per BBH task)")
+    cal.add_argument("--seed", type=int, default=0, help="seed of the schedule sample")
+    cal.add_argument("--suites", action="append", default=[], metavar="DIR", help="also read probe suites from DIR")
+    cal.add_argument("--out", help="the calibration file (default studies/NAME.calibration.json); "
+                     "the same command again resumes it")
+    _study_options(cal)  # --study NAME: calibrate on that study's complete trials (its model and schedules)
+    cal.add_argument("--json", action="store_true", help="print the summary table as JSON")
+    cal.set_defaults(func=cmd_calibrate)
+
     run = sub.add_parser("run", help="search schedules with Optuna, log every trial to MLflow, keep a Pareto front")
     _study_options(run)
     run.add_argument("--model", help="HF id or folder, a .gguf file, or 'default'")
@@ -113,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--extra-objectives", dest="extra_objectives", help="fixed_point and/or added_layers")
     run.add_argument("--mode", help="logprob or generate")
     run.add_argument("--limit", type=int, help="items per objective (0: all; default: all on a GPU, 24 on a CPU)")
+    run.add_argument("--no-confirm", dest="confirm", action="store_false",
+                     help="skip the confirmation stage: every change stays unconfirmed (the config's [confirm])")
     run.add_argument("--device")
     run.add_argument("--dtype")
     run.add_argument("--suites", action="append", help="also read probe suites from DIR")
@@ -122,9 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
     run.set_defaults(func=cmd_run)
 
-    par = sub.add_parser("pareto", help="a study's Pareto set with intervals and held-out scores")
+    par = sub.add_parser("pareto", help="a study's Pareto set: cheap and confirmed values, verdicts, benchmark checks")
     _study_options(par)
-    par.add_argument("--no-heldout", action="store_true", help="do not evaluate held-out scores that are not cached yet")
+    par.add_argument("--bench", action="append", default=[], metavar="NAME[:MODE]=PATH",
+                     help="check every member on a benchmark file (gsm8k=FILE, bbh=DIR, eqbench=FILE); cached")
+    par.add_argument("--bench-limit", dest="bench_limit", type=int, help="items per benchmark (per BBH task)")
+    par.add_argument("--no-confirm", dest="confirm", action="store_false",
+                     help="do not confirm the members the study left unconfirmed")
     par.add_argument("--json", action="store_true")
     par.set_defaults(func=cmd_pareto)
 
@@ -142,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     pick = exp.add_mutually_exclusive_group()
     pick.add_argument("--trial", type=int, help="the study's trial number to export")
     pick.add_argument("--pareto", action="store_true", help="export every schedule of the study's Pareto front")
+    exp.add_argument("--holds", action="store_true",
+                     help="with --pareto: only the members whose change holds on the benchmarks (rys-search pareto --bench)")
     exp.add_argument("--model", default=None, help="without --study: HF id or folder, a .gguf file, or 'default'")
     exp.add_argument("--device", default=None, help="where verification runs (default: cuda if present)")
     _schedule_options(exp)
@@ -399,13 +427,82 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    import re
+
+    from dataclasses import replace
+
+    from .loading import load_model
+    from .scoring.stage import Spec
+    from .search import calibrate as cal
+    from .search.config import CPU_LIMIT, load_config
+
+    _quiet_transformers()
+    if not args.bench:
+        raise UserError("name at least one benchmark: --bench gsm8k=FILE, --bench bbh=DIR or --bench eqbench=FILE")
+    benches = cal.bench_specs(args.bench, args.bench_limit)
+    wanted = [w.strip() for w in args.objectives.split(",") if w.strip()] if args.objectives else None
+    probes = cal.probe_specs(args.suites, [w for w in wanted if w != "fixed_point"] if wanted else None)
+    figures = Spec.figures() if wanted is None or "fixed_point" in wanted else []
+    for number, name in (("--schedules", args.schedules), ("--limit", args.limit), ("--bench-limit", args.bench_limit)):
+        if name is not None and name < 1:
+            raise UserError(f"{number} must be at least 1")
+    study = None
+    model = args.model
+    if args.study:
+        from .search.storage import open_study, stored_config
+
+        study = open_study(_study_config(args), create=False)
+        model = stored_config(study).model
+    key = cal.model_key(model)  # a missing model file fails here, before anything is written
+    name = args.study or "calibration-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", key.split(":")[0]).removesuffix(".gguf")
+    path = Path(args.out) if args.out else cal.calibration_path(name)
+    loaded = load_model(model, device=args.device, dtype=args.dtype)
+    limit = args.limit if args.limit is not None else (None if loaded.device.type == "cuda" else CPU_LIMIT)
+    if study is not None:
+        schedules = cal.study_schedules(study, loaded.n_layers)
+        if not schedules:
+            raise UserError(f"study {args.study!r} has no complete trial with a repeated block to calibrate on")
+    else:
+        schedules = cal.sample_schedules(loaded.n_layers, load_config().space, loaded.family.repeat_period,
+                                         args.schedules, args.seed)
+    probes = [replace(p, limit=limit) for p in probes]
+    settings = {"objectives": [s.key for s in probes + figures], "benchmarks": {s.key: s.path for s in benches},
+                "limit": limit, "bench_limit": args.bench_limit, "schedules": [str(s) for s in schedules]}
+    state = cal.run_calibration(loaded, schedules, probes + benches + figures, path, model=str(model), key=key,
+                                settings=settings, suites=args.suites, study=args.study)
+    pictures = cal.figures(state)
+    for filename, figure in pictures.items():
+        stem = path.name.removesuffix(".json").removesuffix(".calibration")
+        figure.savefig(path.parent / f"{stem}-{filename.removeprefix('calibration-')}", dpi=110)
+    from .search.config import StudyConfig
+    from .tracking import Tracker
+
+    uri = args.tracking_uri or StudyConfig().tracking_location()
+    Tracker(uri).log_calibration(name, state, pictures)
+    import matplotlib.pyplot as plt
+
+    for figure in pictures.values():
+        plt.close(figure)
+    if args.json:
+        print(json.dumps({"path": str(path), "table": state["table"],
+                          "seconds_per_schedule": state["seconds_per_schedule"]}, indent=1))
+    else:
+        print("\n".join(cal.format_table(state)))
+        print(f"stored in {path} (scatter plots beside it) and in MLflow ({uri})")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .search.study import run_study
 
     _quiet_transformers()
-    config = _study_config(args, {k: getattr(args, k) for k in (
+    overrides = {k: getattr(args, k) for k in (
         "model", "trials", "sampler", "seed", "objectives", "extra_objectives", "mode", "limit", "device", "dtype",
-        "suites")})
+        "suites")}
+    if not args.confirm:
+        overrides["confirm"] = {"enabled": False}
+    config = _study_config(args, overrides)
     from .scoring import get_objective
 
     for name in config.objectives:  # an unknown objective fails here, before the model loads
@@ -429,6 +526,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary, indent=1, default=str))
         return 1 if summary["stopped_reason"] else 0
+    from .search.calibrate import calibration_for, describe_for_run, model_key
+
+    # how far the objectives are known to track real benchmarks (or, once, that nobody measured it)
+    for line in describe_for_run(calibration_for(model_key(config.model)), summary["config"]["objectives"],
+                                 config.mode):
+        print(line)
     _print_pareto(summary["pareto"], summary["config"]["objectives"])
     sec = summary["seconds"]
     print(f"study {summary['study']}: {summary['finished_trials']}/{summary['trials_target']} finished trials "
@@ -466,21 +569,35 @@ def _launch_workers(args: argparse.Namespace, config: Any) -> int:
 
 
 def _print_pareto(rows: list[dict[str, Any]], objectives: list[str]) -> None:
-    print(f"Pareto front ({len(rows)} schedules); change = against the unmodified model, with its paired 95% interval")
+    """The front as a user reads it: per member its verdict, then cheap and confirmed changes side by side."""
+    from .search.reports import verdict_counts
+
+    counts = verdict_counts(rows)
+    gains = counts.get("gain", 0)
+    print(f"Pareto front ({len(rows)} schedules): " + ", ".join(f"{n} {v}" for v, n in sorted(counts.items())))
+    print("  change = against the unmodified model [paired 95% interval]; cheap = the search's logprob probes "
+          "(search split), confirmed = the confirmation stage")
     for row in rows:
+        holds = {True: "  holds on the benchmarks", False: "  does not hold on the benchmarks"}.get(row.get("holds"), "")
+        print(f"  #{row['trial']:<4} {row['schedule']:<32} +{row['added_layers']:<3} {row['verdict']}{holds}")
         parts = []
         for name in objectives:
-            if f"{name}_interval" in row:
+            if f"{name}_change_interval" in row:
                 lo, hi = row[f"{name}_change_interval"]
-                noise = (row[f"{name}_interval"][1] - row[f"{name}_interval"][0]) / 2
-                parts.append(f"{name} {row[name]:.2f}±{noise:.2f} ({row[f'{name}_change']:+.2f} [{lo:+.2f}, {hi:+.2f}])")
-        note = "  within noise" if row["within_noise"] else ""
-        print(f"  #{row['trial']:<4} {row['schedule']:<32} +{row['added_layers']:<3} " + "  ".join(parts) + note)
-        held = row.get("heldout")
-        if held:
-            hparts = [f"{n} {h['score']:.2f} ({h['change']:+.2f} [{h['change_interval'][0]:+.2f}, {h['change_interval'][1]:+.2f}])"
-                      for n, h in held.items()]
-            print("        held-out: " + "  ".join(hparts))
+                parts.append(f"{name} {row[f'{name}_change']:+.2f} [{lo:+.2f}, {hi:+.2f}]")
+        if parts:
+            print("        cheap:     " + "  ".join(parts))
+        for label, entries in (("confirmed", row.get("confirmed")), ("benchmark", row.get("bench"))):
+            if entries:
+                cells = []
+                for key, e in entries.items():
+                    lo, hi = e["change_interval"]
+                    parsed = f" parsed {100 * e['parse_rate']:.0f}%" if e.get("parse_rate") is not None else ""
+                    broken = " BROKEN OUTPUT" if e.get("broken_output") else ""
+                    cells.append(f"{key} {e['change']:+.2f} [{lo:+.2f}, {hi:+.2f}]{parsed}{broken}")
+                print(f"        {label + ':':<11}" + "  ".join(cells))
+    if not gains:
+        print("  no confirmed gain on this front: every change above is unconfirmed or did not hold up")
 
 
 def _study_config(args: argparse.Namespace, overrides: dict[str, Any] | None = None):
@@ -492,26 +609,51 @@ def _study_config(args: argparse.Namespace, overrides: dict[str, Any] | None = N
 
 
 def cmd_pareto(args: argparse.Namespace) -> int:
-    from .search.heldout import heldout_scores
+    from .schedule import LayerSchedule
+    from .search.calibrate import bench_specs
+    from .search.confirm import Confirmer
     from .search.reports import pareto_rows, tracking_uri_of
     from .search.storage import open_study, stored_config
+    from .search.study import load_study_model
     from .tracking import ui_command
+    from .search.validation import validate_front
 
-    config = _study_config(args)
-    study = open_study(config, create=False)
-    if not args.no_heldout:
-        _quiet_transformers()
-        heldout_scores(study, stored_config(study))
+    if args.bench_limit is not None and args.bench_limit < 1:
+        raise UserError("--bench-limit must be at least 1")
+    benches = bench_specs(args.bench, args.bench_limit)  # a bad --bench fails before anything loads
+    located = _study_config(args)
+    study = open_study(located, create=False)
+    config = stored_config(study)
     rows = pareto_rows(study)
+    loaded = None
+
+    def load():
+        nonlocal loaded
+        if loaded is None:
+            _quiet_transformers()
+            loaded = load_study_model(config)
+        return loaded
+
+    waiting = [r for r in rows if r["verdict"] == "unconfirmed"]
+    if args.confirm and config.confirm.enabled and waiting:
+        load()
+        resolved = config.resolve(loaded.device.type == "cuda")
+        confirmer = Confirmer(resolved, loaded, study)
+        for row in waiting:
+            print(f"rys-search: confirming #{row['trial']} {row['schedule']}", file=sys.stderr)
+            confirmer.confirm_later(LayerSchedule.parse(row["schedule"], n_layers=loaded.n_layers))
+        rows = pareto_rows(study)
+    if benches and validate_front(study, rows, benches, load, list(config.suites)):
+        rows = pareto_rows(study)
     try:
-        _publish(study, config)
+        _publish(study, located)
     except Exception as exc:  # the Pareto set is printed even when the tracking store is out of reach
         logging.getLogger("rys_search").warning("MLflow's Pareto tags not updated: %s", str(exc).splitlines()[0] if str(exc) else exc)
     if args.json:
         print(json.dumps({"study": study.study_name, "pareto": rows}, indent=1, default=str))
         return 0
-    _print_pareto(rows, stored_config(study).objectives)
-    uri = tracking_uri_of(study, config)
+    _print_pareto(rows, config.objectives)
+    uri = tracking_uri_of(study, located)
     if uri:
         print(f"see every trial: {ui_command(uri)}")
     return 0
@@ -618,7 +760,12 @@ def cmd_status(args: argparse.Namespace) -> int:
           + ", ".join(f"{k.lower()} {v}" for k, v in facts["states"].items()))
     for name, best in facts["best"].items():
         print(f"best {name:<8}{best['value']:.2f} (trial {best['trial']}, {best['schedule']})")
-    print(f"Pareto       {facts['pareto_size']} schedules, {facts['real_gains']} with a gain outside the noise")
+    verdicts = ", ".join(f"{n} {v}" for v, n in sorted(facts["verdicts"].items())) or "empty"
+    print(f"Pareto       {facts['pareto_size']} schedules: {verdicts}")
+    if facts["gains"]:
+        print("gains        " + ", ".join(f"#{g['trial']} {g['schedule']}" for g in facts["gains"]) + " (confirmed)")
+    else:
+        print("gains        none confirmed")
     if facts.get("mlflow_ui"):
         print(f"MLflow       {facts['mlflow_ui']}")
     return 0
@@ -640,12 +787,24 @@ def _export_jobs(args: argparse.Namespace) -> tuple[str, list[Any], str | None]:
     if args.trial is None and not args.pareto:
         raise UserError("with --study name --trial N or --pareto")
     from .export.jobs import study_jobs
-    from .search.reports import pareto_rows, tracking_uri_of
+    from .search.reports import pareto_rows, tracking_uri_of, trial_facts
     from .search.storage import open_study, stored_config
 
     config = _study_config(args)
     study = open_study(config, create=False)
-    jobs = study_jobs(study, trial=args.trial, pareto=pareto_rows(study) if args.pareto else None)
+    rows = pareto_rows(study) if args.pareto else None
+    if args.holds:
+        if rows is None:
+            raise UserError("--holds goes with --pareto")
+        checked = [r for r in rows if "holds" in r]
+        if not checked:
+            raise UserError(f"no benchmark checks in study {args.study!r} yet: run rys-search pareto --study "
+                            f"{args.study} --bench NAME=PATH first")
+        rows = [r for r in checked if r["holds"]]
+        if not rows:
+            raise UserError(f"no member of study {args.study!r}'s Pareto front holds on the benchmarks; nothing exported")
+    attrs = study.user_attrs
+    jobs = study_jobs(study, trial=args.trial, pareto=rows, facts=lambda t: trial_facts(study, t, attrs))
     return stored_config(study).model, jobs, tracking_uri_of(study, config)
 
 

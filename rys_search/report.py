@@ -175,11 +175,13 @@ def _section_pareto(data: dict[str, Any], figures: dict[str, bytes]) -> str:
         if has_verdict:
             cells.append(_verdict(r.get("verdict")))
         cells.append("<span class=muted>unmodified</span>" if r.get("added_layers") == 0
-                     else "<span class=muted>no gain outside the noise</span>" if r.get("within_noise") else "")
+                     else "" if r.get("verdict") else "<span class=muted>no gain outside the noise</span>"
+                     if r.get("within_noise") else "")
         body.append(cells)
     text = ("<h2>Pareto front</h2><p class=note>Scores on the search split with the paired change against the "
             "unmodified model and its 95% interval (green: interval above 0, red: below 0, grey: contains 0). "
-            "A search-split change is not a gain until it holds on held-out items and real benchmarks.</p>")
+            "A search-split change is not a gain until the confirmation stage and real benchmarks say so: "
+            "the verdict column.</p>")
     text += _table(head, body, left=2)
     if "pareto_front.png" in figures:
         text += _image("pareto_front.png", figures["pareto_front.png"])

@@ -146,11 +146,15 @@ class Tracker:
 
     # ---- trials -----------------------------------------------------------------------
 
-    def open_trial_run(self, parent: str, study: str, trial_number: int, params: dict[str, Any] | None = None) -> str:
-        """A RUNNING run for a trial that starts now; close_trial_run finishes it (and logs its params)."""
+    def open_trial_run(self, parent: str, study: str, trial_number: int, params: dict[str, Any] | None = None,
+                       schedule: str = "", unmodified: bool = False) -> str:
+        """A RUNNING run for a trial that starts now, named by its number and schedule; close_trial_run
+        finishes it (and logs its params, unless given here)."""
+        params = params or {}
+        schedule = schedule or str(params.get("schedule", ""))
         run = self.client.create_run(
             self.experiment_id,
-            run_name=trial_run_name(trial_number, str(params.get("schedule", "")), params.get("added_layers") == 0),
+            run_name=trial_run_name(trial_number, schedule, unmodified or params.get("added_layers") == 0),
             tags={"mlflow.parentRunId": parent, "rys.study": study, "rys.trial": str(trial_number),
                   "rys.state": "RUNNING", "rys.kind": "trial"},
         )
@@ -167,7 +171,8 @@ class Tracker:
         """
         run_id = run_id or trial.user_attrs.get("mlflow_run")
         if run_id is None:  # a trial that never opened a run (pruned or failed before): open one now
-            run_id = self.open_trial_run(parent, study, trial.number)
+            run_id = self.open_trial_run(parent, study, trial.number, schedule=trial.user_attrs.get("schedule", ""),
+                                         unmodified=trial.user_attrs.get("added_layers") == 0)
         state = trial.state.name
         tags = {"rys.state": state}
         reason = trial.user_attrs.get("pruned_reason") or trial.user_attrs.get("fail_reason")
@@ -254,14 +259,41 @@ class Tracker:
         self.client.set_tag(run_id, f"rys.export.{result['format']}", result["path"])
         self.client.log_dict(run_id, result, f"exports/{name}.json")
 
+    def log_calibration(self, name: str, state: dict[str, Any], figures: dict[str, Any]) -> str:
+        """A finished run for a calibration: its settings, one metric per objective x benchmark
+        (Spearman and sign agreement), the state file and the scatter plots."""
+        run = self.client.create_run(self.experiment_id, run_name=f"calibration {name}",
+                                     tags={"rys.kind": "calibration", "rys.model": str(state.get("model")),
+                                           "rys.calibration": name})
+        run_id = run.info.run_id
+        metrics: dict[str, float] = {}
+        for row in state.get("table") or []:
+            pair = f"{mlflow_key(row['objective'])}/{mlflow_key(row['benchmark'])}"
+            if row.get("spearman") is not None:
+                metrics[f"spearman/{pair}"] = row["spearman"]
+            if row.get("sign_agreement") is not None:
+                metrics[f"sign_agreement/{pair}"] = row["sign_agreement"]
+        for key, seconds in (state.get("seconds_per_schedule") or {}).items():
+            metrics[f"seconds/{mlflow_key(key)}"] = seconds
+        params = {"model": state.get("model"), "schedules": len(state.get("schedules", {})),
+                  "limit": state["settings"].get("limit"), "bench_limit": state["settings"].get("bench_limit"),
+                  "benchmarks": ",".join(state["settings"].get("benchmarks", {}))}
+        self._batch(run_id, params=params, metrics=metrics)
+        self.client.log_dict(run_id, state, "calibration.json")
+        for filename, figure in figures.items():
+            self.client.log_figure(run_id, figure, filename)
+        self.client.set_terminated(run_id, status="FINISHED")
+        return run_id
+
     def _batch(self, run_id: str, params: dict[str, Any] | None = None, metrics: dict[str, float] | None = None,
                tags: dict[str, str] | None = None) -> None:
         """Params, metrics and tags in one log_batch (MLflow cuts it into the batches its store takes)."""
         from mlflow.entities import Metric, Param, RunTag
 
         now = int(time.time() * 1000)
-        ps = [Param(k, str(v)[:6000]) for k, v in (params or {}).items()]
-        ms = [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items() if v is not None and math.isfinite(float(v))]
+        ps = [Param(mlflow_key(k), str(v)[:6000]) for k, v in (params or {}).items()]
+        ms = [Metric(mlflow_key(k), float(v), now, 0) for k, v in (metrics or {}).items()
+              if v is not None and math.isfinite(float(v))]
         ts = [RunTag(k, v) for k, v in (tags or {}).items()]
         self.client.log_batch(run_id, metrics=ms, params=ps, tags=ts)
 
@@ -271,6 +303,11 @@ def trial_params(trial) -> dict[str, Any]:
     attrs = trial.user_attrs
     return {"schedule": attrs.get("schedule", ""), "blocks": attrs.get("blocks", ""),
             "added_layers": attrs.get("added_layers", ""), **{f"optuna.{k}": v for k, v in trial.params.items()}}
+
+
+def mlflow_key(key: str) -> str:
+    """A name as MLflow takes it in a metric or parameter key: 'math@2:generate' -> 'math_v2:generate'."""
+    return key.replace("@", "_v")
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

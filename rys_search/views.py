@@ -107,6 +107,11 @@ def trial_metrics(trial: Any) -> dict[str, float]:
         if isinstance(c, dict):
             metrics[metric_name("6_confirmed", name)] = c.get("score")
             metrics[metric_name("6_confirmed", f"{name}_change")] = c.get("change")
+            lo, hi = (c.get("change_interval") or (None, None))[:2]
+            metrics[metric_name("6_confirmed", f"{name}_change_lo")] = lo
+            metrics[metric_name("6_confirmed", f"{name}_change_hi")] = hi
+            metrics[metric_name("6_confirmed", f"{name}_parse_rate")] = c.get("parse_rate")
+    metrics[metric_name("5_cost", "confirm_seconds")] = attrs.get("confirm_seconds")
     # four decimals: the UI prints a metric's every digit, and the exact values stay in Optuna's storage
     return {k: round(float(v), DECIMALS) for k, v in metrics.items() if _finite(v)}
 
@@ -240,7 +245,7 @@ def pareto_markdown(rows: list[dict[str, Any]], objectives: list[str] | None = N
         return "(empty Pareto front)\n"
     if objectives is None:
         objectives = [k for k in rows[0] if f"{k}_change" in rows[0]]
-    head = ["trial", "schedule", "+layers"] + [f"{o} (change [95%])" for o in objectives] + ["note"]
+    head = ["trial", "schedule", "+layers"] + [f"{o} cheap (change [95%])" for o in objectives] + ["verdict"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---:", ":---", "---:"] + ["---"] * len(objectives) + [":---"]) + "|"]
     for row in rows:
         cells = [str(row.get("trial", "")), f"`{row.get('schedule', '')}`", str(row.get("added_layers", ""))]
@@ -249,10 +254,12 @@ def pareto_markdown(rows: list[dict[str, Any]], objectives: list[str] | None = N
             change, (lo, hi) = row.get(f"{o}_change"), (row.get(f"{o}_change_interval") or (None, None))[:2]
             cells.append(f"{_num(value)} ({_num(change, True)} [{_num(lo, True)}, {_num(hi, True)}])"
                          if change is not None else _num(value))
-        note = "within noise" if row.get("within_noise") else ""
-        if row.get("heldout"):
-            note = (note + "; " if note else "") + "held-out: " + ", ".join(
-                f"{n} {_num(h.get('change'), True)}" for n, h in row["heldout"].items())
+        note = row.get("verdict") or ("within noise" if row.get("within_noise") else "")
+        if row.get("confirmed"):  # the confirmation stage beside the cheap changes
+            note += "; confirmed: " + ", ".join(
+                f"{n} {_num(c.get('change'), True)}" for n, c in row["confirmed"].items() if "change_interval" in c)
+        if "holds" in row:
+            note += "; holds on the benchmarks" if row["holds"] else "; does not hold on the benchmarks"
         cells.append(note)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

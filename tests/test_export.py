@@ -447,7 +447,8 @@ def test_export_from_a_study_is_logged_to_the_trial_run(saved_tiny, tmp_path, mo
     from rys_search.tracking import Tracker
 
     monkeypatch.chdir(tmp_path)
-    cfg = load_config(overrides={"model": saved_tiny("llama"), "limit": 3, "trials": 5, "name": "exp", "seed": 2})
+    cfg = load_config(overrides={"model": saved_tiny("llama"), "limit": 3, "trials": 5, "name": "exp", "seed": 2,
+                                 "confirm": {"enabled": False}})
     run_study(cfg, progress=False)
     study = open_study(cfg, create=False)
     done = [t for t in study.trials if t.state.name == "COMPLETE" and t.user_attrs["schedule"] != "0-5"]

@@ -95,7 +95,7 @@ def test_the_installed_tool_runs_from_an_empty_folder(installed, saved_tiny, tmp
                         cwd=empty, env=env, capture_output=True, text=True, timeout=600)
     assert ev.returncode == 0, ev.stderr[-3000:]
     assert "math" in ev.stdout and "fixed_point" in ev.stdout
-    run = subprocess.run([str(bin_dir / "rys-search"), "run", "--model", model, "--trials", "2", "--limit", "2"],
+    run = subprocess.run([str(bin_dir / "rys-search"), "run", "--model", model, "--trials", "2", "--limit", "2", "--no-confirm"],
                          cwd=empty, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "study default: 2/2 finished trials" in run.stdout

@@ -46,8 +46,10 @@ class ExportJob:
     schedule: LayerSchedule
     study: str | None = None
     trial: int | None = None
-    scores: dict[str, Any] = field(default_factory=dict)
-    heldout: dict[str, Any] = field(default_factory=dict)
+    scores: dict[str, Any] = field(default_factory=dict)  # the cheap stage's (search split)
+    confirmed: dict[str, Any] = field(default_factory=dict)  # the confirmation stage's, where it ran
+    verdict: str | None = None  # gain, mixed, worse, no change, broken output, unconfirmed
+    bench: dict[str, Any] = field(default_factory=dict)  # benchmark checks (rys-search pareto --bench)
     mlflow_run: str | None = None  # the trial's MLflow run, where the export is recorded
 
 
@@ -190,7 +192,8 @@ def export_schedule(
     provenance = {
         "version": rys_version, "schedule": str(schedule), "layer_map": list(order),
         "source": source.name, "source_sha256": source_hash(source), "source_block_count": n_layers,
-        "study": job.study, "trial": job.trial, "scores": job.scores or None, "heldout": job.heldout or None,
+        "study": job.study, "trial": job.trial, "scores": job.scores or None, "confirmed": job.confirmed or None,
+        "verdict": job.verdict, "bench": job.bench or None,
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     from .card import model_card

@@ -113,7 +113,7 @@ def open_study(config: StudyConfig, create: bool = True, grid: list[str] | None 
             study = optuna.load_study(study_name=config.name, storage=storage, sampler=sampler)
     stored = study.user_attrs.get("config")
     if create and stored:
-        stored = {**stored, "space": {"encoding": "define-by-run", **stored.get("space", {})}}  # before encodings existed
+        stored = config_from_dict(_as_run(stored), where=f"study {config.name!r}").to_dict()
         differences = [k for k in StudyConfig.SEARCH_DEFINING if stored.get(k) != config.to_dict().get(k)]
         if differences:
             hint = ""
@@ -131,8 +131,17 @@ def stored_config(study) -> StudyConfig:
     data = study.user_attrs.get("config")
     if not data:
         raise UserError(f"study {study.study_name!r} has no stored rys-search config")
-    data = {**data, "space": {"encoding": "define-by-run", **data.get("space", {})}}  # stored before encodings existed
-    return config_from_dict(data, where=f"study {study.study_name!r}")
+    return config_from_dict(_as_run(data), where=f"study {study.study_name!r}")
+
+
+def _as_run(data: dict[str, Any]) -> dict[str, Any]:
+    """A stored config read as it ran: one stored before suites had versions named version 1 (the only
+    one then), before studies had a confirmation stage ran without one, before encodings existed
+    searched define-by-run."""
+    data = {**data, "space": {"encoding": "define-by-run", **data.get("space", {})}}
+    data["objectives"] = [n if "@" in n else f"{n}@1" for n in data.get("objectives", [])]
+    data.setdefault("confirm", {"enabled": False})
+    return data
 
 
 def finished_count(study) -> int:

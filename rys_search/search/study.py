@@ -58,7 +58,7 @@ def run_study(config: StudyConfig, loaded: Any = None, progress: bool = True, ou
         t0 = time.perf_counter()
         loaded = load_study_model(config)
         timings.load = time.perf_counter() - t0
-    config = config.resolve(loaded.device.type == "cuda")
+    config = config.resolve(loaded.device.type == "cuda").pinned()  # objectives by name@version
     from .space import grid_pairs
 
     grid = grid_pairs(loaded.n_layers, config.space, loaded.family.repeat_period) if config.sampler == "grid" else None

@@ -95,6 +95,8 @@ def worker_command(args: Any) -> list[str]:
             command += [flag, str(value)]
     for folder in args.suites or []:
         command += ["--suites", folder]
+    if not getattr(args, "confirm", True):
+        command.append("--no-confirm")
     return command
 
 

@@ -38,7 +38,8 @@ def test_a_runs_flags_repeated_on_the_read_commands(tiny_folder, workdir, capsys
     where = ["--study", "g", "--storage", f"sqlite:///{workdir}/elsewhere.db", "--tracking-uri",
              f"sqlite:///{workdir}/tracking.db"]
     with caplog.at_level(logging.INFO, logger="rys_search"):
-        assert main(["run", *where, "--model", tiny_folder, "--trials", "3", "--limit", "2", "--sampler", "grid"]) == 0
+        assert main(["run", *where, "--model", tiny_folder, "--trials", "3", "--limit", "2", "--sampler", "grid",
+                     "--no-confirm"]) == 0
     said = [r.getMessage() for r in caplog.records if "grid sampler" in r.getMessage()]
     assert said == ["the grid sampler sweeps single blocks run twice: it sets space.max_blocks = 1, "
                     "space.extra_passes = [1, 1] (the config had space.max_blocks = 2, space.extra_passes = [1, 2])"]
@@ -48,7 +49,7 @@ def test_a_runs_flags_repeated_on_the_read_commands(tiny_folder, workdir, capsys
     assert all(len(t.user_attrs["blocks"].split(",")) <= 1 for t in study.trials)  # single blocks only
     capsys.readouterr()
 
-    assert main(["pareto", *where, "--no-heldout"]) == 0
+    assert main(["pareto", *where, "--no-confirm"]) == 0
     assert f"mlflow ui --backend-store-uri sqlite:///{workdir}/tracking.db" in capsys.readouterr().out
     assert main(["status", *where]) == 0
     out = capsys.readouterr().out
