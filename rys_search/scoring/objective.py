@@ -70,6 +70,11 @@ def parse_check(result: ObjectiveResult, baseline: ObjectiveResult) -> dict[str,
     Broken output: the schedule's parse rate lies below the 95% interval of the unmodified
     model's parse rate and the paired change of the parse flags excludes zero. A schedule
     so flagged does not count as a gain whatever its score.
+
+    Parse shift: the same the other way (the parse rate rose beyond the unmodified model's
+    interval, paired change above zero). An unparsed answer scores as wrong, so where the
+    unmodified model often misses the answer format, a schedule that follows it more often
+    gains points without answering better: such a change is not counted as a gain either.
     """
     mine = {i["id"]: float(i["parsed"]) for i in result.items if "parsed" in i}
     base = {i["id"]: float(i["parsed"]) for i in baseline.items if "parsed" in i}
@@ -86,6 +91,7 @@ def parse_check(result: ObjectiveResult, baseline: ObjectiveResult) -> dict[str,
         "parse_change": change,
         "parse_change_interval": [lo, hi],
         "broken_output": bool(rate < base_interval[0] and hi < 0),
+        "parse_shift": bool(rate > base_interval[1] and lo > 0),
     }
 
 

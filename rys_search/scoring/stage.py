@@ -142,4 +142,6 @@ def entry(result: Any, baseline: Any) -> dict[str, Any]:
     if parse is not None:
         out["parse_rate"] = parse["parse_rate"]
         out["broken_output"] = parse["broken_output"]
+        out["parse_shift"] = parse["parse_shift"]
+        out["parse_change_interval"] = parse["parse_change_interval"]
     return out

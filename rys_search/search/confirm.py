@@ -15,7 +15,9 @@ finishes, so deciding then misses nothing; each schedule is evaluated by one tri
 confirmed once, whatever the number of workers or restarts.
 
 The verdict (what the reports say):
-- gain: some confirmed change has its paired interval above 0, none below 0, and no output broke;
+- gain: some confirmed change has its paired interval above 0 without its parse rate having risen
+  beyond the unmodified model's (a "parse shift": more answers in the asked format, not better
+  answers), none has its interval below 0, and no output broke;
 - mixed: confirmed gains and confirmed losses together;
 - worse: confirmed losses only; no change: every confirmed change within its noise;
 - broken output: the parse rate fell below the unmodified model's (scoring/objective.py parse_check);
@@ -59,7 +61,7 @@ def verdict(confirmed: dict[str, Any] | None, unmodified: bool = False) -> str:
     entries = [e for k, e in confirmed.items() if isinstance(e, dict) and "change_interval" in e]
     if any(e.get("broken_output") for e in entries):
         return "broken output"
-    better = any(e["change_interval"][0] > 0 for e in entries)
+    better = any(e["change_interval"][0] > 0 and not e.get("parse_shift") for e in entries)
     worse = any(e["change_interval"][1] < 0 for e in entries)
     if better and worse:
         return "mixed"

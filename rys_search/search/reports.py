@@ -63,10 +63,15 @@ def trial_facts(study: Any, trial: Any, attrs: dict[str, Any] | None = None) -> 
     """What the study knows of one finished trial beyond its cheap scores: confirmed values, verdict,
     benchmark checks and whether they hold."""
     from .confirm import confirmed_of, verdict
-    from .validation import bench_entries, holds
+    from .validation import above_baseline, bench_entries, holds
 
     attrs = study.user_attrs if attrs is None else attrs
     confirmed = confirmed_of(study, trial, attrs)
+    if confirmed:  # confirmed before parse shifts were checked: judge against the stored baseline's flags
+        base = attrs.get("confirm_baseline") or {}
+        confirmed = {k: e if "parse_shift" in e or e.get("parse_rate") is None
+                     else {**e, "parse_shift": above_baseline(base.get(k), e["parse_rate"])}
+                     for k, e in confirmed.items()}
     schedule = trial.user_attrs.get("schedule", "")
     unmodified = bool(trial.user_attrs.get("unmodified")) or trial.user_attrs.get("added_layers") == 0
     bench = bench_entries(attrs, schedule)

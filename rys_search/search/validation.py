@@ -7,8 +7,9 @@ stopped), then scores every member on each named benchmark file — the unmodifi
 with paired intervals and parse rates. Results are cached in the study, one key per benchmark
 file and member (`bench:<name>:<mode>:<digest>:<schedule>`, the digest covering the file's bytes
 and the item limit), so a second call pays nothing and two concurrent calls never overwrite each
-other's entries. A member holds when some benchmark improves outside its noise, none gets worse
-outside its noise, and no benchmark's answers stopped parsing.
+other's entries. A member holds when some benchmark improves outside its noise without a parse shift (its
+parse rate risen beyond the unmodified model's: more answers in the asked format, not better
+answers), none gets worse outside its noise, and no benchmark's answers stopped parsing.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 from ..schedule import LayerSchedule
 
-__all__ = ["bench_entries", "cache_key", "holds", "validate_front"]
+__all__ = ["above_baseline", "bench_entries", "cache_key", "holds", "validate_front"]
 
 
 def _digest(spec: Any) -> str:
@@ -43,9 +44,20 @@ def bench_entries(attrs: dict[str, Any], schedule: str) -> dict[str, Any]:
     found: dict[str, Any] = {}
     for key, value in attrs.items():
         if key.startswith("bench:") and key.endswith(f":{schedule}") and key.count(":") >= 4:
-            _, name, mode, _digest_part, _ = key.split(":", 4)
+            _, name, mode, digest, _ = key.split(":", 4)
+            if "parse_shift" not in value and value.get("parse_rate") is not None:  # cached before the check existed
+                value = {**value, "parse_shift": above_baseline(attrs.get(f"bench:{name}:{mode}:{digest}:baseline"),
+                                                               value["parse_rate"])}
             found[f"{name}:{mode}"] = value
     return found
+
+
+def above_baseline(baseline: dict[str, Any] | None, rate: float) -> bool:
+    """Whether a parse rate lies above the 95% interval of the unmodified model's (from its stored items)."""
+    from ..scoring.stats import bootstrap_interval
+
+    flags = [float(i["parsed"]) for i in (baseline or {}).get("items", []) if "parsed" in i]
+    return bool(flags) and rate > bootstrap_interval(flags)[1]
 
 
 def holds(entries: dict[str, Any]) -> bool | None:
@@ -56,7 +68,7 @@ def holds(entries: dict[str, Any]) -> bool | None:
         return False
     if any(e["change_interval"][1] < 0 for e in entries.values()):
         return False
-    return any(e["change_interval"][0] > 0 for e in entries.values())
+    return any(e["change_interval"][0] > 0 and not e.get("parse_shift") for e in entries.values())
 
 
 def validate_front(study: Any, rows: list[dict[str, Any]], specs: list[Any], load: Any,

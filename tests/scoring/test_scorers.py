@@ -121,7 +121,11 @@ def test_parse_rate_and_the_broken_output_flag():
     one_less = parse_check(result([1] * 48 + [0, 0]), base)  # inside the noise of a 98% baseline
     assert not one_less["broken_output"]
     broken = parse_check(result([1] * 37 + [0] * 13), base)  # 74%
-    assert broken["broken_output"] and broken["parse_change_interval"][1] < 0
+    assert broken["broken_output"] and broken["parse_change_interval"][1] < 0 and not broken["parse_shift"]
+    rare = result([1] * 6 + [0] * 44)  # a model that seldom answers in the asked format: 12%
+    shifted = parse_check(result([1] * 22 + [0] * 28), rare)  # 44%: more parsed answers, not better ones
+    assert shifted["parse_shift"] and not shifted["broken_output"]
+    assert not parse_check(result([1] * 7 + [0] * 43), rare)["parse_shift"]
     assert broken["unmodified_parse_rate"] == pytest.approx(0.98)
     logprob = ObjectiveResult("x", 2, "maximize", "logprob", "search", "s", 0.0, (0.0, 0.0), [{"id": "0", "score": 1}])
     assert parse_check(logprob, logprob) is None

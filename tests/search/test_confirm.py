@@ -43,6 +43,8 @@ def entry(change, lo, hi, **extra):
     ({"a": entry(0.5, -0.1, 1.0), "b": entry(0, -1, 1)}, "no change"),
     ({"a": entry(9, 5, 12, broken_output=True), "b": entry(0, -1, 1)}, "broken output"),
     ({"a": entry(2, 0.5, 3.5, parse_rate=0.99, broken_output=False), "fixed_point.kl": {"change": 0.3}}, "gain"),
+    ({"a": entry(9, 5, 12, parse_rate=0.45, parse_shift=True), "b": entry(0, -1, 1)}, "no change"),  # more parsed, not better
+    ({"a": entry(9, 5, 12, parse_shift=True), "b": entry(-2, -3, -1)}, "worse"),
 ])
 def test_the_gain_rule(confirmed, expected):
     assert verdict(confirmed) == expected
@@ -193,3 +195,22 @@ def test_concurrent_pareto_bench_calls_keep_every_entry(tiny_folder, workdir):
     study = open_study(cfg, create=False)
     keys = [k for k in study.user_attrs if k.startswith("bench:gsm8k:logprob:")]
     assert len(keys) == len(first) + 1  # one per member and the unmodified model's baseline
+
+
+def test_holds_needs_a_gain_that_is_not_a_parse_shift():
+    from rys_search.search.validation import bench_entries, holds
+
+    assert holds({"g": entry(5, 1, 9)}) is True
+    assert holds({"g": entry(5, 1, 9, parse_shift=True)}) is False
+    assert holds({"g": entry(5, 1, 9, parse_shift=True), "b": entry(1, 0.2, 2)}) is True
+    assert holds({"g": entry(5, 1, 9), "b": entry(-1, -2, -0.2)}) is False
+    assert holds({"g": entry(5, 1, 9, broken_output=True)}) is False
+    assert holds({}) is None
+    # an entry cached before the check existed is judged against the stored baseline's parse flags
+    items = [{"id": str(k), "score": 0.0, "parsed": float(k < 12)} for k in range(100)]  # 12% parsed
+    attrs = {"bench:gsm8k:generate:abc:baseline": {"items": items},
+             "bench:gsm8k:generate:abc:0-1,2x2": {**entry(20, 15, 25), "parse_rate": 0.45},
+             "bench:gsm8k:generate:abc:0-2x2": {**entry(2, 0.5, 4), "parse_rate": 0.13}}
+    assert bench_entries(attrs, "0-1,2x2")["gsm8k:generate"]["parse_shift"] is True
+    assert holds(bench_entries(attrs, "0-1,2x2")) is False
+    assert holds(bench_entries(attrs, "0-2x2")) is True
