@@ -173,7 +173,9 @@ def _section_pareto(data: dict[str, Any], figures: dict[str, bytes]) -> str:
             cells.append("<br>".join(f"{_e(n)} {_change(h.get('change'), h.get('change_interval'))}"
                                      for n, h in held.items() if isinstance(h, dict)))
         if has_verdict:
-            cells.append(_verdict(r.get("verdict")))
+            holds = {True: " <span class=muted>holds on the benchmarks</span>",
+                     False: " <span class=muted>does not hold on the benchmarks</span>"}.get(r.get("holds"), "")
+            cells.append(_verdict(r.get("verdict")) + holds)
         cells.append("<span class=muted>unmodified</span>" if r.get("added_layers") == 0
                      else "" if r.get("verdict") else "<span class=muted>no gain outside the noise</span>"
                      if r.get("within_noise") else "")

@@ -51,7 +51,8 @@ DECIMALS = 4
 
 
 def metric_name(group: str, name: str) -> str:
-    return f"{group}/{name}"
+    """A metric's MLflow name: 'math@1' in group 1_score -> '1_score/math_v1' (MLflow refuses '@')."""
+    return f"{group}/{name}".replace("@", "_v")
 
 
 def trial_run_name(number: int, schedule: str, unmodified: bool = False) -> str:

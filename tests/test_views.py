@@ -159,7 +159,7 @@ def test_the_report_is_one_page_and_leaves_out_what_is_absent():
     assert page.count("src=\"data:image/png;base64,") == 2
     for heading in ("Model and config", "The unmodified model", "Pareto front", "Where the search went", "Export"):
         assert f"<h2>{heading}" in page
-    for absent in ("Calibration", "Benchmark validation", "confirmed", "verdict"):
+    for absent in ("<h2>Calibration", "<h2>Benchmark validation", "<h2>Search values against confirmed", "<th>verdict"):
         assert absent not in page
     assert "org/Model&lt;b&gt;" in page and "<b>" not in page.split("<main>")[1].replace("<br>", "")
     import html
@@ -210,3 +210,11 @@ def test_a_trial_note_is_a_short_table():
     assert note.splitlines()[0] == "**#5** `0-9,10-12x2,13-29`, +3 layers · Pareto member"
     assert "| math | 23.46 | [20.10, 26.90] | +1.23 | [-0.50, +2.90] |" in note
     assert "worst block contraction 0.80" in note
+
+
+def test_versioned_objectives_get_names_mlflow_takes_and_views_that_match():
+    metrics = trial_metrics(trial(scores={"math@2": SCORES["math"]}))
+    assert "1_score/math_v2" in metrics and not any("@" in k for k in metrics)
+    state = json.loads(json.loads(saved_views("d", ["math@2"], list(metrics))[VIEW_TAG_PREFIX + "rys-d-pareto"])["state"])
+    assert state["orderByKey"] == "metrics.`1_score/math_v2`"
+    assert "metrics.`1_score/math_v2`" in state["selectedColumns"]

@@ -7,7 +7,7 @@ Everything later stages add is read defensively, so a study without them reports
 a trial's `user_attrs["confirmed"]` (objective -> {"score", "interval", "change",
 "change_interval", optional "parse_rate", optional "broken_output"}) and `user_attrs["verdict"]`
 ("gain", "unconfirmed", "does not hold", ...), held-out scores (`study.user_attrs["heldout"]`),
-benchmark validation (`study.user_attrs["bench"]`: schedule -> benchmark -> {"score", "change",
+benchmark validation (each member's `pareto --bench` checks, reports.trial_facts: benchmark -> {"score", "change",
 "change_interval", "parse_rate"}) and the calibration table (calibration_rows below).
 """
 
@@ -20,12 +20,22 @@ from .space import UNMODIFIED
 __all__ = ["calibration_rows", "study_summary"]
 
 
-def calibration_rows(study: Any) -> list[dict[str, Any]]:
+def calibration_rows(study: Any, folder: str = "studies") -> list[dict[str, Any]]:
     """How well each objective predicts a real benchmark: rows of objective, benchmark, spearman,
-    interval, sign_agreement, n. Read from the study's "calibration" attribute for now: the one
-    place to wire the real source.
+    interval, sign_agreement, n. From the newest finished `rys-search calibrate` of the study's
+    model in folder (calibrate.calibration_for), else the study's "calibration" attribute.
     """
-    rows = study.user_attrs.get("calibration") or []
+    rows: Any = []
+    model = _dict(study.user_attrs.get("config")).get("model")
+    if model:
+        from .calibrate import calibration_for, model_key
+
+        try:
+            state = calibration_for(model_key(model), folder)
+        except Exception:  # the model is not where the study found it: no calibration to match
+            state = None
+        rows = (state or {}).get("table") or []
+    rows = rows or study.user_attrs.get("calibration") or []
     keep = []
     for row in rows if isinstance(rows, list) else []:
         if isinstance(row, dict) and row.get("objective") and row.get("benchmark"):
@@ -51,15 +61,15 @@ def study_summary(study: Any) -> dict[str, Any]:
     complete = [t for t in trials if t.state.name == "COMPLETE" and t.values]
     rows = pareto_rows(study) if complete else []
     by_number = {t.number: t for t in trials}
-    for row in rows:
+    for row in rows:  # pareto_rows brings confirmed values, verdict and benchmark checks (reports.trial_facts)
         trial = by_number[row["trial"]]
-        confirmed = _dict(trial.user_attrs.get("confirmed"))
-        if confirmed:
-            row["confirmed"] = {k: v for k, v in confirmed.items() if isinstance(v, dict)}
-        if trial.user_attrs.get("verdict"):
-            row["verdict"] = str(trial.user_attrs["verdict"])
+        if row.get("confirmed"):
+            row["confirmed"] = {k: v for k, v in _dict(row["confirmed"]).items() if isinstance(v, dict)}
         row["scores"] = _dict(trial.user_attrs.get("scores"))
     bench = {s: b for s, b in _dict(study.user_attrs.get("bench")).items() if isinstance(b, dict) and b}
+    for row in rows:  # `pareto --bench` results, per member
+        if isinstance(row.get("bench"), dict) and row["bench"]:
+            bench[row["schedule"]] = row["bench"]
     n_layers = None
     if unmodified is not None and unmodified.user_attrs.get("schedule"):
         from ..schedule import LayerSchedule

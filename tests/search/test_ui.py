@@ -9,7 +9,7 @@ from rys_search.cli import main
 from rys_search.search.config import load_config
 from rys_search.search.storage import open_study
 from rys_search.tracking import Tracker
-from rys_search.views import VIEW_TAG_PREFIX
+from rys_search.views import VIEW_TAG_PREFIX, metric_name
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,8 @@ def test_a_study_opens_named_and_tagged_in_mlflow(tiny_folder, workdir, capsys):
     capsys.readouterr()
     cfg = load_config(overrides={"name": "named", "model": tiny_folder})
     study = open_study(cfg, create=False)
-    assert study.metric_names == ["math", "eq", "reasoning"]  # optuna-dashboard's axis titles
+    assert study.metric_names == cfg.objective_names() == study.user_attrs["objectives"]  # optuna-dashboard's axis titles
+    score, change = (metric_name(g, study.user_attrs["objectives"][0]) for g in ("1_score", "2_change"))
 
     tracker = Tracker(cfg.tracking_location())
     experiment = tracker.client.get_experiment(tracker.experiment_id)
@@ -50,7 +51,7 @@ def test_a_study_opens_named_and_tagged_in_mlflow(tiny_folder, workdir, capsys):
         assert run.data.tags.get("rys.reason", "x") != ""  # no empty tags
         assert all(math.isfinite(v) for v in run.data.metrics.values())
         if t.state.name == "COMPLETE":
-            assert "1_score/math" in run.data.metrics and "2_change/reasoning" in run.data.metrics
+            assert score in run.data.metrics and change in run.data.metrics
         if t.number == 0:  # the unmodified model: no block figures at all
             assert not any("contraction" in k or "seam" in k for k in run.data.metrics)
 
