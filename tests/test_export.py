@@ -458,7 +458,8 @@ def test_export_from_a_study_is_logged_to_the_trial_run(saved_tiny, tmp_path, mo
     target = exported(out)
     assert target.name.endswith(trial.user_attrs["schedule"].replace(",", "_"))
     card = (target / "README.md").read_text()
-    assert "study: exp, trial " + str(trial.number) in card and "Scores measured by the search" in card
+    assert "study: exp, trial " + str(trial.number) in card and "cheap search stage and confirmation stage" in card
+    assert "Verdict: unconfirmed" in card  # the study ran without confirmation: nothing there is called a gain
     run = Tracker(cfg.tracking_location()).client.get_run(trial.user_attrs["mlflow_run"])
     assert run.data.tags["rys.export.hf"] == str(target)
     members = [r for r in pareto_rows(study) if r["schedule"] != "0-5"]

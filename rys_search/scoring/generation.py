@@ -322,10 +322,22 @@ def _decode_attention(module, query, key, value, attention_mask, dropout=0.0, sc
 
     rows, heads, length, dim = query.shape
     groups = key.shape[1]
-    if length != 1 or softcap is not None or heads % groups:
-        raise NotImplementedError("the decode attention takes one query token per row and no soft-capping")
+    if length != 1 or heads % groups:
+        raise NotImplementedError("the decode attention takes one query token per row")
     stacked = query.reshape(rows, groups, heads // groups, dim)  # query head h reads key/value head h // (heads // groups)
-    out = torch.nn.functional.scaled_dot_product_attention(stacked, key, value, attn_mask=attention_mask, scale=scaling)
+    if softcap is None:
+        out = torch.nn.functional.scaled_dot_product_attention(stacked, key, value, attn_mask=attention_mask,
+                                                               scale=scaling)
+        return out.reshape(rows, 1, heads, dim), None
+    # soft-capped logits (Gemma 2): cap * tanh(scores / cap) before the mask, as transformers' eager path does
+    scale = scaling if scaling is not None else dim ** -0.5
+    scores = torch.matmul(stacked, key.transpose(-1, -2)) * scale
+    scores = softcap * torch.tanh(scores / softcap)
+    if attention_mask is not None:
+        scores = scores + attention_mask if attention_mask.dtype != torch.bool else scores.masked_fill(
+            ~attention_mask, torch.finfo(scores.dtype).min)
+    weights = torch.softmax(scores.float(), dim=-1).to(value.dtype)
+    out = torch.matmul(weights, value)
     return out.reshape(rows, 1, heads, dim), None
 
 

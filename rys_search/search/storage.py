@@ -86,6 +86,8 @@ def open_study(config: StudyConfig, create: bool = True, grid: list[str] | None 
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if create:
+        config = config.pinned()  # a study stores its objectives by name@version (run_study pins already)
     storage = storage_for(config.storage_url())
     sampler = make_sampler(config, grid, seed) if create else None
     names = {s.study_name for s in optuna.get_all_study_summaries(storage)} if create else None

@@ -124,4 +124,4 @@ def test_each_trial_run_gets_one_batch(tiny_folder, workdir, monkeypatch):
     assert runs and all(calls[r] == 1 for r in runs)
     logged = Tracker(cfg.tracking_location()).client.get_run(study.trials[1].user_attrs["mlflow_run"]).data
     assert logged.params["schedule"] == study.trials[1].user_attrs["schedule"] and logged.params["sampler"] == "random"
-    assert "math" in logged.metrics
+    assert "1_score/math_v1" in logged.metrics

@@ -18,11 +18,12 @@ def tiny_folder(saved_tiny):
 
 
 def test_a_study_opens_named_and_tagged_in_mlflow(tiny_folder, workdir, capsys):
-    assert main(["run", "--model", tiny_folder, "--limit", "3", "--trials", "5", "--study", "named", "--seed", "2"]) == 0
+    assert main(["run", "--model", tiny_folder, "--limit", "3", "--trials", "5", "--study", "named", "--seed", "2",
+                 "--no-confirm"]) == 0
     capsys.readouterr()
     cfg = load_config(overrides={"name": "named", "model": tiny_folder})
     study = open_study(cfg, create=False)
-    assert study.metric_names == cfg.objective_names() == study.user_attrs["objectives"]  # optuna-dashboard's axis titles
+    assert study.metric_names == study.user_attrs["objectives"] == ["math@1", "eq@1", "reasoning@1"]  # dashboard axis titles
     score, change = (metric_name(g, study.user_attrs["objectives"][0]) for g in ("1_score", "2_change"))
 
     tracker = Tracker(cfg.tracking_location())
@@ -58,12 +59,12 @@ def test_a_study_opens_named_and_tagged_in_mlflow(tiny_folder, workdir, capsys):
     # a run whose tag went stale is brought back by `rys-search pareto`
     some = next(iter(members))
     tracker.client.set_tag(by_trial[some].info.run_id, "rys.pareto", "false")
-    assert main(["pareto", "--study", "named", "--no-heldout"]) == 0
+    assert main(["pareto", "--study", "named", "--no-confirm"]) == 0
     assert tracker.client.get_run(by_trial[some].info.run_id).data.tags["rys.pareto"] == "true"
     other = next((n for n in by_trial if n not in members), None)
     if other is not None:  # a former member loses the tag's "true"
         tracker.client.set_tag(by_trial[other].info.run_id, "rys.pareto", "true")
-        assert main(["pareto", "--study", "named", "--no-heldout"]) == 0
+        assert main(["pareto", "--study", "named", "--no-confirm"]) == 0
         assert tracker.client.get_run(by_trial[other].info.run_id).data.tags["rys.pareto"] == "false"
 
     import importlib.util
