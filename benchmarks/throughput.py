@@ -1,7 +1,7 @@
 """Three ways to score a schedule, side by side: seconds, tokens/s, TFLOP/s, peak memory.
 
     python benchmarks/throughput.py --model SmolLM2-135M-Instruct.Q4_1.gguf      # real weights
-    python benchmarks/throughput.py --shape qwen3-8b --tokenizer DIR             # random weights on the GPU
+    python benchmarks/throughput.py --shape qwen3-8b --tokenizer DIR             # random weights on the GPU (DIR or a .gguf)
     python benchmarks/throughput.py --shape qwen3-8b --tokenizer DIR --workload synthetic   # 512 x 128 tokens
 
 (a) engine: the evaluation path `rys-search run` uses (sorted batches, logits only where
@@ -115,7 +115,10 @@ def build_shape(name: str, tokenizer_dir: str, device: str | None):
     start = time.perf_counter()
     with torch.device(dev):
         model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16 if dev.type == "cuda" else torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)  # SmolLM2's 49152 ids fit the 151936 vocabulary
+    if Path(tokenizer_dir).is_file():  # a GGUF file: its tokenizer, read by transformers
+        tokenizer = AutoTokenizer.from_pretrained(str(Path(tokenizer_dir).parent), gguf_file=Path(tokenizer_dir).name)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)  # SmolLM2's 49152 ids fit the 151936 vocabulary
     print(f"built {name} with random weights on {dev} in {time.perf_counter() - start:.1f} s")
     return wrap_model(model, tokenizer, name)
 
