@@ -132,7 +132,7 @@ def main() -> None:
     period = loaded.family.repeat_period
     limit = args.limit or None
     objectives = [get_objective(name) for name in OBJECTIVES]
-    cache = ScoreCache(args.cache, {"model": str(loaded.source), "limit": args.limit, "objectives": list(OBJECTIVES)})
+    cache = ScoreCache(args.cache, {"model": str(loaded.source.location), "limit": args.limit, "objectives": list(OBJECTIVES)})
     spent = {"evaluations": 0, "seconds": 0.0}
 
     def score(schedule: LayerSchedule) -> list[float]:
