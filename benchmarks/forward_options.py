@@ -76,7 +76,8 @@ def main() -> None:
     if args.shape:
         from objectives_speed import build_shape
 
-        loaded = build_shape(args.shape, args.tokenizer or args.model, args.device)
+        tokenizer = load_model(args.tokenizer or args.model, device="cpu").tokenizer  # SmolLM2's ids fit 151936
+        loaded = build_shape(args.shape, tokenizer, args.device)
     else:
         loaded = load_model(args.model, device=args.device)
         print(f"loaded {loaded.source.name} in {loaded.load_seconds:.1f} s")

@@ -44,19 +44,25 @@ def random_schedules(n_layers: int, count: int, seed: int = 0):
     return out
 
 
-def build_shape(name: str, tokenizer_from: str, device: str | None):
+def build_shape(name: str, tokenizer, device: str | None):
+    """Random weights of a SHAPES entry (or of a model folder's config), wrapped with the tokenizer given."""
+    from pathlib import Path
+
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from rys_search.loading import load_model, pick_device, wrap_model
+    from rys_search.loading import pick_device, wrap_model
 
-    spec = dict(SHAPES[name])
-    config = AutoConfig.for_model(spec.pop("model_type"), **spec)
+    if name in SHAPES:
+        spec = dict(SHAPES[name])
+        config = AutoConfig.for_model(spec.pop("model_type"), **spec)
+    else:
+        config = AutoConfig.from_pretrained(name)
+        name = f"{Path(name).name} (random weights)"
     dev = pick_device(device)
     start = time.perf_counter()
     with torch.device(dev):
         model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16 if dev.type == "cuda" else torch.float32)
-    tokenizer = load_model(tokenizer_from, device="cpu").tokenizer  # ids fit: SmolLM2's 49152 < 151936
     print(f"built {name} with random weights on {dev} in {time.perf_counter() - start:.1f} s")
     return wrap_model(model, tokenizer, name)
 
@@ -80,7 +86,8 @@ def main() -> None:
     logging.disable_progress_bar()
     logging.set_verbosity_error()
     if args.shape:
-        loaded = build_shape(args.shape, args.model, args.device)
+        tokenizer = load_model(args.model, device="cpu").tokenizer  # ids fit: SmolLM2's 49152 < 151936
+        loaded = build_shape(args.shape, tokenizer, args.device)
     else:
         loaded = load_model(args.model, device=args.device, dtype=args.dtype)
         print(f"loaded {loaded.source.name} in {loaded.load_seconds:.1f} s")

@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from objectives_speed import SHAPES, random_schedules  # noqa: E402  (the 8B shape and the schedules drawn)
+from objectives_speed import SHAPES, build_shape, random_schedules  # noqa: E402  (the 8B shape, the schedules drawn)
 
 PROBES = ("math", "eq", "reasoning")
 
@@ -99,30 +99,6 @@ def matmul_peak() -> float:
 # ---- models --------------------------------------------------------------------------------
 
 
-def build_shape(name: str, tokenizer_dir: str, device: str | None):
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    from rys_search.loading import pick_device, wrap_model
-
-    if name in SHAPES:
-        spec = dict(SHAPES[name])
-        config = AutoConfig.for_model(spec.pop("model_type"), **spec)
-    else:
-        config = AutoConfig.from_pretrained(name)
-        name = f"{Path(name).name} (random weights)"
-    dev = pick_device(device)
-    start = time.perf_counter()
-    with torch.device(dev):
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16 if dev.type == "cuda" else torch.float32)
-    if Path(tokenizer_dir).is_file():  # a GGUF file: its tokenizer, read by transformers
-        tokenizer = AutoTokenizer.from_pretrained(str(Path(tokenizer_dir).parent), gguf_file=Path(tokenizer_dir).name)
-    else:
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)  # SmolLM2's 49152 ids fit the 151936 vocabulary
-    print(f"built {name} with random weights on {dev} in {time.perf_counter() - start:.1f} s")
-    return wrap_model(model, tokenizer, name)
-
-
 def materialise(loaded, path):
     """A new model whose layer k holds a copy of the weights of source layer path[k]."""
     import copy
@@ -133,10 +109,8 @@ def materialise(loaded, path):
     from rys_search.loading import wrap_model
 
     config = copy.deepcopy(loaded.runtime.config)
-    per_layer = {k: v for k, v in loaded.runtime._original_config.items() if k != "num_hidden_layers"}
-    config.num_hidden_layers = len(path)
-    for key, value in per_layer.items():
-        setattr(config, key, [value[src] for src in path])
+    for key, value in loaded.family.remap(loaded.runtime._original_config, path).items():
+        setattr(config, key, value)
     with torch.device("meta"):
         dup = AutoModelForCausalLM.from_config(config, dtype=loaded.dtype)
     dup.to_empty(device=loaded.device)
@@ -388,7 +362,14 @@ def main() -> None:
     logging.disable_progress_bar()
     logging.set_verbosity_error()
     if args.shape or args.config:
-        loaded = build_shape(args.shape or args.config, args.tokenizer or args.config or args.model, args.device)
+        from transformers import AutoTokenizer
+
+        where = Path(args.tokenizer or args.config or args.model)
+        if where.is_file():  # a GGUF file: its tokenizer, read by transformers
+            tokenizer = AutoTokenizer.from_pretrained(str(where.parent), gguf_file=where.name)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(str(where))  # 49152 ids fit 151936
+        loaded = build_shape(args.shape or args.config, tokenizer, args.device)
     else:
         loaded = load_model(args.model, device=args.device)
         print(f"loaded {loaded.source.name} in {loaded.load_seconds:.1f} s")

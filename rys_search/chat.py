@@ -1,4 +1,4 @@
-"""Greedy chat answers, to see what a schedule does to a model's behaviour.
+"""The chat template (the one place prompts become a user turn) and greedy chat answers.
 
     >>> loaded = load_model("default")
     >>> with loaded.runtime.using("0-9,10-12x2,13-29"):
@@ -37,18 +37,8 @@ def chat_input_ids(tokenizer: Any, prompt: str):
 
 
 def greedy_answer(loaded: Any, prompt: str, max_new_tokens: int = 128) -> str:
-    import torch
+    """The model's greedy answer to one user turn under the runtime's current schedule."""
+    from .scoring.generation import greedy_generate
 
-    ids = chat_input_ids(loaded.tokenizer, prompt).to(loaded.device)
-    with torch.no_grad():
-        out = loaded.model.generate(
-            ids,
-            attention_mask=torch.ones_like(ids),
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            temperature=None,
-            top_p=None,
-            top_k=None,
-            pad_token_id=loaded.tokenizer.pad_token_id,
-        )
-    return loaded.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
+    texts, _ = greedy_generate(loaded, [chat_ids(loaded.tokenizer, prompt)], max_new_tokens)
+    return texts[0]

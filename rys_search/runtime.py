@@ -8,9 +8,10 @@
 A virtual layer is the source layer itself (first use at its own position) or a shallow
 clone of it: a new module object whose parameters and buffers are the source's tensors and
 whose ``layer_idx`` (the KV-cache slot) is its position in the schedule. The decoder-layer
-list and the config's per-layer entries (``num_hidden_layers``, ``layer_types``, as the
-family's data file lists them) are swapped for the schedule's, so masks, sliding windows,
-per-layer RoPE and ``DynamicCache`` follow each virtual layer's source layer. Switching
+list and the config's per-layer entries (``num_hidden_layers``, ``layer_types``, layer sets
+such as ``mlp_only_layers``, as the family's data file lists them; Family.remap) are swapped
+for the schedule's, so masks, sliding windows, per-layer RoPE and ``DynamicCache`` follow each
+virtual layer's source layer. Switching
 schedules only rebuilds a list of module references: no tensor is allocated.
 
 Each position holds its own module object, and a clone has its own hook tables (a copy
@@ -23,7 +24,8 @@ position, so a forward call's hidden states there are the same for every schedul
 `ScheduledModel.forward(key, ...)` records them per call (key: a digest of the call's
 inputs) in a `PrefixCache` and later schedules start from the deepest recorded boundary at or
 before their deviation, feeding the recorded state in as ``inputs_embeds`` to the remaining
-layers only:
+layers only (and, by a pre-hook, as the first remaining layer's input, so a family that scales
+inputs_embeds on the way, as Granite does, still starts from the recorded state):
 
     >>> out, states = runtime.forward(key, capture=[12], input_ids=ids, attention_mask=mask)
 """
@@ -60,11 +62,7 @@ class ScheduledModel:
             raise ValueError(
                 f"config says {self.config.num_hidden_layers} layers but the model has {self.n_layers}"
             )
-        self._original_config = {"num_hidden_layers": self.config.num_hidden_layers}
-        for key in self.family.per_layer_config:
-            value = getattr(self.config, key, None)
-            if isinstance(value, (list, tuple)) and len(value) == self.n_layers:
-                self._original_config[key] = value
+        self._original_config = self.family.per_layer_entries(self.config)
         self.schedule = LayerSchedule.identity(self.n_layers)
         self._clones: dict[tuple[int, int], nn.Module] = {}
         self._suffixes: dict[int, nn.ModuleList] = {}  # the current schedule's layers from a start on
@@ -101,10 +99,8 @@ class ScheduledModel:
             self._suffixes[start] = nn.ModuleList(
                 [self._virtual_layer(src, pos) for pos, src in enumerate(path[start:])])
         setattr(self._owner, self._attr, self._suffixes[start])
-        self.config.num_hidden_layers = len(path) - start
-        for key, value in self._original_config.items():
-            if key != "num_hidden_layers":
-                setattr(self.config, key, [value[src] for src in path[start:]])
+        for key, value in self.family.remap(self._original_config, path[start:]).items():
+            setattr(self.config, key, value)
 
     def reset(self) -> None:
         self.set_schedule(LayerSchedule.identity(self.n_layers))
@@ -168,7 +164,8 @@ class ScheduledModel:
             inputs = {k: v for k, v in inputs.items() if k != "input_ids"}
             inputs["inputs_embeds"] = entry[start]
         seen: dict[int, Any] = {}
-        with self._layers_from(start) as layers, _hooks(layers, [q - start for q in wanted], seen.__setitem__):
+        with self._layers_from(start) as layers, _fed(layers[0], entry.get(start) if start else None), \
+                _hooks(layers, [q - start for q in wanted], seen.__setitem__):
             output = self.model(**inputs)
         for q in wanted:
             states[q] = seen[q - start]
@@ -207,6 +204,29 @@ class ScheduledModel:
         captured: dict[int, list[Any]] = {q: [] for q in boundaries}
         with _hooks(self.layers, captured, lambda q, state: captured[q].append(state)):
             yield captured
+
+
+@contextmanager
+def _fed(layer: nn.Module, state: Any) -> Iterator[None]:
+    """The layer's hidden-state input is state, whatever the model made of inputs_embeds on the way.
+
+    Some families transform inputs_embeds before the first layer (Granite multiplies it by
+    embedding_multiplier); a recorded residual stream must reach the layer as it is.
+    """
+    if state is None:
+        yield
+        return
+
+    def pre_hook(module, args, kwargs):
+        if args:
+            return (state, *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": state}
+
+    handle = layer.register_forward_pre_hook(pre_hook, with_kwargs=True, prepend=True)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 @contextmanager

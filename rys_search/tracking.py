@@ -20,10 +20,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import UserError
+from .views import EXPERIMENT_KIND, pareto_markdown, saved_views, study_run_name, trial_metrics, trial_run_name
 
 __all__ = ["EXPERIMENT", "Tracker", "trial_metrics", "trial_params", "ui_command"]
 
 EXPERIMENT = "rys-search"
+READ_TRIES, READ_WAIT = 4, 1.0  # reading the parent run: tries, and the first wait between them (doubling)
 log = logging.getLogger(__name__)
 
 
@@ -70,6 +72,8 @@ class Tracker:
         if uri.startswith(("http://", "https://")):
             _check_server(uri)
         self.client = MlflowClient(tracking_uri=uri)
+        from mlflow.exceptions import MlflowException
+
         if uri.startswith("sqlite:"):  # WAL, commits without an fsync each (see fastsqlite.py)
             from .fastsqlite import fast_commits
 
@@ -77,36 +81,64 @@ class Tracker:
         experiment = self.client.get_experiment_by_name(EXPERIMENT)
         if experiment is None:
             try:
-                self.client.create_experiment(EXPERIMENT, artifact_location=_artifact_root(uri))
-            except Exception:  # another worker created it a moment ago
-                pass
+                self.client.create_experiment(EXPERIMENT, artifact_location=_artifact_root(uri), tags=EXPERIMENT_KIND)
+            except MlflowException as exc:  # another worker created it a moment ago (checked below)
+                log.debug("create_experiment: %s", exc)
             experiment = self.client.get_experiment_by_name(EXPERIMENT)
             if experiment is None:
                 raise UserError(f"cannot create the MLflow experiment {EXPERIMENT!r} at {uri}")
         self.experiment_id = experiment.experiment_id
+        for key, value in EXPERIMENT_KIND.items():  # an experiment made before: open it on its runs too
+            if experiment.tags.get(key) != value:
+                self.client.set_experiment_tag(self.experiment_id, key, value)
 
     # ---- study ------------------------------------------------------------------------
 
     def study_run(self, study: str, config: dict[str, Any], existing: str | None = None) -> str:
-        """The study's parent run: the stored one when resuming, else a new one."""
+        """The study's parent run: the stored one when resuming, else a new one.
+
+        Only a parent run that the tracking store says does not exist is replaced; one that
+        cannot be read (a server that does not answer for a moment) is tried again, and then
+        the run stops with a UserError, so a blip never splits a study over two parent runs.
+        """
         if existing:
-            try:
-                run = self.client.get_run(existing)
+            run = self._read_run(existing)
+            if run is not None:
                 if run.info.status != "RUNNING":
                     self.client.update_run(existing, status="RUNNING")
                 return existing
-            except Exception:
-                log.warning("parent run %s of study %s is gone; starting a new one", existing, study)
-        run = self.client.create_run(self.experiment_id, run_name=study, tags={"rys.study": study, "rys.kind": "study"})
+            log.warning("parent run %s of study %s is gone; starting a new one", existing, study)
+        run = self.client.create_run(self.experiment_id, run_name=study_run_name(study),
+                                     tags={"rys.study": study, "rys.kind": "study"})
         run_id = run.info.run_id
         flat = _flatten(config)
         self._batch(run_id, params={k: v for k, v in flat.items()})
         self.client.log_dict(run_id, config, "config.json")
         return run_id
 
-    def close_study(self, run_id: str, pareto: list[dict[str, Any]], figures: dict[str, Any], metrics: dict[str, float]) -> None:
+    def _read_run(self, run_id: str) -> Any:
+        """The run, or None when the store says it does not exist; READ_TRIES tries, then a UserError."""
+        from mlflow.exceptions import MlflowException
+
+        for attempt in range(READ_TRIES):
+            try:
+                return self.client.get_run(run_id)
+            except MlflowException as exc:
+                if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                    return None
+                error: Exception = exc
+            except OSError as exc:  # the connection itself (requests' errors are OSErrors)
+                error = exc
+            if attempt < READ_TRIES - 1:
+                time.sleep(READ_WAIT * 2**attempt)
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"cannot read the study's MLflow parent run {run_id} at {self.uri} "
+                        f"({READ_TRIES} tries): {reason}")
+
+    def close_study(self, run_id: str, pareto: list[dict[str, Any]], figures: dict[str, Any], metrics: dict[str, float],
+                    objectives: list[str] | None = None) -> None:
         self.client.log_dict(run_id, {"pareto": pareto}, "pareto.json")
-        self.client.log_text(run_id, _markdown_table(pareto), "pareto.md")
+        self.client.log_text(run_id, pareto_markdown(pareto, objectives), "pareto.md")
         for name, figure in figures.items():
             self.client.log_figure(run_id, figure, name)
         self._batch(run_id, metrics=metrics)
@@ -114,11 +146,15 @@ class Tracker:
 
     # ---- trials -----------------------------------------------------------------------
 
-    def open_trial_run(self, parent: str, study: str, trial_number: int, params: dict[str, Any] | None = None) -> str:
-        """A RUNNING run for a trial that starts now; close_trial_run finishes it (and logs its params)."""
+    def open_trial_run(self, parent: str, study: str, trial_number: int, params: dict[str, Any] | None = None,
+                       schedule: str = "", unmodified: bool = False) -> str:
+        """A RUNNING run for a trial that starts now, named by its number and schedule; close_trial_run
+        finishes it (and logs its params, unless given here)."""
+        params = params or {}
+        schedule = schedule or str(params.get("schedule", ""))
         run = self.client.create_run(
             self.experiment_id,
-            run_name=f"{study} trial {trial_number}",
+            run_name=trial_run_name(trial_number, schedule, unmodified or params.get("added_layers") == 0),
             tags={"mlflow.parentRunId": parent, "rys.study": study, "rys.trial": str(trial_number),
                   "rys.state": "RUNNING", "rys.kind": "trial"},
         )
@@ -127,18 +163,25 @@ class Tracker:
         return run.info.run_id
 
     def close_trial_run(self, trial: Any, study: str, parent: str, items: dict[str, Any] | None = None,
-                        params: dict[str, Any] | None = None) -> str:
-        """Log a finished trial's params, metrics and tags in one batch, its items, and end its run in the trial's state.
+                        run_id: str | None = None, params: dict[str, Any] | None = None) -> str:
+        """Log a finished trial's params, metrics and tags in one batch, its items, and end its run (default: the
+        trial's) in the trial's state.
 
         params: default trial_params(trial).
         """
-        run_id = trial.user_attrs.get("mlflow_run")
+        run_id = run_id or trial.user_attrs.get("mlflow_run")
         if run_id is None:  # a trial that never opened a run (pruned or failed before): open one now
-            run_id = self.open_trial_run(parent, study, trial.number)
+            run_id = self.open_trial_run(parent, study, trial.number, schedule=trial.user_attrs.get("schedule", ""),
+                                         unmodified=trial.user_attrs.get("added_layers") == 0)
         state = trial.state.name
-        reason = trial.user_attrs.get("pruned_reason") or trial.user_attrs.get("fail_reason") or ""
+        tags = {"rys.state": state}
+        reason = trial.user_attrs.get("pruned_reason") or trial.user_attrs.get("fail_reason")
+        if reason:  # no empty tags: a complete trial has no reason
+            tags["rys.reason"] = str(reason)[:5000]
+        if trial.user_attrs.get("verdict"):
+            tags["rys.verdict"] = str(trial.user_attrs["verdict"])
         self._batch(run_id, params=params if params is not None else trial_params(trial), metrics=trial_metrics(trial),
-                    tags={"rys.state": state, "rys.reason": reason[:5000]})
+                    tags=tags)
         if items:  # compact JSON, by the C encoder (log_dict indents, through the pure-Python one)
             import json
 
@@ -165,12 +208,8 @@ class Tracker:
             mine = runs.get(trial.number, [])
             keep = next((r for r in mine if r.info.run_id == trial.user_attrs.get("mlflow_run")), None) or (mine[0] if mine else None)
             if keep is None or keep.info.status != want or keep.data.tags.get("rys.state") != trial.state.name:
-                if keep is None:
-                    fixed["created"] += 1
-                else:
-                    fixed["closed"] += 1
-                    trial = _with_run(trial, keep.info.run_id)
-                self.close_trial_run(trial, name, parent)
+                fixed["created" if keep is None else "closed"] += 1
+                self.close_trial_run(trial, name, parent, run_id=keep.info.run_id if keep is not None else None)
             for run in mine:
                 if keep is not None and run.info.run_id != keep.info.run_id:
                     self.client.delete_run(run.info.run_id)
@@ -192,23 +231,73 @@ class Tracker:
             if not token:
                 return runs
 
+    def mark_pareto(self, study: str, members: set[int]) -> int:
+        """Tag the members' runs rys.pareto = true, and false where a run that was a member is one no more.
+
+        Only what changed is written (a call per run on a tracking server); returns how many.
+        """
+        changed = 0
+        for run in self.trial_runs(study):
+            now = run.data.tags.get("rys.pareto")
+            want = "true" if int(run.data.tags.get("rys.trial", -1)) in members else ("false" if now else None)
+            if want is not None and now != want:
+                self.client.set_tag(run.info.run_id, "rys.pareto", want)
+                changed += 1
+        return changed
+
+    def save_views(self, study: str, objectives: list[str], extra_columns: list[str] = ()) -> dict[str, str]:
+        """The study's saved views of the runs page (Pareto members, all trials) as experiment tags."""
+        keys: list[str] = []
+        for run in self.trial_runs(study):
+            keys += [k for k in run.data.metrics if k not in keys]
+        tags = saved_views(study, objectives, sorted(keys), extra_columns=list(extra_columns))
+        for key, value in tags.items():
+            self.client.set_experiment_tag(self.experiment_id, key, value)
+        return tags
+
     def log_export(self, run_id: str, result: dict[str, Any]) -> None:
         """Record an export of the trial's schedule in the trial's run: a tag per format and the details."""
         name = Path(result["path"]).name
         self.client.set_tag(run_id, f"rys.export.{result['format']}", result["path"])
         self.client.log_dict(run_id, result, f"exports/{name}.json")
 
+    def log_calibration(self, name: str, state: dict[str, Any], figures: dict[str, Any]) -> str:
+        """A finished run for a calibration: its settings, one metric per objective x benchmark
+        (Spearman and sign agreement), the state file and the scatter plots."""
+        run = self.client.create_run(self.experiment_id, run_name=f"calibration {name}",
+                                     tags={"rys.kind": "calibration", "rys.model": str(state.get("model")),
+                                           "rys.calibration": name})
+        run_id = run.info.run_id
+        metrics: dict[str, float] = {}
+        for row in state.get("table") or []:
+            pair = f"{mlflow_key(row['objective'])}/{mlflow_key(row['benchmark'])}"
+            if row.get("spearman") is not None:
+                metrics[f"spearman/{pair}"] = row["spearman"]
+            if row.get("sign_agreement") is not None:
+                metrics[f"sign_agreement/{pair}"] = row["sign_agreement"]
+        for key, seconds in (state.get("seconds_per_schedule") or {}).items():
+            metrics[f"seconds/{mlflow_key(key)}"] = seconds
+        params = {"model": state.get("model"), "schedules": len(state.get("schedules", {})),
+                  "limit": state["settings"].get("limit"), "bench_limit": state["settings"].get("bench_limit"),
+                  "benchmarks": ",".join(state["settings"].get("benchmarks", {}))}
+        self._batch(run_id, params=params, metrics=metrics)
+        self.client.log_dict(run_id, state, "calibration.json")
+        for filename, figure in figures.items():
+            self.client.log_figure(run_id, figure, filename)
+        self.client.set_terminated(run_id, status="FINISHED")
+        return run_id
+
     def _batch(self, run_id: str, params: dict[str, Any] | None = None, metrics: dict[str, float] | None = None,
                tags: dict[str, str] | None = None) -> None:
-        """One request per 100 entries (a tracking server is a round trip per call)."""
+        """Params, metrics and tags in one log_batch (MLflow cuts it into the batches its store takes)."""
         from mlflow.entities import Metric, Param, RunTag
 
         now = int(time.time() * 1000)
-        ps = [Param(k, str(v)[:6000]) for k, v in (params or {}).items()]
-        ms = [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items() if v is not None and math.isfinite(float(v))]
+        ps = [Param(mlflow_key(k), str(v)[:6000]) for k, v in (params or {}).items()]
+        ms = [Metric(mlflow_key(k), float(v), now, 0) for k, v in (metrics or {}).items()
+              if v is not None and math.isfinite(float(v))]
         ts = [RunTag(k, v) for k, v in (tags or {}).items()]
-        for at in range(0, max(len(ps), len(ms), len(ts)), 100):  # the store takes at most 100 params per call
-            self.client.log_batch(run_id, metrics=ms[at : at + 100], params=ps[at : at + 100], tags=ts[at : at + 100])
+        self.client.log_batch(run_id, metrics=ms, params=ps, tags=ts)
 
 
 def trial_params(trial) -> dict[str, Any]:
@@ -218,30 +307,9 @@ def trial_params(trial) -> dict[str, Any]:
             "added_layers": attrs.get("added_layers", ""), **{f"optuna.{k}": v for k, v in trial.params.items()}}
 
 
-def trial_metrics(trial) -> dict[str, float]:
-    attrs = trial.user_attrs
-    metrics: dict[str, float] = {"seconds": attrs.get("seconds", 0.0)}
-    if attrs.get("seconds"):
-        metrics["tokens_per_second"] = attrs.get("tokens", 0) / attrs["seconds"]
-    for name, s in attrs.get("scores", {}).items():
-        metrics[name] = s["score"]
-        metrics[f"{name}_lo"], metrics[f"{name}_hi"] = s["interval"]
-        metrics[f"{name}_noise"] = s["noise"]
-        metrics[f"{name}_change"] = s["change"]
-        metrics[f"{name}_change_lo"], metrics[f"{name}_change_hi"] = s["change_interval"]
-    for key, value in attrs.get("fixed_point", {}).items():
-        if isinstance(value, (int, float)):
-            metrics[f"fixed_point_{key}"] = float(value)
-    return metrics
-
-
-def _with_run(trial: Any, run_id: str) -> Any:
-    """The frozen trial with its user attrs naming run_id (finished trials cannot be updated)."""
-    import copy
-
-    clone = copy.copy(trial)
-    clone._user_attrs = {**trial.user_attrs, "mlflow_run": run_id}
-    return clone
+def mlflow_key(key: str) -> str:
+    """A name as MLflow takes it in a metric or parameter key: 'math@2:generate' -> 'math_v2:generate'."""
+    return key.replace("@", "_v")
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -253,13 +321,3 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
-
-
-def _markdown_table(rows: list[dict[str, Any]]) -> str:
-    if not rows:
-        return "(empty Pareto front)\n"
-    keys = list(rows[0])
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    for row in rows:
-        lines.append("| " + " | ".join(f"{row[k]:.2f}" if isinstance(row[k], float) else str(row[k]) for k in keys) + " |")
-    return "\n".join(lines) + "\n"

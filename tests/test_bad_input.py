@@ -100,7 +100,8 @@ def digest(path):
 
 
 def test_bad_runs_leave_the_stored_study_untouched(tiny_folder, tmp_path):
-    first = cli("run", "--model", tiny_folder, "--trials", "1", "--limit", "2", "--study", "kept", cwd=tmp_path)
+    first = cli("run", "--model", tiny_folder, "--trials", "1", "--limit", "2", "--study", "kept", "--no-confirm",
+                cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     db = tmp_path / "studies" / "kept.db"
     before = digest(db)

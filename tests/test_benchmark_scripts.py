@@ -43,3 +43,14 @@ def test_random_schedules_of_the_speed_benchmark_are_valid():
     for schedule in speed.random_schedules(36, 20, seed=4):
         blocks = schedule.blocks(36)
         assert blocks and all(3 <= b.width <= 8 for b in blocks)
+
+
+def test_gsm8k_stop_of_the_generation_benchmark_waits_for_a_finished_number():
+    answered = load("generation_speed").answered
+    done = ["The answer is 42. ", "so the answer is 3,000 apples", "The answer is $18.\n", "The answer is -7 dollars",
+            "The answer is 2.5 hours", "**The answer is 18**"]
+    open_ = ["The answer is 42", "The answer is 42.", "The answer is 3,0", "The answer is 2.", "The answer is", "42 is the answer"]
+    assert all(answered(t) for t in done) and not any(answered(t) for t in open_)
+    text = "Each box holds 6. The answer is 126.\nQuestion"  # once true, true for every longer text
+    flags = [answered(text[:k]) for k in range(len(text) + 1)]
+    assert flags == sorted(flags)

@@ -32,6 +32,20 @@ def test_info_json_on_a_folder(tmp_path, capsys):
     assert facts["parameters"] == sum(p.numel() for p in model.parameters())
 
 
+def test_info_lists_the_families(capsys):
+    from rys_search.architectures import families
+
+    assert main(["info", "--families", "--json"]) == 0
+    rows = {r["family"]: r for r in json.loads(capsys.readouterr().out)}
+    assert set(rows) == set(families()) and {"phi3", "gemma2", "qwen3_moe", "gpt_oss"} <= set(rows)
+    assert rows["qwen2_moe"]["per_layer_config"] == ["layer_types", "mlp_only_layers"]
+    assert rows["gemma2"]["gguf_repeat_period"] == 2 and rows["mixtral"]["gguf_arch"] == "llama"
+    assert main(["info", "--families"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("family") and len(lines) == len(rows) + 1
+    assert any(line.split()[:3] == ["gpt_oss", "gpt_oss", "gpt-oss"] for line in lines)
+
+
 def test_info_says_unsupported(tmp_path, capsys):
     from transformers import AutoConfig
 

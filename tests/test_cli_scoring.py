@@ -2,6 +2,8 @@
 
 import json
 
+from benchfiles import write_benchmarks
+
 import pytest
 
 from rys_search.cli import main
@@ -37,35 +39,7 @@ def test_eval_table_and_generate_mode(tiny_folder, capsys):
 
 def test_eval_refuses_unknown_objective_before_loading(capsys):
     assert main(["eval", "--model", "/no/such/model", "--objectives", "math,vibes"]) == 2
-    assert "unknown objective 'vibes'; available: eq, fixed_point, math, reasoning" in capsys.readouterr().err
-
-
-def write_benchmarks(folder):
-    gsm = folder / "gsm8k.jsonl"
-    gsm.write_text("\n".join(json.dumps(x) for x in [
-        {"question": "Tom has 3 apples and buys 4 more. How many apples?", "answer": "3 + 4 = 7\n#### 7"},
-        {"question": "A box holds 12 eggs. How many eggs in 2 boxes?", "answer": "12 * 2 = 24\n#### 24"},
-        {"question": "Sam had 1,000 coins and spent 1. How many are left?", "answer": "#### 999"},
-    ]) + "\n")
-    bbh = folder / "bbh"
-    bbh.mkdir()
-    (bbh / "boolean_expressions.json").write_text(json.dumps({"examples": [
-        {"input": "not ( True ) and ( True ) is", "target": "False"},
-        {"input": "True or False is", "target": "True"}]}))
-    (bbh / "logical_deduction_three_objects.json").write_text(json.dumps({"examples": [
-        {"input": "Three books.\nOptions:\n(A) The red book is leftmost\n(B) The blue book is leftmost", "target": "(B)"}]}))
-    (bbh / "navigate.json").write_text(json.dumps({"examples": [
-        {"input": "Take 1 step. Take 1 step back.\nOptions:\n- Yes\n- No", "target": "Yes"}]}))
-    (bbh / "object_counting.json").write_text(json.dumps({"examples": [
-        {"input": "I have a flute and two drums. How many instruments?", "target": "3"}]}))
-    eq = folder / "eq.json"
-    question = ("\nYour task is to predict the likely emotional responses of a character in this dialogue:\n\n"
-                "Ann: I won.\nBo: Well done.\n[End dialogue]\n\nAt the end of this dialogue, Ann would feel...\n"
-                "Proud\nSad\nBored\nAngry\n\nGive each ...\n")
-    ref = {"emotion1": "Proud", "emotion2": "Sad", "emotion3": "Bored", "emotion4": "Angry",
-           "emotion1_score": "8", "emotion2_score": 0, "emotion3_score": 0, "emotion4_score": "1"}
-    eq.write_text(json.dumps({"1": {"prompt": question, "reference_answer": ref, "reference_answer_fullscale": ref}}))
-    return gsm, bbh, eq
+    assert "unknown objective 'vibes'; available: eq, eq@1, eq@2, fixed_point, math, math@1" in capsys.readouterr().err
 
 
 def test_validate_reads_the_public_formats(tiny_folder, tmp_path, capsys):
@@ -82,7 +56,7 @@ def test_validate_reads_the_public_formats(tiny_folder, tmp_path, capsys):
         lo, hi = row["change"]["interval"]
         assert lo <= row["change"]["mean"] <= hi
     assert main(args[:-1] + ["--limit", "1", "--mode", "generate"]) == 0
-    assert "bbh v1" in capsys.readouterr().out
+    assert "bbh v2" in capsys.readouterr().out
 
 
 def test_validate_bad_bench_arguments(tiny_folder, tmp_path, capsys):

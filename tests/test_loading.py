@@ -68,5 +68,5 @@ def test_unsupported_family_is_refused_before_loading_weights(tmp_path):
     from transformers import AutoConfig
 
     AutoConfig.for_model("gpt2", n_layer=2).save_pretrained(tmp_path)  # config only: no weights
-    with pytest.raises(UserError, match="'gpt2' is not supported; supported families: gemma3"):
+    with pytest.raises(UserError, match="'gpt2' is not supported; supported families: gemma2, gemma3, gpt_oss"):
         load_model(str(tmp_path), device="cpu")

@@ -1,7 +1,10 @@
 """The weight-shared runtime against an independent, physically duplicated model, per family."""
 
+import copy
+
 import pytest
 import torch
+from transformers import AutoModelForCausalLM
 
 from rys_search.architectures import UnsupportedFamily, supported_names
 from rys_search.runtime import ScheduledModel
@@ -18,8 +21,12 @@ def logits(model, ids=PROMPT):
         return model(ids).logits
 
 
+MOE = ["gpt_oss", "mixtral", "qwen2_moe", "qwen3_moe"]
+
+
 def test_every_required_family_has_data():
-    assert {"llama", "qwen2", "qwen3", "mistral", "gemma3"} <= set(supported_names())
+    assert {"llama", "qwen2", "qwen3", "mistral", "gemma3", "phi3", "gemma2", "olmo2", "granite", *MOE} <= set(
+        supported_names())
 
 
 def test_identity_gives_exactly_the_unmodified_logits(tiny):
@@ -42,7 +49,7 @@ def test_two_blocks_match_a_physical_duplicate(tiny):
     assert torch.allclose(logits(tiny), reference, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("family", ["qwen2", "qwen3", "gemma3"])
+@pytest.mark.parametrize("family", ["qwen2", "qwen3", "gemma3", "gemma2", "gpt_oss", "qwen2_moe"])
 def test_per_layer_settings_matter(family):
     """A duplicate that keeps layer types by position differs: the remapping is what makes it match."""
     model = tiny_model(family)
@@ -54,6 +61,64 @@ def test_per_layer_settings_matter(family):
     assert model.config.layer_types == [original[src] for src in TWO_BLOCKS.expand()]
     runtime.reset()
     assert model.config.layer_types == original
+
+
+def has_experts(layers) -> list[bool]:
+    return [hasattr(layer.mlp, "experts") for layer in layers]
+
+
+@pytest.mark.parametrize("family", ["qwen2_moe", "qwen3_moe"])
+def test_moe_layer_kinds_follow_their_source(family):
+    """Which layers have experts is fixed when a model is built; the remapped config says the same."""
+    model = tiny_model(family)
+    kinds = has_experts(model.model.layers)
+    expected = [kinds[src] for src in TWO_BLOCKS.expand()]
+    original = (list(model.config.mlp_only_layers), model.config.decoder_sparse_step)
+    runtime = ScheduledModel(model)
+    runtime.set_schedule(TWO_BLOCKS)
+    assert has_experts(runtime.layers) == expected and True in expected and False in expected
+    rebuilt = AutoModelForCausalLM.from_config(copy.deepcopy(model.config))
+    assert has_experts(rebuilt.model.layers) == expected
+    positional = copy.deepcopy(model.config)  # the original entries kept by position build other layers
+    positional.mlp_only_layers, positional.decoder_sparse_step = original
+    assert has_experts(AutoModelForCausalLM.from_config(positional).model.layers) != expected
+    runtime.reset()
+    assert (model.config.mlp_only_layers, model.config.decoder_sparse_step) == original
+
+
+def routing(model, ids=PROMPT):
+    """(router module, its input, top-k expert ids) for every router call of one forward, in order."""
+    calls = []
+    routers = {m for m in model.modules() if type(m).__name__.endswith("TopKRouter")}
+    handles = [r.register_forward_hook(lambda mod, args, out: calls.append((mod, args[0], out[2]))) for r in routers]
+    try:
+        logits(model, ids)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return calls
+
+
+@pytest.mark.parametrize("family", MOE)
+def test_a_repeated_moe_layer_routes_like_its_source(family):
+    model = tiny_model(family)
+    path = TWO_BLOCKS.expand()
+    kinds = has_experts(model.model.layers)
+    sparse = [pos for pos, src in enumerate(path) if kinds[src]]
+    expected = routing(physically_duplicated(model, path))
+    runtime = ScheduledModel(model)
+    runtime.set_schedule(TWO_BLOCKS)
+    got = routing(model)
+    assert len(got) == len(expected) == len(sparse)
+    for (_, _, ids), (_, _, reference) in zip(got, expected):  # each position picks the duplicate's experts
+        assert torch.equal(ids, reference)
+    for (router, x, ids), pos in zip(got, sparse):  # the source layer's router on the same input agrees
+        (source,) = [m for m in runtime._original_layers[path[pos]].modules() if type(m).__name__.endswith("TopKRouter")]
+        assert router is source and torch.equal(source(x)[2], ids)
+    by_source: dict[int, list] = {}  # one layer's runs see other inputs and route differently: the check has teeth
+    for (_, _, ids), pos in zip(got, sparse):
+        by_source.setdefault(path[pos], []).append(ids)
+    assert any(not torch.equal(runs[0], again) for runs in by_source.values() for again in runs[1:])
 
 
 def test_weights_are_shared_not_copied(tiny):
@@ -114,7 +179,7 @@ def test_unsupported_family_is_refused_with_the_supported_names():
 
     config = AutoConfig.for_model("gpt2", n_embd=32, n_layer=2, n_head=2, vocab_size=64)
     model = AutoModelForCausalLM.from_config(config)
-    with pytest.raises(UnsupportedFamily, match="'gpt2' is not supported; supported families: gemma3, llama"):
+    with pytest.raises(UnsupportedFamily, match="'gpt2' is not supported; supported families: gemma2, gemma3, gpt_oss, granite, llama"):
         ScheduledModel(model)
 
 

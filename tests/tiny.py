@@ -48,6 +48,25 @@ TINY = {
             "sliding_attention": {"rope_type": "default", "rope_theta": 100.0},
         },
     ),
+    "phi3": dict(model_type="phi3", sliding_window=5),
+    "gemma2": dict(model_type="gemma2", sliding_window=5, query_pre_attn_scalar=16),  # layer_types: S, F, S, ...
+    "olmo2": dict(model_type="olmo2"),
+    "granite": dict(model_type="granite", embedding_multiplier=4.0, residual_multiplier=0.5,
+                    attention_multiplier=0.125, logits_scaling=2.0),
+    # MoE: 4 experts, 2 per token; Qwen MoE with dense layers among the expert ones (sparse step 2,
+    # and layer 5 listed dense), so a schedule must carry each layer's kind into an exported config.
+    "qwen2_moe": dict(
+        model_type="qwen2_moe", num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
+        shared_expert_intermediate_size=48, decoder_sparse_step=2, mlp_only_layers=[5],
+        use_sliding_window=True, sliding_window=5, max_window_layers=3,
+    ),
+    "qwen3_moe": dict(
+        model_type="qwen3_moe", num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
+        mlp_only_layers=[2],
+    ),
+    "mixtral": dict(model_type="mixtral", num_local_experts=4, num_experts_per_tok=2, sliding_window=5),
+    "gpt_oss": dict(model_type="gpt_oss", num_local_experts=4, num_experts_per_tok=2, intermediate_size=32,
+                    sliding_window=5),  # layer_types: S, F, S, ...
 }
 
 
@@ -73,9 +92,15 @@ def physically_duplicated(model, path, remap_layer_types=True):
 
     With remap_layer_types=False the copy keeps the config's layer types by position (what a
     runtime that forgot per-layer settings would do): used to show the tests can fail.
+    MoE layer kinds (experts or a dense MLP) are read off the source's modules and written
+    out as mlp_only_layers with a sparse step of 1, so each copy is built like its source.
     """
     config = copy.deepcopy(model.config)
     config.num_hidden_layers = len(path)
+    if getattr(config, "mlp_only_layers", None) is not None:
+        experts = [hasattr(layer.mlp, "experts") for layer in model.model.layers]
+        config.decoder_sparse_step = 1
+        config.mlp_only_layers = [k for k, src in enumerate(path) if not experts[src]]
     types = getattr(model.config, "layer_types", None)
     if isinstance(types, list):
         if remap_layer_types:

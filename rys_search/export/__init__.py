@@ -32,7 +32,8 @@ from ..errors import UserError
 from ..schedule import LayerSchedule
 from .verify import VerificationFailed
 
-__all__ = ["ExportJob", "FORMATS", "VerificationFailed", "check_target", "export_schedule", "target_path"]
+__all__ = ["ExportJob", "FORMATS", "VerificationFailed", "check_target", "export_schedule", "target_path",
+           "verification_lines"]
 
 FORMATS = ("gguf", "hf")
 log = logging.getLogger(__name__)
@@ -45,8 +46,10 @@ class ExportJob:
     schedule: LayerSchedule
     study: str | None = None
     trial: int | None = None
-    scores: dict[str, Any] = field(default_factory=dict)
-    heldout: dict[str, Any] = field(default_factory=dict)
+    scores: dict[str, Any] = field(default_factory=dict)  # the cheap stage's (search split)
+    confirmed: dict[str, Any] = field(default_factory=dict)  # the confirmation stage's, where it ran
+    verdict: str | None = None  # gain, mixed, worse, no change, broken output, unconfirmed
+    bench: dict[str, Any] = field(default_factory=dict)  # benchmark checks (rys-search pareto --bench)
     mlflow_run: str | None = None  # the trial's MLflow run, where the export is recorded
 
 
@@ -189,7 +192,8 @@ def export_schedule(
     provenance = {
         "version": rys_version, "schedule": str(schedule), "layer_map": list(order),
         "source": source.name, "source_sha256": source_hash(source), "source_block_count": n_layers,
-        "study": job.study, "trial": job.trial, "scores": job.scores or None, "heldout": job.heldout or None,
+        "study": job.study, "trial": job.trial, "scores": job.scores or None, "confirmed": job.confirmed or None,
+        "verdict": job.verdict, "bench": job.bench or None,
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     from .card import model_card
@@ -239,7 +243,7 @@ def export_schedule(
             result["verification"] = _verify(model, schedule, staged, fmt, result["written_as"])
             result["verify_seconds"] = time.perf_counter() - t0
         if fmt == "hf":
-            card = model_card(provenance, fmt, target.name, _card_lines(result.get("verification")))
+            card = model_card(provenance, fmt, target.name, verification_lines(result.get("verification")))
             (staged / "README.md").write_text(card, encoding="utf-8")
         if target.exists():
             _remove(target)  # only reached with force
@@ -287,7 +291,8 @@ def _verify(loaded: Any, schedule: LayerSchedule, path: Path, fmt: str, written_
     return checks
 
 
-def _card_lines(verification: dict[str, Any] | None) -> dict[str, str]:
+def verification_lines(verification: dict[str, Any] | None) -> dict[str, str]:
+    """One line per check (transformers, llama.cpp): what the model card and `rys-search export` print."""
     if not verification:
         return {"not verified": "exported with --no-verify"}
     lines = {}

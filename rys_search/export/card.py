@@ -42,7 +42,7 @@ def model_card(facts: dict[str, Any], fmt: str, file_name: str, verification: di
     """Markdown with a YAML header: what was repeated, the measured scores, and how to run it.
 
     facts: the export's provenance (the `rys.*` keys of a GGUF): version, schedule, layer_map,
-    source, source_sha256, source_block_count, study, trial, scores, heldout.
+    source, source_sha256, source_block_count, study, trial, scores, confirmed, verdict, bench.
     """
     schedule = str(facts["schedule"])
     lines = [
@@ -63,25 +63,42 @@ def model_card(facts: dict[str, Any], fmt: str, file_name: str, verification: di
     ]
     if facts.get("study") is not None:
         lines.append(f"- study: {md(facts['study'])}, trial {md(facts.get('trial'))}")
+    verdict = facts.get("verdict")
+    if verdict:
+        meaning = {
+            "gain": "a confirmed gain: some objective improved beyond its paired 95% interval on the confirmation "
+                    "stage, none got worse beyond it, and the answers still parse",
+            "unconfirmed": "unconfirmed: only the cheap search scores exist; no change below is a measured gain",
+        }.get(verdict, f"{verdict} on the confirmation stage: not a gain")
+        lines += ["", f"**Verdict: {md(meaning)}.**"]
     scores = facts.get("scores") or {}
+    confirmed = facts.get("confirmed") or {}
     if scores:
-        lines += ["", "## Scores measured by the search (search split)", "",
-                  "| objective | score | 95% interval | change vs unmodified | 95% paired interval |",
-                  "|---|---|---|---|---|"]
+        lines += ["", "## Scores: cheap search stage and confirmation stage", "",
+                  "| objective | stage | score | change vs unmodified | 95% paired interval | parsed |",
+                  "|---|---|---|---|---|---|"]
         for name, s in scores.items():
-            lines.append(
-                f"| {md(name)} | {float(s.get('score', float('nan'))):.2f} | {_interval(s.get('interval'))} "
-                f"| {float(s.get('change', float('nan'))):+.2f} | {_interval(s.get('change_interval'))} |"
-            )
+            lines.append(f"| {md(name)} | search (logprob, search split) | {float(s.get('score', float('nan'))):.2f} "
+                         f"| {float(s.get('change', float('nan'))):+.2f} | {_interval(s.get('change_interval'))} | |")
+        for key, c in confirmed.items():
+            if not isinstance(c, dict) or "change_interval" not in c:
+                continue
+            parsed = f"{100 * c['parse_rate']:.0f}%" if c.get("parse_rate") is not None else ""
+            lines.append(f"| {md(key)} | confirmation | {float(c.get('score', float('nan'))):.2f} "
+                         f"| {float(c.get('change', float('nan'))):+.2f} | {_interval(c.get('change_interval'))} "
+                         f"| {parsed} |")
         lines.append("")
-        lines.append("A change whose paired interval holds 0 is within the noise of the probes.")
-    heldout = facts.get("heldout") or {}
-    if heldout:
-        lines += ["", "## Held-out probes (never used by the search)", "",
-                  "| objective | score | change vs unmodified | 95% paired interval |", "|---|---|---|---|"]
-        for name, h in heldout.items():
-            lines.append(f"| {md(name)} | {float(h.get('score', float('nan'))):.2f} | "
-                         f"{float(h.get('change', float('nan'))):+.2f} | {_interval(h.get('change_interval'))} |")
+        lines.append("A change whose paired interval holds 0 is within the noise. Cheap-stage changes are what the "
+                     "search optimised; only confirmation-stage changes are evidence.")
+    bench = facts.get("bench") or {}
+    if bench:
+        lines += ["", "## Benchmark checks", "", "| benchmark | score | change vs unmodified | 95% paired interval "
+                  "| parsed |", "|---|---|---|---|---|"]
+        for key, b in bench.items():
+            parsed = f"{100 * b['parse_rate']:.0f}%" if b.get("parse_rate") is not None else ""
+            lines.append(f"| {md(key)} | {float(b.get('score', float('nan'))):.2f} | "
+                         f"{float(b.get('change', float('nan'))):+.2f} | {_interval(b.get('change_interval'))} "
+                         f"| {parsed} |")
     verification = verification or {}
     if verification:
         lines += ["", "## Verification", ""]

@@ -9,7 +9,9 @@ runs s (quantized data is never re-quantized), read from the file in chunks so m
 stays flat; `block_count` and the per-layer metadata arrays the family data names are
 remapped. From a Hugging Face model the tensors are renamed with gguf-py's name map,
 converted one at a time (f32, f16, bf16 or q8_0), and the tokenizer and chat template are
-written from the model's own tokenizer files. Provenance goes under the `rys.` keys.
+written from the model's own tokenizer files; what differs by family (extra metadata, norm
+offsets, fused tensors written as parts, config values the GGUF reader assumes) comes from
+the family's data file. Provenance goes under the `rys.` keys.
 """
 
 from __future__ import annotations
@@ -153,7 +155,7 @@ def gguf_fields(path: str | Path) -> dict[str, Any]:
 # ---- from a Hugging Face model ------------------------------------------------------------
 
 
-_FILE_TYPES = {"f32": 0, "f16": 1, "q8_0": 7, "bf16": 32}
+_FILE_TYPES = {"f32": "ALL_F32", "f16": "MOSTLY_F16", "q8_0": "MOSTLY_Q8_0", "bf16": "MOSTLY_BF16"}  # gguf.LlamaFileType
 
 
 def _qtype_for(data_shape: Sequence[int], out_type: str) -> Any:
@@ -212,20 +214,14 @@ def _tokenizer_kv(tokenizer: Any, vocab_size: int, pre: str, writer_kv: list) ->
         ("tokenizer.ggml.tokens", tokens[:vocab_size], V.ARRAY, V.STRING),
         ("tokenizer.ggml.token_type", types[:vocab_size], V.ARRAY, V.INT32),
     ]
-    if special.merges:
-        writer_kv.append(("tokenizer.ggml.merges", list(special.merges), V.ARRAY, V.STRING))
-    else:  # llama.cpp insists on the key
+    if isinstance(getattr(tokenizer, "chat_template", None), str):
+        special.chat_template = tokenizer.chat_template  # the template transformers applies
+    recorder = gguf.GGUFWriter(None, arch="rys")  # gathers key-values, writes no file
+    special.add_to_gguf(recorder, quiet=True)  # merges, special token ids (below vocab_size), add_*_token, template
+    written = recorder.kv_data[0]
+    writer_kv += [(key, v.value, v.type, v.sub_type) for key, v in written.items() if key.startswith("tokenizer.")]
+    if "tokenizer.ggml.merges" not in written:  # llama.cpp insists on the key
         writer_kv.append(("tokenizer.ggml.merges", [" "], V.ARRAY, V.STRING))
-    for kind, tid in special.special_token_ids.items():
-        key = {"bos": "bos_token_id", "eos": "eos_token_id", "unk": "unknown_token_id", "sep": "seperator_token_id",
-               "pad": "padding_token_id", "eot": "eot_token_id", "eom": "eom_token_id"}.get(kind)
-        if key is not None and tid < vocab_size:
-            writer_kv.append((f"tokenizer.ggml.{key}", int(tid), V.UINT32, None))
-    for kind, value in special.add_special_token.items():
-        writer_kv.append((f"tokenizer.ggml.add_{kind}_token", bool(value), V.BOOL, None))
-    template = getattr(tokenizer, "chat_template", None) or special.chat_template
-    if isinstance(template, str):
-        writer_kv.append(("tokenizer.chat_template", template, V.STRING, None))
 
 
 def plan_from_hf(model: Any, tokenizer: Any, family: Any, order: Sequence[int], out_type: str,
@@ -239,7 +235,10 @@ def plan_from_hf(model: Any, tokenizer: Any, family: Any, order: Sequence[int], 
     if not family.gguf_from_hf:
         raise UserError(f"GGUF export from a Hugging Face {family.name} model is not supported; export --format hf")
     config = family.config_of(model)
-    if "sliding_attention" in (getattr(config, "layer_types", None) or []):
+    _check_expressible(config, family)
+    types = getattr(config, "layer_types", None)
+    slides = "sliding_attention" in types if types else bool(getattr(config, "sliding_window", None))
+    if slides and "attention.sliding_window" not in dict(family.gguf_config):
         log.warning("a GGUF carries no sliding windows: llama.cpp runs this model's sliding-window layers with "
                     "full attention (the same output up to the window's length)")
     arch = family.gguf_arch
@@ -252,7 +251,7 @@ def plan_from_hf(model: Any, tokenizer: Any, family: Any, order: Sequence[int], 
     kv += [
         ("general.type", "model", V.STRING, None),
         ("general.name", name, V.STRING, None),
-        ("general.file_type", _FILE_TYPES[out_type], V.UINT32, None),
+        ("general.file_type", int(gguf.LlamaFileType[_FILE_TYPES[out_type]]), V.UINT32, None),
         ("general.quantization_version", gguf.GGML_QUANT_VERSION, V.UINT32, None),
         (f"{arch}.block_count", len(order), V.UINT32, None),
         (f"{arch}.context_length", int(config.max_position_embeddings), V.UINT32, None),
@@ -267,31 +266,70 @@ def plan_from_hf(model: Any, tokenizer: Any, family: Any, order: Sequence[int], 
         (f"{arch}.rope.dimension_count", int(head_dim), V.UINT32, None),
         (f"{arch}.vocab_size", int(config.vocab_size), V.UINT32, None),
     ]
+    for key, entry in family.gguf_config:  # the family's own metadata, from its config
+        value = getattr(config, entry, None)
+        if value is not None:
+            vtype = V.BOOL if isinstance(value, bool) else V.UINT32 if isinstance(value, int) else V.FLOAT32
+            kv.append((f"{arch}.{key}", value, vtype, None))
     _tokenizer_kv(tokenizer, int(config.vocab_size), family.gguf_tokenizer_pre, kv)
     kv += _provenance_kv(provenance)
 
     names = gguf.get_tensor_name_map(arch_enum, len(order))
     state, items = tensor_plan(model, family, order)
-    for src_key, new_key in items:
-        gguf_name = names.get_name(new_key, try_suffixes=(".weight", ".bias"))
+    for src_key, key, tensor in _split(family, state, items):
+        gguf_name = names.get_name(key, try_suffixes=(".weight", ".bias"))
         if gguf_name is None:
             raise UserError(f"no GGUF name for tensor {src_key!r} of this {family.name} model")
-        tensor = state[src_key]
+        if not gguf_name.endswith((".weight", ".bias")):  # a bare parameter (experts, sinks)
+            gguf_name += ".weight"
         shape = tuple(int(d) for d in tensor.shape)
+        if _BLOCK.match(gguf_name) and _BLOCK.match(gguf_name).group(2).rpartition(".")[0] in family.gguf_flatten:
+            shape = (int(np.prod(shape)),)
         qtype = _qtype_for(shape, out_type)
         permute = None
         if family.gguf_rope_permute and re.search(r"\.attn_(q|k)\.weight$", gguf_name):
             permute = n_head if ".attn_q." in gguf_name else n_kv
+        offset = family.gguf_norm_offset if gguf_name.endswith("norm.weight") else 0.0
         nbytes = int(np.prod(gguf.quant_shape_to_byte_shape(shape, qtype)))
 
-        def convert(tensor=tensor, qtype=qtype, permute=permute) -> Iterator[np.ndarray]:
-            data = tensor.detach().to(device="cpu", dtype=torch.float32).numpy()
+        def convert(tensor=tensor, qtype=qtype, permute=permute, offset=offset, shape=shape) -> Iterator[np.ndarray]:
+            data = tensor.detach().to(device="cpu", dtype=torch.float32).reshape(shape).numpy()
             if permute is not None:
                 data = _permute(data, permute)
+            if offset:
+                data = data + np.float32(offset)
             yield np.ascontiguousarray(gguf.quants.quantize(data, qtype))
 
         plan.tensors.append(OutTensor(gguf_name, shape, int(qtype), nbytes, convert))
     return plan
+
+
+def _split(family: Any, state: dict[str, Any], items: Sequence[tuple[str, str]]) -> Iterator[tuple[str, str, Any]]:
+    """(source key, key to name in GGUF, tensor): a fused tensor the family lists as its row parts."""
+    split = dict(family.gguf_split)
+    for src_key, new_key in items:
+        tensor = state[src_key]
+        fused = next((f for f in split if new_key.endswith("." + f)), None)
+        if fused is None:
+            yield src_key, new_key, tensor
+            continue
+        prefix = new_key[: -len(fused)]
+        for part, rows in zip(split[fused], tensor.chunk(len(split[fused]), dim=-2)):
+            yield src_key, prefix + part, rows
+
+
+def _check_expressible(config: Any, family: Any) -> None:
+    """Refuse a model whose GGUF would not say what it does (one line, before anything is written)."""
+    for entry, wanted in family.gguf_requires:
+        have = getattr(config, entry, None)
+        if have != wanted:
+            raise UserError(f"a {family.gguf_arch} GGUF assumes {entry} = {wanted!r} and this model has {have!r}: "
+                            f"export --format hf instead")
+    entries = family.per_layer_entries(config)
+    for layer_set in family.layer_sets:
+        if layer_set.entry in entries and layer_set.members(entries):
+            raise UserError(f"a {family.gguf_arch} GGUF cannot hold {layer_set.entry} (this model's: "
+                            f"{sorted(layer_set.members(entries))}): export --format hf instead")
 
 
 # ---- writing ---------------------------------------------------------------------------------
@@ -312,7 +350,9 @@ def write_gguf(plan: GGUFPlan, path: str | Path, progress: Callable[[int], None]
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
-        fout = writer.fout[0]
+    finally:
+        writer.close()  # header, metadata and tensor table are on disk; the data follows, streamed
+    with open(path, "ab") as fout:
         for t in plan.tensors:
             writer.write_padding(fout, fout.tell())
             written = 0
@@ -325,6 +365,3 @@ def write_gguf(plan: GGUFPlan, path: str | Path, progress: Callable[[int], None]
             if written != t.nbytes:
                 raise RuntimeError(f"tensor {t.name}: wrote {written} bytes, expected {t.nbytes}")
             writer.write_padding(fout, t.nbytes)
-        fout.flush()
-    finally:
-        writer.close()

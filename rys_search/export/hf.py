@@ -4,8 +4,9 @@
 
 Each position k of the new model gets a copy of source layer order[k] (safetensors has no
 shared tensors), written shard by shard so only one shard is in memory at a time. The
-config's layer count and per-layer entries (layer_types: sliding windows, gemma3's
-attention pattern) follow the source layer of each position. The tokenizer files and chat
+config's layer count and per-layer entries (layer_types: sliding windows, attention
+patterns; MoE mlp_only_layers with decoder_sparse_step, as Family.remap writes them)
+follow the source layer of each position. The tokenizer files and chat
 template are saved beside the weights.
 """
 
@@ -27,12 +28,8 @@ def remapped_config(config: Any, family: Any, order: Sequence[int]) -> Any:
     text = config
     for part in filter(None, family.text_config.split(".")):
         text = getattr(text, part)
-    n_source = text.num_hidden_layers
-    text.num_hidden_layers = len(order)
-    for key in family.per_layer_config:
-        value = getattr(text, key, None)
-        if isinstance(value, (list, tuple)) and len(value) == n_source:
-            setattr(text, key, [value[s] for s in order])
+    for key, value in family.remap(family.per_layer_entries(text), order).items():
+        setattr(text, key, value)
     return config
 
 

@@ -4,8 +4,8 @@
     >>> jobs = study_jobs(study, pareto=pareto_rows(study))      # every member that repeats a block
     >>> source, family, n_layers, hf_config = source_facts(stored_config(study).model)
 
-The study is read, never changed: each job carries the trial's schedule, scores, held-out
-scores and MLflow run, so the model card and the trial's run can record the export. The
+The study is read, never changed: each job carries the trial's schedule, cheap and confirmed
+scores with its verdict, its benchmark checks and MLflow run, so the model card and the trial's run can record the export. The
 source's facts come from its headers only (no weights are read).
 """
 
@@ -20,10 +20,14 @@ from . import ExportJob
 __all__ = ["source_facts", "study_jobs"]
 
 
-def study_jobs(study: Any, trial: int | None = None, pareto: list[dict[str, Any]] | None = None) -> list[ExportJob]:
-    """One job for trial, or one per Pareto row (search.reports.pareto_rows) that repeats something."""
+def study_jobs(study: Any, trial: int | None = None, pareto: list[dict[str, Any]] | None = None,
+               facts: Any = None) -> list[ExportJob]:
+    """One job for trial, or one per Pareto row (search.reports.pareto_rows) that repeats something.
+
+    facts(trial) gives what the study's reports know of a trial beyond its attributes: confirmed
+    values, verdict, benchmark checks (search.reports.trial_facts); export does not read them itself.
+    """
     name = study.study_name
-    heldout = study.user_attrs.get("heldout") or {}
     by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
     if pareto is not None:
         def repeats_something(text: str) -> bool:
@@ -43,8 +47,10 @@ def study_jobs(study: Any, trial: int | None = None, pareto: list[dict[str, Any]
         if found.state.name != "COMPLETE" or not found.user_attrs.get("schedule"):
             raise UserError(f"trial {number} of study {name!r} did not complete ({found.state.name}); nothing to export")
         schedule = LayerSchedule.parse(found.user_attrs["schedule"])
+        known = facts(found) if facts is not None else {}
         jobs.append(ExportJob(schedule, study=name, trial=number, scores=found.user_attrs.get("scores") or {},
-                              heldout=heldout.get(str(schedule)) or {}, mlflow_run=found.user_attrs.get("mlflow_run")))
+                              confirmed=known.get("confirmed") or {}, verdict=known.get("verdict"),
+                              bench=known.get("bench") or {}, mlflow_run=found.user_attrs.get("mlflow_run")))
     return jobs
 
 

@@ -61,33 +61,18 @@ class Reference:
     def build(cls, loaded: Any, schedule: Any, n_new: int = 16) -> "Reference":
         import torch
 
-        tok = loaded.tokenizer
-        sequences, lengths, logits = [], [], []
+        from ..chat import chat_ids
+        from ..scoring.generation import generate_ids
+
+        prompts = [chat_ids(loaded.tokenizer, prompt) for prompt in PROMPTS]
+        sequences, logits = [], []
         with loaded.runtime.using(schedule), torch.no_grad():
-            for prompt in PROMPTS:
-                ids = _prompt_ids(tok, prompt)
-                x = torch.tensor([ids], device=loaded.device)
-                out = loaded.model.generate(
-                    x, attention_mask=torch.ones_like(x), max_new_tokens=n_new, do_sample=False,
-                    pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
-                )
-                seq = out[0].tolist()
+            for prompt, new in zip(prompts, generate_ids(loaded, prompts, n_new)):
+                seq = prompt + new
                 full = loaded.model(torch.tensor([seq], device=loaded.device)).logits[0].float().cpu()
                 sequences.append(seq)
-                lengths.append(len(ids))
                 logits.append(full)
-        return cls(sequences, lengths, logits)
-
-
-def _prompt_ids(tokenizer: Any, prompt: str) -> list[int]:
-    if getattr(tokenizer, "chat_template", None):
-        ids = tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True,
-            enable_thinking=False,
-        )
-        ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
-        return list(ids)
-    return tokenizer(prompt)["input_ids"]
+        return cls(sequences, [len(p) for p in prompts], logits)
 
 
 def verify_transformers(ref: Reference, path: str | Path, fmt: str, tolerance: tuple[float, float]) -> dict[str, Any]:

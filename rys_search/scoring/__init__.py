@@ -11,9 +11,9 @@ paired one (stats.py).
 """
 
 from . import fixed_point as _fixed_point  # noqa: F401  (registers "fixed_point")
-from .objective import MODES, Objective, ObjectiveResult, paired_change
+from .objective import MODES, Objective, ObjectiveResult, paired_change, parse_check
 from .probes import evaluate_probes
-from .registry import available_objectives, get_objective, register
+from .registry import available_objectives, get_objective, objective_key, register
 from .stats import bootstrap_interval, half_width, paired_interval
 
 __all__ = [
@@ -25,7 +25,9 @@ __all__ = [
     "evaluate_probes",
     "get_objective",
     "half_width",
+    "objective_key",
     "paired_change",
     "paired_interval",
+    "parse_check",
     "register",
 ]

@@ -7,6 +7,11 @@ Formats: GSM8K jsonl (question, answer ending '#### N'), a BIG-Bench-Hard folder
 json files ({"examples": [{"input", "target"}]}), EQ-Bench v2 json (id -> prompt,
 reference_answer_fullscale). Items become the same Item type the probe suites use, so both
 scoring modes apply. These files are for validation only: search probes are never tuned on them.
+
+Version 2 of every reader (the only one): in generate mode the model works before answering
+and the answer is read after its last 'answer' marker (GSM8K: 'The answer is N'; BBH: a line
+'Answer: ...'), with its parse rate; an EQ-Bench answer that cannot be parsed scores as the
+worst possible answer, and logprob EQ scores the expected item score (see probes.py).
 """
 
 from __future__ import annotations
@@ -18,11 +23,13 @@ from typing import Any
 
 from ..errors import UserError
 from .probes import ProbeObjective
-from .suites import Item, read_jsonl
+from .suites import Item, read_jsonl, render
 
-__all__ = ["BENCHMARKS", "read_benchmark"]
+__all__ = ["BENCHMARKS", "BENCH_MODES", "parse_bench", "read_benchmark"]
 
+VERSION = 2
 ANSWER_ONLY = "Reply with the answer only."
+WORKING = "Think it through step by step, then give the final answer on its own line as 'Answer: <answer>'."
 GSM8K_PROMPT = "{question}\nSolve the problem, then write the final answer as 'The answer is N'."
 EQ_PROMPT = (
     "Read this dialogue and judge how one of the people in it feels.\n\n{dialogue}\n[End of dialogue]\n\n"
@@ -54,7 +61,7 @@ def gsm8k_items(path: Path) -> list[Item]:
         final = solution.rsplit("####", 1)[-1].strip().replace(",", "")
         if not re.fullmatch(r"-?\d+", final):
             continue  # GSM8K answers are whole numbers; skip anything else rather than guess
-        prompt = GSM8K_PROMPT.replace("{question}", question)
+        prompt = render(GSM8K_PROMPT, {"question": question}, f"{path}:{number}")
         items.append(Item(id=f"gsm8k-{number:04d}", split="all", scorer="number", prompt=prompt, answer=final))
     return items
 
@@ -95,7 +102,7 @@ def bbh_items(folder: Path) -> list[Item]:
                 raise BenchmarkError(f"{path}: example {k}: {exc}") from None
             items.append(
                 Item(
-                    id=f"{path.stem}-{k:03d}", split="all", scorer=scorer, prompt=f"{text}\n{ANSWER_ONLY}",
+                    id=f"{path.stem}-{k:03d}", split="all", scorer=scorer, prompt=text,
                     answer=target, options=tuple(options), meta={"task": path.stem},
                 )
             )
@@ -122,7 +129,7 @@ def eqbench_items(path: Path) -> list[Item]:
             "emotion_list": "\n".join(names),
             "answer_format": "\n".join(f"{e}: <score>" for e in names),
         }
-        prompt_text = re.sub(r"\{(\w+)\}", lambda m: fields[m.group(1)], EQ_PROMPT)
+        prompt_text = render(EQ_PROMPT, fields, f"{path}: question {key!r}")
         items.append(
             Item(id=f"eqbench-{key}", split="all", scorer="eq", prompt=prompt_text,
                  emotions=tuple(emotions.items()))
@@ -130,18 +137,42 @@ def eqbench_items(path: Path) -> list[Item]:
     return items
 
 
+# per benchmark: reader, answer length in generate mode, and how the answer is read (probes.py)
 BENCHMARKS = {
-    "gsm8k": (gsm8k_items, 256),
-    "bbh": (bbh_items, 32),
-    "eqbench": (eqbench_items, 48),
+    "gsm8k": (gsm8k_items, 320, {"working": True, "unparsed": "worst"}),
+    "bbh": (bbh_items, 384, {"working": True, "unparsed": "worst",
+                             "instructions": {"logprob": ANSWER_ONLY, "generate": WORKING}}),
+    "eqbench": (eqbench_items, 64, {"unparsed": "worst", "eq_logprob": "expected_score"}),
 }
+# the mode a benchmark is read in when none is named: how its own harness reads it
+BENCH_MODES = {"gsm8k": "generate", "bbh": "logprob", "eqbench": "generate"}
+
+
+def parse_bench(text: str, mode: str | None = None) -> tuple[str, str, str]:
+    """'NAME=PATH' or 'NAME:MODE=PATH' -> (name, mode, path); the mode defaults to `mode`, else to
+    how the benchmark's own harness reads it (BENCH_MODES). The path must exist."""
+    from .objective import MODES
+
+    label, sep, location = text.partition("=")
+    name, _, named_mode = label.strip().partition(":")
+    if not sep or not location.strip() or not name:
+        raise UserError(f"--bench takes NAME=PATH or NAME:MODE=PATH, got {text!r}")
+    if name not in BENCHMARKS:
+        raise UserError(f"unknown benchmark {name!r}; use one of {', '.join(BENCHMARKS)}")
+    chosen = named_mode or mode or BENCH_MODES[name]
+    if chosen not in MODES:
+        raise UserError(f"unknown scoring mode {chosen!r} in --bench {text!r}; use one of {', '.join(MODES)}")
+    path = Path(location.strip()).expanduser()
+    if not path.exists():
+        raise BenchmarkError(f"benchmark file {path} does not exist")
+    return name, chosen, str(path)
 
 
 def read_benchmark(name: str, location: str, mode: str = "logprob", limit_per_task: int | None = None) -> ProbeObjective:
     """A benchmark as an objective over split 'all'; BBH's limit applies to each task."""
     if name not in BENCHMARKS:
         raise UserError(f"unknown benchmark {name!r}; use one of {', '.join(BENCHMARKS)}")
-    reader, max_new_tokens = BENCHMARKS[name]
+    reader, max_new_tokens, settings = BENCHMARKS[name]
     items = reader(Path(location).expanduser())
     if limit_per_task:
         kept: dict[str, int] = {}
@@ -156,4 +187,4 @@ def read_benchmark(name: str, location: str, mode: str = "logprob", limit_per_ta
     def by_split(split: str) -> list[Item]:
         return items
 
-    return ProbeObjective(name, 1, by_split, mode=mode, max_new_tokens=max_new_tokens)
+    return ProbeObjective(name, VERSION, by_split, mode=mode, max_new_tokens=max_new_tokens, **settings)

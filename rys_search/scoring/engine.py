@@ -1,4 +1,4 @@
-"""Batched forward passes for scoring: teacher-forced log-probs and greedy generation.
+"""Batched forward passes for scoring: teacher-forced log-probs (greedy generation: generation.py).
 
     >>> req = Request(ids=[1, 5, 9, 4], targets=[(3, [4, 7]), (4, [2])])
     >>> [(logprobs, top)] = token_logprobs(loaded, [req])   # per target: log P of each token, argmax
@@ -19,9 +19,10 @@ deviation on. A prompt and the continuations that read its KV cache start at one
 Shared start: the tokens every request of a call begins with (a chat template's system turn,
 such as SmolLM2's or Qwen2.5's default system prompt; SmolLM2's 24 tokens are 10k of the 38k
 tokens the default probes run per schedule) run once per call, as one row, and every batch
-continues from their KV cache instead of running them again in each row. It needs at least SHARED_START_MIN tokens and every
-sequence within the model's sliding window (padding then sits between the shared start and
-each row's own tokens, masked, which a window would count); RYS_SEARCH_SHARED_START=0 turns it off.
+continues from their KV cache instead of running them again in each row. It needs at least
+SHARED_START_MIN tokens and every sequence within the model's sliding window (padding then sits
+between the shared start and each row's own tokens, masked, which a window would count);
+RYS_SEARCH_SHARED_START=0 turns it off.
 """
 
 from __future__ import annotations
@@ -29,13 +30,14 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
+import weakref
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["Request", "token_logprobs", "greedy_generate", "default_token_budget", "batches_by_length", "call_cost"]
+__all__ = ["Request", "token_logprobs", "default_token_budget", "batches_by_length", "call_cost"]
 
 
 SHARED_START_MIN = 8  # tokens: a shorter shared start is not worth its own forward call
@@ -105,16 +107,16 @@ def call_cost(loaded: Any) -> int:
     if given is not None:
         return int(given)
     model = loaded.model
-    key = id(model)
-    if key not in _CALL_COSTS:
+    if model not in _CALL_COSTS:
         params = sum(p.numel() for p in model.parameters())
         rate = 4e14 if getattr(loaded.device, "type", str(loaded.device)) == "cuda" else 1e11
         layers = len(loaded.runtime.schedule) if getattr(loaded, "runtime", None) is not None else 1
-        _CALL_COSTS[key] = max(64, int(layers * 4e-4 * rate / (2 * params)))
-    return _CALL_COSTS[key]
+        _CALL_COSTS[model] = max(64, int(layers * 4e-4 * rate / (2 * params)))
+    return _CALL_COSTS[model]
 
 
-_CALL_COSTS: dict[int, int] = {}
+# keyed by the model itself, held weakly: an id() would be reused by the next model Python allocates
+_CALL_COSTS: "weakref.WeakKeyDictionary[Any, int]" = weakref.WeakKeyDictionary()
 
 
 def _pad_left(rows: list[Sequence[int]], pad_id: int, device: Any, keyed: bool = False):
@@ -414,29 +416,3 @@ class _Tails:
                 self.mask[r, : len(tail)] = 1
         rows = torch.as_tensor([row for row, _ in members], dtype=torch.long)
         self.key = digest("tail", prompt_key, rows, self.ids, self.mask)
-
-
-def greedy_generate(
-    loaded: Any, prompts: Sequence[Sequence[int]], max_new_tokens: int, token_budget: int | None = None
-) -> tuple[list[str], int]:
-    """Greedy continuations of each prompt (token ids), decoded without special tokens."""
-    import torch
-
-    model, tokenizer, device = loaded.model, loaded.tokenizer, loaded.device
-    budget = token_budget or getattr(loaded, "token_budget", None) or default_token_budget(device)
-    pad = _pad_id(tokenizer)
-    texts: list[str] = [""] * len(prompts)
-    tokens = 0
-    lengths = [len(p) + max_new_tokens for p in prompts]
-    for batch in batches_by_length(lengths, budget):
-        ids, mask, _ = _pad_left([prompts[i] for i in batch], pad, device)
-        with torch.no_grad():
-            out = model.generate(
-                input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
-                temperature=None, top_p=None, top_k=None, pad_token_id=pad,
-            )
-        new = out[:, ids.shape[1]:]
-        tokens += int(mask.sum()) + int(new.numel())
-        for row, i in enumerate(batch):
-            texts[i] = tokenizer.decode(new[row], skip_special_tokens=True).strip()
-    return texts, tokens

@@ -19,7 +19,7 @@ from typing import Any
 from ..errors import UserError
 from .stats import bootstrap_interval, half_width, paired_interval
 
-__all__ = ["MODES", "Objective", "ObjectiveResult", "paired_change"]
+__all__ = ["MODES", "Objective", "ObjectiveResult", "paired_change", "parse_check"]
 
 MODES = ("logprob", "generate")
 
@@ -61,6 +61,32 @@ def paired_change(result: ObjectiveResult, baseline: ObjectiveResult) -> tuple[f
     if not ids:
         raise ValueError(f"{result.objective}: no items in common with the baseline")
     return paired_interval([a[i] for i in ids], [b[i] for i in ids])
+
+
+def parse_check(result: ObjectiveResult, baseline: ObjectiveResult) -> dict[str, Any] | None:
+    """The parse rate of a generate-mode result against the unmodified model's, and the
+    "broken output" flag; None when the results record no parse flags (logprob mode).
+
+    Broken output: the schedule's parse rate lies below the 95% interval of the unmodified
+    model's parse rate and the paired change of the parse flags excludes zero. A schedule
+    so flagged does not count as a gain whatever its score.
+    """
+    mine = {i["id"]: float(i["parsed"]) for i in result.items if "parsed" in i}
+    base = {i["id"]: float(i["parsed"]) for i in baseline.items if "parsed" in i}
+    ids = [i for i in mine if i in base]
+    if not ids:
+        return None
+    rate = sum(mine.values()) / len(mine)
+    base_interval = bootstrap_interval(list(base.values()))
+    change, lo, hi = paired_interval([mine[i] for i in ids], [base[i] for i in ids])
+    return {
+        "parse_rate": rate,
+        "unmodified_parse_rate": sum(base.values()) / len(base),
+        "unmodified_parse_interval": list(base_interval),
+        "parse_change": change,
+        "parse_change_interval": [lo, hi],
+        "broken_output": bool(rate < base_interval[0] and hi < 0),
+    }
 
 
 class Objective(ABC):

@@ -7,10 +7,20 @@
     each option's tokens); `accuracy` is the share where it is the most likely;
   - eq: each emotion's expected intensity over the answers 0..10, scored with the EQ-Bench
     v2 formula.
-`generate` (greedy, short, parsed): digits by partial credit on the parsed number, choice
-right or wrong, eq by the formula on the parsed ratings (0 when they cannot be parsed).
-The `number` scorer (benchmarks such as GSM8K) is digits in logprob mode and an exact match
-of the final number in generate mode.
+`generate` (greedy, parsed): digits by partial credit on the parsed number, choice right or
+wrong, eq by the formula on the parsed ratings. The `number` scorer (benchmarks such as
+GSM8K) is digits in logprob mode and an exact match of the final number in generate mode.
+Every generate-mode item records whether its answer could be parsed (`parsed`); the share is
+the result's `parsed` metric, the parse rate.
+
+Version 2 suites (settings in the suite file) change three things, each a new version of what
+is measured: `working = true` lets the model work before answering and reads the answer only
+after the last 'answer' marker (none: unparsed); `unparsed = "worst"` scores an unparsed
+answer as the worst possible answer to the item (for eq: every emotion at the far end of the
+scale), so a schedule cannot gain by breaking the format; `eq_logprob = "expected_score"`
+scores the expected EQ-Bench score under each emotion's rating distribution instead of the
+score of the expected rating, which rewarded flattened distributions. `[instructions]` adds
+a line per mode to the prompt (answer only for logprob, working for generate).
 
 Prompts go through the model's chat template; a thinking model's think block is closed.
 """
@@ -18,14 +28,19 @@ Prompts go through the model's chat template; a thinking model's think block is 
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Callable
 
 import numpy as np
 
 from ..chat import chat_ids
-from .engine import Request, greedy_generate, token_logprobs
+from .engine import Request, token_logprobs
+from .generation import greedy_generate
 from .objective import Objective
-from .scorers import digit_credit, eq_bench_score, parse_choice, parse_eq_ratings, parse_final_number, parse_number
+from .scorers import (
+    ANSWER_MARK, digit_credit, eq_bench_expected_score, eq_bench_score, eq_bench_worst_score, final_answer, parse_choice,
+    parse_eq_ratings, parse_final_number, parse_number,
+)
 from .suites import Item, Suite
 
 __all__ = ["ProbeObjective", "evaluate_probes"]
@@ -64,6 +79,10 @@ class ProbeObjective(Objective):
         mode: str = "logprob",
         max_new_tokens: int = 32,
         answer_prefix: str = "",
+        instructions: dict[str, str] | None = None,
+        working: bool = False,
+        eq_logprob: str = "expected_rating",
+        unparsed: str = "zero",
     ):
         self.name = name
         self.version = version
@@ -71,12 +90,21 @@ class ProbeObjective(Objective):
         self.mode = mode
         self.max_new_tokens = max_new_tokens
         self.answer_prefix = answer_prefix
+        self.instruction = (instructions or {}).get(mode, "")
+        self.working = working
+        self.eq_logprob = eq_logprob
+        self.unparsed = unparsed
         # plans depend on the tokenizer and the items, not on the schedule: build them once
         self._plans: dict[tuple[str, int | None], tuple[Any, list[_Plan]]] = {}
 
     @classmethod
     def from_suite(cls, suite: Suite, mode: str = "logprob") -> "ProbeObjective":
-        return cls(suite.name, suite.version, suite.items, mode, suite.max_new_tokens, suite.answer_prefix)
+        return cls(suite.name, suite.version, suite.items, mode, suite.max_new_tokens, suite.answer_prefix,
+                   suite.instructions, suite.working, suite.eq_logprob, suite.unparsed)
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}@{self.version}"
 
     def items(self, split: str, limit: int | None) -> list[Item]:
         items = self._items(split)
@@ -91,7 +119,8 @@ class ProbeObjective(Objective):
     # ---- logprob ---------------------------------------------------------------------
 
     def _prompt_ids(self, tokenizer: Any, item: Item) -> list[int]:
-        return chat_ids(tokenizer, item.prompt) + _encode(tokenizer, self.answer_prefix)
+        prompt = f"{item.prompt}\n{self.instruction}" if self.instruction else item.prompt
+        return chat_ids(tokenizer, prompt) + _encode(tokenizer, self.answer_prefix)
 
     def _plan(self, tokenizer: Any, item: Item) -> _Plan:
         prompt = self._prompt_ids(tokenizer, item)
@@ -146,11 +175,14 @@ class ProbeObjective(Objective):
         references = dict(item.emotions)
 
         def finish(outs):
-            expected = {}
+            expected, distributions = {}, {}
             for (emotion, _), (at, n, read) in zip(item.emotions, readers):
                 lp = read(outs[at : at + n])
                 p = np.exp(lp - np.logaddexp.reduce(lp))
                 expected[emotion] = float(np.dot(p, EQ_VALUES))
+                distributions[emotion] = dict(zip(EQ_VALUES, (float(x) for x in p / p.sum())))
+            if self.eq_logprob == "expected_score":
+                return {"score": eq_bench_expected_score(distributions, references), "ratings": expected}
             return {"score": eq_bench_score(expected, references), "ratings": expected}
 
         return _Plan(requests, finish)
@@ -204,11 +236,44 @@ class ProbeObjective(Objective):
     def _score_generated(self, loaded, items: list[Item]):
         tokenizer = loaded.tokenizer
         prompts = [self._prompt_ids(tokenizer, item) for item in items]
-        texts, tokens = greedy_generate(loaded, prompts, self.max_new_tokens)
+        # with working, a row ends once its answer line is complete: the answer is read from there anyway
+        texts, tokens = greedy_generate(loaded, prompts, self.max_new_tokens, stop=answered if self.working else None)
         results = []
         for item, text in zip(items, texts):
-            results.append({"id": item.id, "output": text, **_score_text(item, self.answer_prefix + text)})
+            results.append({"id": item.id, "output": text, **self._score_text(item, self.answer_prefix + text)})
         return results, _summary(results), tokens
+
+    def _score_text(self, item: Item, text: str) -> dict[str, Any]:
+        """An item's score from its generated answer, and whether the answer could be parsed."""
+        if self.working:  # the answer is what follows the last 'answer' marker, never the working
+            text = final_answer(text) or ""
+        if item.scorer in ("digits", "number"):
+            final = item.scorer == "number" and not self.working  # with working, text is already the final answer
+            number = parse_final_number(text) if final else parse_number(text)
+            credit = (number == item.answer) if item.scorer == "number" else digit_credit(number, item.answer)
+            return {"score": 100.0 * credit, "exact": float(number == item.answer), "parsed": float(number is not None)}
+        if item.scorer == "choice":
+            picked = parse_choice(text, list(item.options))
+            correct = picked is not None and item.options[picked] == item.answer
+            return {"score": 100.0 * correct, "correct": float(correct), "parsed": float(picked is not None)}
+        ratings = parse_eq_ratings(text, [e for e, _ in item.emotions])
+        if ratings is None:
+            worst = eq_bench_worst_score(dict(item.emotions)) if self.unparsed == "worst" else 0.0
+            return {"score": worst, "parsed": 0.0}
+        return {"score": eq_bench_score(ratings, dict(item.emotions)), "parsed": 1.0}
+
+
+_ANSWERED = re.compile(ANSWER_MARK.pattern + r"[^\s*][^\n]*\n", re.IGNORECASE)
+
+
+def answered(text: str) -> bool:
+    """True once the text holds a complete answer line ('Answer: 42' and a line break after it).
+
+    Monotone, as generation's stop predicates must be: a continuation of a text that holds one
+    holds it too. The row is cut right after that line, so the first complete answer line is the
+    last answer marker of the text scored (scorers.final_answer).
+    """
+    return _ANSWERED.search(text) is not None
 
 
 def evaluate_probes(objectives: list[Any], loaded: Any, schedule: Any = None, *, split: str = "search",
@@ -251,23 +316,6 @@ def evaluate_probes(objectives: list[Any], loaded: Any, schedule: Any = None, *,
         results[k] = objective.result(items_out, _summary(items_out), round(tokens * share), seconds * share,
                                       split, applied)
     return results
-
-
-def _score_text(item: Item, text: str) -> dict[str, Any]:
-    if item.scorer == "digits":
-        number = parse_number(text)
-        return {"score": 100.0 * digit_credit(number, item.answer), "exact": float(number == item.answer)}
-    if item.scorer == "number":
-        number = parse_final_number(text)
-        return {"score": 100.0 * (number == item.answer), "exact": float(number == item.answer)}
-    if item.scorer == "choice":
-        picked = parse_choice(text, list(item.options))
-        correct = picked is not None and item.options[picked] == item.answer
-        return {"score": 100.0 * correct, "correct": float(correct)}
-    ratings = parse_eq_ratings(text, [e for e, _ in item.emotions])
-    if ratings is None:
-        return {"score": 0.0, "parsed": 0.0}
-    return {"score": eq_bench_score(ratings, dict(item.emotions)), "parsed": 1.0}
 
 
 def _summary(results: list[dict[str, Any]]) -> dict[str, float]:

@@ -16,8 +16,12 @@ import re
 from typing import Mapping, Sequence
 
 __all__ = [
+    "ANSWER_MARK",
     "digit_credit",
+    "eq_bench_expected_score",
     "eq_bench_score",
+    "eq_bench_worst_score",
+    "final_answer",
     "parse_choice",
     "parse_eq_ratings",
     "parse_final_number",
@@ -74,17 +78,70 @@ def eq_bench_score(ratings: Mapping[str, float], reference: Mapping[str, float])
     """
     if set(ratings) != set(reference):
         raise ValueError(f"ratings name {sorted(ratings)} but the item asks for {sorted(reference)}")
+    return _item_score(sum(_scaled(abs(float(ratings[e]) - float(ref))) for e, ref in reference.items()))
+
+
+def _scaled(d: float) -> float:
+    """EQ-Bench v2's penalty for one emotion rated d away from its reference."""
+    if d == 0:
+        return 0.0
+    if d <= 5:
+        return 6.5 * (1.0 / (1.0 + math.e ** (-1.2 * (d - 4))))
+    return d
+
+
+def _item_score(tally: float) -> float:
+    return (10.0 - tally * EQ_ADJUST) * 10.0
+
+
+def eq_bench_expected_score(distributions: Mapping[str, Mapping[float, float]], reference: Mapping[str, float]) -> float:
+    """The expected EQ-Bench v2 item score when each emotion's rating is drawn from its distribution.
+
+    distributions[emotion] maps each rating to its probability (they must sum to 1). The item
+    score is affine in the sum of the emotions' penalties, so its expectation is the score of
+    the summed expected penalties: E[score] = (10 - 0.7477 * sum_e E[scaled(|r_e - ref_e|)]) * 10.
+    Unlike the score of the expected rating, this does not reward a spread-out distribution:
+    by Jensen's inequality spreading mass away from the reference can only cost.
+    """
+    if set(distributions) != set(reference):
+        raise ValueError(f"ratings name {sorted(distributions)} but the item asks for {sorted(reference)}")
     tally = 0.0
     for emotion, ref in reference.items():
-        d = abs(float(ratings[emotion]) - float(ref))
-        if d == 0:
-            scaled = 0.0
-        elif d <= 5:
-            scaled = 6.5 * (1.0 / (1.0 + math.e ** (-1.2 * (d - 4))))
-        else:
-            scaled = d
-        tally += scaled
-    return (10.0 - tally * EQ_ADJUST) * 10.0
+        dist = distributions[emotion]
+        total = sum(dist.values())
+        if not math.isclose(total, 1.0, rel_tol=1e-6, abs_tol=1e-6):
+            raise ValueError(f"the rating probabilities of {emotion!r} sum to {total}, not 1")
+        tally += sum(p * _scaled(abs(float(r) - float(ref))) for r, p in dist.items())
+    return _item_score(tally)
+
+
+def eq_bench_worst_score(reference: Mapping[str, float], scale: tuple[float, float] = (0.0, 10.0)) -> float:
+    """The lowest score an answer to this item can get: every emotion rated at the far end of the scale.
+
+    An answer that cannot be parsed is scored this way (EQ v2), so breaking the format never
+    beats a wrong but readable answer.
+    """
+    lo, hi = scale
+    return _item_score(sum(_scaled(max(float(ref) - lo, hi - float(ref))) for ref in reference.values()))
+
+
+# 'Answer: 42', '**Answer:** 7', 'The answer is (B).': the word, then a colon or "is", then the answer
+ANSWER_MARK = re.compile(r"\banswer\s*(?::|\bis\b)[\s*:]*", re.IGNORECASE)
+
+
+def final_answer(text: str) -> str | None:
+    """The text after the last answer marker ('Answer:', 'answer is'), to the end of its line, or None
+    when the text has no marker or nothing follows it on that line.
+
+    Answers with working are parsed from here only: a number or option named in the working
+    does not count as the answer, nor does a sentence that merely uses the word ('To answer this').
+    """
+    marks = list(ANSWER_MARK.finditer(text))
+    if not marks:
+        return None
+    rest = text[marks[-1].end():]
+    line = rest.split("\n", 1)[0].strip(" \t*")
+    return line or None
 
 
 def parse_eq_ratings(text: str, emotions: Sequence[str]) -> dict[str, float] | None:

@@ -9,11 +9,12 @@ interval. The noise floor printed beside a score is the interval's half-width.
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
 
-__all__ = ["bootstrap_interval", "paired_interval", "half_width"]
+__all__ = ["bootstrap_interval", "paired_interval", "half_width", "ranks", "spearman", "spearman_interval"]
 
 N_BOOT = 2000
 LEVEL = 0.95
@@ -63,3 +64,49 @@ def paired_interval(
 
 def half_width(interval: tuple[float, float]) -> float:
     return (interval[1] - interval[0]) / 2.0
+
+
+def ranks(values: Sequence[float]) -> np.ndarray:
+    """Ranks 1..n of values, ties given the mean of the ranks they span."""
+    arr = np.asarray(values, dtype=np.float64)
+    order = np.argsort(arr, kind="mergesort")
+    sorted_values = arr[order]
+    out = np.empty(arr.size)
+    start = 0
+    while start < arr.size:
+        stop = start + 1
+        while stop < arr.size and sorted_values[stop] == sorted_values[start]:
+            stop += 1
+        out[order[start:stop]] = (start + stop + 1) / 2.0  # mean of ranks start+1 .. stop
+        start = stop
+    return out
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's rank correlation: Pearson's correlation of the ranks (nan when either side is constant)."""
+    if len(x) != len(y):
+        raise ValueError(f"spearman needs pairs: {len(x)} vs {len(y)} values")
+    if len(x) < 2:
+        return float("nan")
+    rx, ry = ranks(x), ranks(y)
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    denominator = math.sqrt(float((rx * rx).sum() * (ry * ry).sum()))
+    return float((rx * ry).sum() / denominator) if denominator > 0 else float("nan")
+
+
+def spearman_interval(x: Sequence[float], y: Sequence[float], n_boot: int = N_BOOT, level: float = LEVEL,
+                      seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of Spearman's correlation, resampling the pairs."""
+    ax, ay = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if ax.size < 3:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, ax.size, size=ax.size)
+        value = spearman(ax[idx], ay[idx])
+        if math.isfinite(value):
+            values.append(value)
+    if len(values) < n_boot // 2:  # most resamples constant: no interval worth the name
+        return float("nan"), float("nan")
+    return _percentiles(np.asarray(values), level)

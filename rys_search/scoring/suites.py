@@ -22,16 +22,21 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import UserError
+from ..tables import check_table
 from .generators import GENERATORS
 
 __all__ = ["Item", "Suite", "SuiteError", "builtin_dir", "load_suites", "read_jsonl", "render"]
 
 SPLITS = ("search", "heldout")
 SCORERS = ("digits", "number", "choice", "eq")
+MODES = ("logprob", "generate")
 _SUITE_KEYS = {
     "name": str, "version": int, "description": str, "source": str, "scorer": str, "prompt": str,
     "answer_prefix": str, "seed": int, "items_per_split": int, "max_new_tokens": int, "options": dict,
+    "default": bool, "modes": list, "instructions": dict, "working": bool, "eq_logprob": str, "unparsed": str,
 }
+EQ_LOGPROB = ("expected_rating", "expected_score")  # v1: score of the expected rating; v2: expected score
+UNPARSED = ("zero", "worst")  # what an answer that cannot be parsed scores in generate mode
 _REQUIRED = ("name", "version", "source", "scorer", "prompt")
 _ITEM_KEYS = {"id", "split", "scorer", "answer", "options", "emotions", "meta"}
 _PLACEHOLDER = re.compile(r"\{(\w*)\}")
@@ -67,6 +72,17 @@ class Suite:
     items_per_split: int = 200
     max_new_tokens: int = 32
     options: dict[str, Any] = field(default_factory=dict, compare=False)
+    default: bool = False  # the version the bare name means (else the highest version)
+    modes: tuple[str, ...] = MODES  # the scoring modes this suite supports
+    instructions: dict[str, str] = field(default_factory=dict, compare=False)  # mode -> line added to the prompt
+    working: bool = False  # generate mode: working allowed, the answer read after the last 'answer' marker
+    eq_logprob: str = "expected_rating"
+    unparsed: str = "zero"
+
+    @property
+    def key(self) -> str:
+        """name@version: what a study stores, so a later default version never changes what it measures."""
+        return f"{self.name}@{self.version}"
 
     def items(self, split: str = "search") -> list[Item]:
         if split not in SPLITS:
@@ -75,8 +91,8 @@ class Suite:
 
 
 def builtin_dir() -> Path:
-    """objectives/ at the top of the source tree."""
-    return Path(__file__).resolve().parents[2] / "objectives"
+    """The suites that ship with the package (objectives/ of the repository, linked in as rys_search/objectives)."""
+    return Path(__file__).resolve().parents[1] / "objectives"
 
 
 def render(template: str, fields: dict[str, Any], where: str) -> str:
@@ -199,15 +215,7 @@ def _load_suite(path: Path) -> Suite:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise SuiteError(f"{path}: not valid TOML ({exc})") from None
-    unknown = sorted(set(data) - set(_SUITE_KEYS))
-    if unknown:
-        raise SuiteError(f"{path}: unknown keys {', '.join(unknown)}; known: {', '.join(sorted(_SUITE_KEYS))}")
-    missing = [k for k in _REQUIRED if k not in data]
-    if missing:
-        raise SuiteError(f"{path}: missing keys {', '.join(missing)}")
-    for key, kind in _SUITE_KEYS.items():
-        if key in data and not isinstance(data[key], kind):
-            raise SuiteError(f"{path}: {key} must be a {kind.__name__}")
+    data = check_table(data, _SUITE_KEYS, str(path), required=_REQUIRED, error=SuiteError)
     if data["scorer"] not in SCORERS:
         raise SuiteError(f"{path}: unknown scorer {data['scorer']!r}; use one of {', '.join(SCORERS)}")
     source = data["source"]
@@ -217,6 +225,17 @@ def _load_suite(path: Path) -> Suite:
         raise SuiteError(f"{path}: item file {path.parent / source} does not exist")
     if not re.fullmatch(r"[a-z][a-z0-9_]*", data["name"]):
         raise SuiteError(f"{path}: name must be lower-case letters, digits and _, got {data['name']!r}")
+    modes = data.get("modes", list(MODES))
+    if not modes or not all(m in MODES for m in modes):
+        raise SuiteError(f"{path}: modes must list one or more of {', '.join(MODES)}, got {modes!r}")
+    data["modes"] = tuple(modes)
+    for mode, line in data.get("instructions", {}).items():
+        if mode not in MODES or not isinstance(line, str):
+            raise SuiteError(f"{path}: [instructions] maps a mode ({', '.join(MODES)}) to a line of text; got {mode!r}")
+    if data.get("eq_logprob", EQ_LOGPROB[0]) not in EQ_LOGPROB:
+        raise SuiteError(f"{path}: eq_logprob must be one of {', '.join(EQ_LOGPROB)}")
+    if data.get("unparsed", UNPARSED[0]) not in UNPARSED:
+        raise SuiteError(f"{path}: unparsed must be one of {', '.join(UNPARSED)}")
     return Suite(path=path, **data)
 
 
@@ -229,14 +248,27 @@ def suite_dirs(extra: list[str | os.PathLike] | None = None) -> list[Path]:
 
 
 def load_suites(extra: list[str | os.PathLike] | None = None) -> dict[str, Suite]:
-    """Every suite in objectives/ and in the extra folders, by name; a name defined twice is an error."""
+    """Every suite in objectives/ and in the extra folders, by name@version and by bare name.
+
+    The bare name means the version marked `default = true`, else the highest version. A
+    name@version defined twice, or two versions of one name both marked default, is an error.
+    """
     suites: dict[str, Suite] = {}
     for folder in suite_dirs(extra):
         if not folder.is_dir():
             raise SuiteError(f"suite folder {folder} does not exist")
         for path in sorted(folder.glob("*.toml")):
             suite = _load_suite(path)
-            if suite.name in suites:
-                raise SuiteError(f"suite {suite.name!r} is defined twice: {suites[suite.name].path} and {path}")
-            suites[suite.name] = suite
+            if suite.key in suites:
+                raise SuiteError(f"suite {suite.key!r} is defined twice: {suites[suite.key].path} and {path}")
+            suites[suite.key] = suite
+    by_name: dict[str, list[Suite]] = {}
+    for suite in suites.values():
+        by_name.setdefault(suite.name, []).append(suite)
+    for name, versions in by_name.items():
+        marked = [v for v in versions if v.default]
+        if len(marked) > 1:
+            raise SuiteError(f"suite {name!r}: versions {', '.join(str(v.version) for v in marked)} are all marked "
+                             "default = true; mark one")
+        suites[name] = marked[0] if marked else max(versions, key=lambda v: v.version)
     return suites

@@ -24,16 +24,49 @@ from __future__ import annotations
 import os
 import socket
 import time
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["WORKER", "Surplus", "admitted", "has_room", "is_server_storage", "live_trials", "original_of",
-           "owner_may_still_close", "pid_alive"]
+__all__ = ["WORKER", "Surplus", "admitted", "has_room", "is_local", "is_server_storage", "live_trials", "original_of",
+           "owner_may_still_close", "pid_alive", "utc_offset"]
 
 POLL = 0.5  # seconds between reads of the storage while waiting
 OWNER_GRACE = 60.0  # seconds a finished trial of another host is left to its own worker to log
 LIVE = ("COMPLETE", "PRUNED", "RUNNING", "WAITING")
-WORKER = f"{socket.gethostname()}:{os.getpid()}"  # this process, as its trials name their worker
+
+
+def _place() -> str:
+    """Where process ids mean the same thing: host name, boot and PID namespace.
+
+    Containers that share a host name (and a kernel, so a boot id) have PID namespaces of
+    their own; without /proc a random id keeps this process from judging anyone else's pids.
+    """
+    import hashlib
+    import uuid
+
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.readlink("/proc/self/ns/pid")
+        token = hashlib.sha256(f"{boot}|{namespace}".encode()).hexdigest()[:12]
+    except OSError:
+        token = uuid.uuid4().hex[:12]
+    return f"{socket.gethostname()}:{token}"
+
+
+PLACE = _place()
+WORKER = f"{PLACE}:{os.getpid()}"  # this process, as its trials name their worker
+
+
+def is_local(worker: str) -> bool:
+    """Whether a worker id names a process whose pid this process can check (same host, boot, PID namespace)."""
+    where, _, pid = worker.rpartition(":")
+    return where == PLACE and pid.isdigit()
+
+
+def utc_offset() -> float:
+    """This host's local time minus UTC, in seconds: Optuna's trial times are naive local times."""
+    return datetime.now().astimezone().utcoffset().total_seconds()
 
 
 class Surplus(Exception):
@@ -110,16 +143,20 @@ def original_of(study, trial, schedule: str, fail_dead: Callable[[Any], None] | 
 def owner_may_still_close(trial, me: str) -> bool:
     """True while a finished trial's own worker may still be logging it to MLflow (leave it be).
 
-    A worker on this host is asked directly; a worker elsewhere gets OWNER_GRACE seconds.
+    A worker this process can see is asked directly; a worker elsewhere gets OWNER_GRACE seconds
+    from the trial's end, read in UTC (the worker recorded its host's offset: time zones differ).
     """
     worker = trial.user_attrs.get("worker")
     if not worker or worker == me:
         return False
-    where, _, pid = worker.rpartition(":")
-    if where == socket.gethostname():
-        return pid.isdigit() and pid_alive(int(pid))
+    if is_local(worker):
+        return pid_alive(int(worker.rpartition(":")[2]))
     done = trial.datetime_complete
-    return done is not None and (datetime.now() - done).total_seconds() < OWNER_GRACE
+    if done is None:
+        return False
+    offset = trial.user_attrs.get("utc_offset", utc_offset())
+    ended = done.replace(tzinfo=timezone.utc) - timedelta(seconds=offset)
+    return (datetime.now(timezone.utc) - ended).total_seconds() < OWNER_GRACE
 
 
 def pid_alive(pid: int) -> bool:

@@ -1,4 +1,5 @@
-"""A live progress line: trials done and left, ETA, best value per objective, Pareto size.
+"""A live progress line: trials done and left, ETA, best cheap value per objective, Pareto size,
+confirmed gains so far, and the last trial's state (with its verdict when it was confirmed).
 
 On a terminal the line redraws in place; otherwise (a log file, CI) one line per trial.
 """
@@ -27,6 +28,7 @@ class FrontView:
         self.best: list[float | None] = []
         self.front: dict[int, tuple[float, ...]] = {}  # trial number -> values, signs turned to maximise
         self.signs: list[float] = []
+        self.gains = 0  # trials whose confirmation found a gain
 
     def read(self, study: Any) -> None:
         from optuna.trial import TrialState
@@ -39,6 +41,7 @@ class FrontView:
                 continue
             self.seen.add(t.number)
             self.finished += 1
+            self.gains += t.user_attrs.get("verdict") == "gain"
             if t.state == TrialState.COMPLETE and t.values:
                 self.add(t.number, t.values)
 
@@ -77,14 +80,19 @@ class Progress:
         eta = elapsed / new * max(0, target - done)
         best = [f"{name} {value:.2f}" for name, value in zip(self.names, self.view.best) if value is not None]
         pareto = len(self.view.front)
+        gains = self.view.gains
         state = trial.state.name.lower()
+        confirmed = trial.user_attrs.get("verdict") if trial.user_attrs.get("confirmed") else None
+        if confirmed:
+            state += f", confirmed: {confirmed}"
         reason = trial.user_attrs.get("pruned_reason")
         schedule = trial.user_attrs.get("schedule", "?")
         bar_width = 20
         filled = int(bar_width * min(done, target) / max(target, 1))
         bar = "#" * filled + "-" * (bar_width - filled)
         line = (f"{self.prefix}[{bar}] {done}/{target} trials, {max(0, target - done)} left, ETA {_clock(eta)} | "
-                f"best {', '.join(best) or '-'} | Pareto {pareto} | #{trial.number} {schedule} {state}"
+                f"best (cheap) {', '.join(best) or '-'} | Pareto {pareto}, confirmed gains {gains} | "
+                f"#{trial.number} {schedule} {state}"
                 + (f" ({reason})" if reason else ""))
         if self.tty:
             self.out.write("\r\033[K" + line[: 200])

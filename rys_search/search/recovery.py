@@ -3,18 +3,16 @@
     >>> fail_dead(study)                        # trials of dead workers: RUNNING -> FAIL
     >>> enqueue_unmodified(study, grid=None)    # the unmodified model runs first, or again
 
-A trial's worker on this host is checked directly (is its process alive?); elsewhere the
-storage's heartbeat decides. The MLflow side of the same repair is Tracker.reconcile.
+A trial's worker that this process can see is checked directly (is its process alive?);
+elsewhere the storage's heartbeat decides. The MLflow side of the same repair is Tracker.reconcile.
 """
 
 from __future__ import annotations
 
 import logging
-import socket
 import time
-from datetime import datetime
 
-from .parallel import WORKER, owner_may_still_close, pid_alive
+from .parallel import WORKER, is_local, owner_may_still_close, pid_alive
 from .storage import GRACE
 
 __all__ = ["enqueue_unmodified", "fail_dead", "fail_stale", "owner_may_still_log"]
@@ -42,43 +40,74 @@ def enqueue_unmodified(study, grid: list[str] | None) -> None:
 def fail_dead(study, wait: bool = False) -> None:
     """Fail the trials a killed process left RUNNING.
 
-    On this host a trial's worker process is checked directly; a trial that never got as far
-    as naming its worker (killed within milliseconds of starting) is dead once it is GRACE
-    old; elsewhere the storage's heartbeat decides (Optuna also checks it before each trial).
+    A trial's worker that this process can see (same host, boot and PID namespace) is checked
+    directly; elsewhere the storage's heartbeat decides (Optuna also checks it before each
+    trial). A trial that never got as far as naming its worker (killed within milliseconds of
+    starting) is dead once this process has seen it nameless for GRACE seconds, by its own
+    clock: another host's trial times are its local clock, which may be off or in another zone.
     """
-    from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
     fail_stale(study)
-    host = socket.gethostname()
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    unnamed = [t for t in running if "worker" not in t.user_attrs and t.datetime_start is not None]
-    if wait and unnamed:  # let a nameless orphan grow GRACE old rather than leave it RUNNING
-        youngest = min((datetime.now() - t.datetime_start).total_seconds() for t in unnamed)
+    ages = _nameless_ages(study, running)
+    if wait and ages:  # let a nameless orphan grow GRACE old rather than leave it RUNNING
+        youngest = min(ages.values())
         if youngest < GRACE:
             time.sleep(GRACE - youngest + 0.5)
             # read again: another live worker's trial is nameless only for its first milliseconds
             running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    now = datetime.now()
+            ages = _nameless_ages(study, running)
     for trial in running:
         worker = trial.user_attrs.get("worker")
         if worker:
-            where, _, pid = worker.rpartition(":")
-            dead = where == host and pid.isdigit() and not pid_alive(int(pid))
+            dead = is_local(worker) and not pid_alive(int(worker.rpartition(":")[2]))
         else:
-            dead = trial.datetime_start is not None and (now - trial.datetime_start).total_seconds() > GRACE
+            dead = ages[trial.number] >= GRACE
         if dead:
-            try:
-                study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-            except UpdateFinishedTrialError:
-                pass
+            _fail(study, trial.number)
+
+
+def _fail(study, number: int) -> None:
+    """Fail another process's trial through Study.tell, without the sampler's after-trial hook.
+
+    That hook is for trials the sampler ran: a grid sampler's would call study.stop(), which
+    raises outside optimize(). A random sampler's is a no-op.
+    """
+    import copy
+
+    import optuna
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    teller = copy.copy(study)
+    teller.sampler = optuna.samplers.RandomSampler()
+    try:
+        teller.tell(number, state=TrialState.FAIL, skip_if_finished=True)
+    except UpdateFinishedTrialError:  # it finished between the read and the write
+        pass
+
+
+_NAMELESS_SINCE: dict[tuple[str, int], float] = {}  # (study, trial number) -> first seen nameless (monotonic)
+
+
+def _nameless_ages(study, running) -> dict[int, float]:
+    """Seconds this process has seen each running trial without a worker name (forgetting the others)."""
+    now = time.monotonic()
+    nameless = {(study.study_name, t.number) for t in running if "worker" not in t.user_attrs}
+    for key in [k for k in _NAMELESS_SINCE if k[0] == study.study_name and k not in nameless]:
+        del _NAMELESS_SINCE[key]
+    for key in nameless:
+        _NAMELESS_SINCE.setdefault(key, now)
+    return {number: now - _NAMELESS_SINCE[(name, number)] for name, number in nameless}
 
 
 def fail_stale(study) -> None:
     """Mark as failed the trials of workers whose heartbeat stopped (a killed process)."""
     import optuna
+    from sqlalchemy.exc import OperationalError
 
     try:
         optuna.storages.fail_stale_trials(study)  # a no-op for storages without a heartbeat
-    except Exception as exc:
-        log.debug("fail_stale_trials: %s", exc)
+    except OperationalError as exc:  # the database busy or away for a moment: the next check catches up
+        log.warning("could not check for stale trials now: %s", str(exc).splitlines()[0])

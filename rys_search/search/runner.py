@@ -5,7 +5,8 @@
 
 A schedule that fails the fixed-point screen is pruned with its reason, without paying for the
 probes; a scored one records its scores, intervals and paired changes against the unmodified
-model as trial attributes. on_finished logs the finished trial to MLflow, updates the progress
+model as trial attributes, and a promising one is confirmed on the expensive stage before the
+trial ends (confirm.py). on_finished logs the finished trial to MLflow, updates the progress
 line and stops the study after MAX_CONSECUTIVE_FAILURES failures in a row.
 """
 
@@ -18,7 +19,7 @@ from typing import Any
 
 from ..schedule import LayerSchedule
 from .config import StudyConfig
-from .parallel import WORKER, Surplus, admitted, live_trials, original_of
+from .parallel import WORKER, Surplus, admitted, live_trials, original_of, utc_offset
 from .recovery import fail_dead
 
 __all__ = ["StudyRunner", "Timings"]
@@ -69,6 +70,11 @@ class StudyRunner:
         self.stopped_reason: str | None = None
         self.trials_run = 0  # trials this worker took, surplus ones included
         self.surplus = 0
+        self.confirmer = None
+        if self.config.confirm.enabled:
+            from .confirm import Confirmer
+
+            self.confirmer = Confirmer(self.config, self.loaded, self.study)
         self.grid = None
         if self.config.sampler == "grid":
             from .space import grid_pairs
@@ -98,6 +104,7 @@ class StudyRunner:
         import optuna
 
         trial.set_user_attr("worker", WORKER)  # first: a dead worker's trial can be told from a live one
+        trial.set_user_attr("utc_offset", utc_offset())  # its times are this host's local times
         self.trials_run += 1
         schedule = self.suggest(trial)
         key = str(schedule)
@@ -118,7 +125,8 @@ class StudyRunner:
             raise optuna.TrialPruned(f"duplicate of trial {first}")
         if self.tracker is not None:  # the trial's run is open while it runs: a crash leaves it RUNNING
             t0 = time.perf_counter()
-            run = self.tracker.open_trial_run(self.parent_run, self.config.name, trial.number)  # params when it closes
+            run = self.tracker.open_trial_run(self.parent_run, self.config.name, trial.number, schedule=key,
+                                              unmodified=schedule.is_identity(self.n_layers))  # params when it closes
             trial.set_user_attr("mlflow_run", run)
             self.timings.tracking += time.perf_counter() - t0
             self.timings.trial_tracking += time.perf_counter() - t0
@@ -200,6 +208,12 @@ class StudyRunner:
             values.append(fp.score)
         if "added_layers" in self.config.extra_objectives:
             values.append(float(schedule.added_layers(self.n_layers)))
+        if self.confirmer is not None and self.confirmer.wanted(trial, values):
+            self.confirmer.confirm(trial, schedule)  # the expensive stage, inside the trial: recorded on it
+        else:
+            trial.set_user_attr("verdict", "unmodified" if schedule.is_identity(self.n_layers) else "unconfirmed")
+        if self.confirmer is not None:  # confirmed losses and broken output steer the sampler away (> 0: infeasible)
+            trial.set_constraint("confirmed", 1.0 if trial.user_attrs["verdict"] in ("worse", "broken output") else 0.0)
         return values
 
     def _screen(self, fp) -> str | None:

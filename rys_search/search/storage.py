@@ -35,7 +35,7 @@ def storage_for(url: str):
     import warnings
 
     import optuna
-    from sqlalchemy.exc import IntegrityError, ProgrammingError
+    from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     if url.startswith(("sqlite:", "postgresql", "mysql")):
@@ -57,35 +57,22 @@ def storage_for(url: str):
                 if attempt == 4:
                     raise
                 time.sleep(0.2 + random.random())  # another worker is creating the same tables
-            except Exception as exc:
+            except (SQLAlchemyError, ImportError, ValueError, OSError) as exc:  # unreachable, bad URL, no driver
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise UserError(f"cannot open storage {shown}: {first}") from None
     return url
 
 
 def make_sampler(config: StudyConfig, grid: list[str] | None = None, seed: int | None | str = "config"):
-    """The config's sampler; seed "config" means config.seed, None fresh randomness (grid: unused)."""
-    import optuna
+    """The config's sampler; seed "config" means config.seed, None fresh randomness."""
+    from .samplers import build_sampler
+    from .space import GRID_PARAM
 
-    import warnings
-
-    seed, name = (config.seed if seed == "config" else seed), config.sampler
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
-    if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
-    if name == "nsga3":
-        return optuna.samplers.NSGAIIISampler(seed=seed)
-    if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed, warn_independent_sampling=False)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "grid":  # the pairs come from the trial's suggest_categorical (space.suggest_grid)
-        from .sweep import GridSweep
-
-        return GridSweep(seed=seed)
-    raise ConfigError(f"unknown sampler {name!r}")
+    try:
+        return build_sampler(config.sampler, config.seed if seed == "config" else seed,
+                             {GRID_PARAM: grid} if grid is not None else None)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def open_study(config: StudyConfig, create: bool = True, grid: list[str] | None = None,
@@ -111,6 +98,7 @@ def open_study(config: StudyConfig, create: bool = True, grid: list[str] | None 
                 study = None  # another worker created it a moment ago: join it below
             if study is not None:
                 study.set_user_attr("objectives", config.objective_names())
+                study.set_metric_names(config.objective_names())  # optuna-dashboard's axis titles
                 if on_create is not None:
                     on_create(study)
                 study.set_user_attr("config", config.to_dict())
@@ -125,7 +113,7 @@ def open_study(config: StudyConfig, create: bool = True, grid: list[str] | None 
             study = optuna.load_study(study_name=config.name, storage=storage, sampler=sampler)
     stored = study.user_attrs.get("config")
     if create and stored:
-        stored = {**stored, "space": {"encoding": "define-by-run", **stored.get("space", {})}}  # before encodings existed
+        stored = config_from_dict(_as_run(stored), where=f"study {config.name!r}").to_dict()
         differences = [k for k in StudyConfig.SEARCH_DEFINING if stored.get(k) != config.to_dict().get(k)]
         if differences:
             hint = ""
@@ -143,8 +131,17 @@ def stored_config(study) -> StudyConfig:
     data = study.user_attrs.get("config")
     if not data:
         raise UserError(f"study {study.study_name!r} has no stored rys-search config")
-    data = {**data, "space": {"encoding": "define-by-run", **data.get("space", {})}}  # stored before encodings existed
-    return config_from_dict(data, where=f"study {study.study_name!r}")
+    return config_from_dict(_as_run(data), where=f"study {study.study_name!r}")
+
+
+def _as_run(data: dict[str, Any]) -> dict[str, Any]:
+    """A stored config read as it ran: one stored before suites had versions named version 1 (the only
+    one then), before studies had a confirmation stage ran without one, before encodings existed
+    searched define-by-run."""
+    data = {**data, "space": {"encoding": "define-by-run", **data.get("space", {})}}
+    data["objectives"] = [n if "@" in n else f"{n}@1" for n in data.get("objectives", [])]
+    data.setdefault("confirm", {"enabled": False})
+    return data
 
 
 def finished_count(study) -> int:

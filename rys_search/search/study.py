@@ -58,7 +58,7 @@ def run_study(config: StudyConfig, loaded: Any = None, progress: bool = True, ou
         t0 = time.perf_counter()
         loaded = load_study_model(config)
         timings.load = time.perf_counter() - t0
-    config = config.resolve(loaded.device.type == "cuda")
+    config = config.resolve(loaded.device.type == "cuda").pinned()  # objectives by name@version
     from .space import grid_pairs
 
     grid = grid_pairs(loaded.n_layers, config.space, loaded.family.repeat_period) if config.sampler == "grid" else None
@@ -107,8 +107,13 @@ def run_study(config: StudyConfig, loaded: Any = None, progress: bool = True, ou
     if not study.get_trials(deepcopy=False, states=_running()):  # the last worker out closes the parent
         from .plots import study_figures
 
+        from .publish import name_objectives, publish_front
+
         figures = study_figures(study, config, loaded.n_layers)
-        tracker.close_study(parent, rows, figures, {"finished_trials": finished_count(study), "pareto_size": len(rows)})
+        tracker.close_study(parent, rows, figures, {"finished_trials": finished_count(study), "pareto_size": len(rows)},
+                            objectives=config.objective_names())
+        name_objectives(study)  # a study made before objectives were named
+        publish_front(tracker, study)
         import matplotlib.pyplot as plt
 
         for figure in figures.values():

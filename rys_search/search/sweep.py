@@ -23,7 +23,6 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.samplers import BaseSampler, RandomSampler
 from optuna.trial import TrialState
 
-from .space import GRID_PARAM
 
 __all__ = ["GridSweep"]
 
@@ -31,7 +30,8 @@ _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
 class GridSweep(BaseSampler):
-    def __init__(self, seed: int | None = None):
+    def __init__(self, seed: int | None = None, param: str = "rys"):
+        self.param = param  # the categorical parameter that holds the pair (space.GRID_PARAM)
         self._rng = np.random.RandomState(seed)
         self._fallback = RandomSampler(seed=seed)  # parameters other than the grid's (none in our spaces)
         self._finished: dict[int, str | None] = {}  # trial number -> its pair, for trials that are done
@@ -53,7 +53,7 @@ class GridSweep(BaseSampler):
             if t.number in self._finished:
                 pair = self._finished[t.number]
             else:
-                pair = _pair(t)
+                pair = _pair(t, self.param)
                 if t.state in _FINISHED:
                     self._finished[t.number] = pair
             if pair is not None:
@@ -64,7 +64,7 @@ class GridSweep(BaseSampler):
         return len(set(pairs) - self.taken(study))
 
     def sample_independent(self, study, trial, param_name: str, param_distribution: BaseDistribution) -> Any:
-        if param_name != GRID_PARAM or not isinstance(param_distribution, CategoricalDistribution):
+        if param_name != self.param or not isinstance(param_distribution, CategoricalDistribution):
             return self._fallback.sample_independent(study, trial, param_name, param_distribution)
         choices = list(param_distribution.choices)
         taken = self.taken(study)
@@ -72,10 +72,10 @@ class GridSweep(BaseSampler):
         return free[self._rng.randint(len(free))]
 
 
-def _pair(trial) -> str | None:
+def _pair(trial, param: str) -> str | None:
     if trial.state == TrialState.FAIL and trial.user_attrs.get("surplus"):
         return None
-    pair = trial.params.get(GRID_PARAM)
+    pair = trial.params.get(param)
     if pair is None and trial.state == TrialState.WAITING:  # enqueued: its pair is a fixed parameter
-        pair = trial.system_attrs.get("fixed_params", {}).get(GRID_PARAM)
+        pair = trial.system_attrs.get("fixed_params", {}).get(param)
     return pair

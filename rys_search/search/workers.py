@@ -5,8 +5,9 @@
 
 Each worker is the same `rys-search run` command with --worker-index K and, for --gpus, its
 own CUDA_VISIBLE_DEVICES; they meet in the study's storage (see parallel.py), nothing else
-connects them. The launcher prepares the storage and the MLflow experiment first, so workers
-starting together do not race to create database tables, then waits for all of them.
+connects them. The launcher prepares the storage, the MLflow experiment and (for a GGUF model)
+the dequantized cache first, so workers starting together neither race to create database
+tables nor each convert the same file, then waits for all of them.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from ..errors import UserError
 __all__ = ["RUN_FLAGS", "launch", "run_workers", "trial_rate", "worker_command", "worker_envs"]
 
 # `run` options a worker inherits from its launcher: (attribute of the parsed arguments, flag)
-RUN_FLAGS = (("config", "--config"), ("name", "--study"), ("model", "--model"), ("trials", "--trials"),
+RUN_FLAGS = (("config", "--config"), ("study", "--study"), ("model", "--model"), ("trials", "--trials"),
              ("sampler", "--sampler"), ("seed", "--seed"), ("objectives", "--objectives"),
              ("extra_objectives", "--extra-objectives"), ("mode", "--mode"), ("limit", "--limit"),
              ("storage", "--storage"), ("tracking_uri", "--tracking-uri"), ("device", "--device"), ("dtype", "--dtype"))
@@ -94,6 +95,8 @@ def worker_command(args: Any) -> list[str]:
             command += [flag, str(value)]
     for folder in args.suites or []:
         command += ["--suites", folder]
+    if not getattr(args, "confirm", True):
+        command.append("--no-confirm")
     return command
 
 
@@ -101,11 +104,17 @@ def run_workers(config: Any, command: Sequence[str], envs: list[dict[str, str]])
     """Launch the workers and wait; the worst exit status and the study's summary (None: no study).
 
     The storage's tables and the MLflow experiment must exist already (`rys-search run` makes
-    them before it gets here), so that workers starting together do not race to create them.
+    them before it gets here), so that workers starting together do not race to create them;
+    a GGUF model is dequantized here, once, before the workers start.
     """
     from .reports import pareto_rows
     from .storage import finished_count, open_study, stored_config
 
+    from ..loading import ensure_cached, resolve_model
+
+    source = resolve_model(config.model)
+    if source.kind == "gguf":
+        ensure_cached(source)  # once here, not once per worker
     launched = datetime.now()
     started = time.perf_counter()
     code = launch(command, envs)

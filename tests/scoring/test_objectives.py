@@ -9,7 +9,8 @@ from rys_search.errors import UserError
 from rys_search.loading import load_model
 from rys_search.schedule import LayerSchedule
 from rys_search.scoring import get_objective, paired_change
-from rys_search.scoring.engine import Request, greedy_generate, token_logprobs
+from rys_search.scoring.engine import Request, token_logprobs
+from rys_search.scoring.generation import greedy_generate
 from rys_search.scoring.fixed_point import FixedPointObjective
 from rys_search.scoring.probes import ProbeObjective
 from rys_search.scoring.suites import Item
@@ -152,7 +153,11 @@ def test_paired_change_and_registry(loaded):
     delta, lo, hi = paired_change(run, base)
     assert delta == pytest.approx(run.score - base.score) and lo <= delta <= hi
     assert loaded.runtime.schedule.is_identity(6)  # evaluate puts the schedule back
-    with pytest.raises(UserError, match="unknown objective 'maths'; available: eq, fixed_point, math, reasoning"):
+    with pytest.raises(UserError, match="unknown objective 'maths'; available: eq, eq@1, eq@2, fixed_point, math, "
+                                        "math@1, math@2, reasoning, reasoning@1, reasoning@2"):
         get_objective("maths")
+    assert get_objective("math").version == 1 and get_objective("math@2", mode="generate").version == 2
+    with pytest.raises(UserError, match="math@2 is scored in generate mode only"):
+        get_objective("math@2", mode="logprob")
     with pytest.raises(UserError, match="unknown scoring mode"):
         get_objective("math", mode="sample")

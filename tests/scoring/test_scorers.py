@@ -53,3 +53,86 @@ def test_parsers():
     text = "First pass scores:\nSad: 3\nAngry: 1\nCalm: 0\nGlad: 9\n\nRevised scores:\nSad: 4\nAngry: 1\nCalm: 0\nGlad: 8"
     assert parse_eq_ratings(text, ["Sad", "Angry", "Calm", "Glad"]) == {"Sad": 4, "Angry": 1, "Calm": 0, "Glad": 8}
     assert parse_eq_ratings("Sad: 4\nAngry: 1", ["Sad", "Angry", "Calm", "Glad"]) is None
+
+
+def test_eq_v2_expected_score_by_hand():
+    from rys_search.scoring.scorers import eq_bench_expected_score
+
+    ref = {"A": 7, "B": 2, "C": 0, "D": 5}
+    certain = {e: {float(r): 1.0} for e, r in ref.items()}
+    assert eq_bench_expected_score(certain, ref) == pytest.approx(100.0)
+    # A is 7 or 9 with even odds, the rest right: E[penalty] = 0.5 * 0 + 0.5 * S(2), S(2) = 6.5 / (1 + e^2.4)
+    s2 = 6.5 / (1 + math.exp(2.4))
+    spread = {**certain, "A": {7.0: 0.5, 9.0: 0.5}}
+    assert eq_bench_expected_score(spread, ref) == pytest.approx((10 - 0.7477 * 0.5 * s2) * 10)
+    # the v1 readout scores the expected rating (8): one emotion off by 1, S(1) = 6.5 / (1 + e^3.6)
+    s1 = 6.5 / (1 + math.exp(3.6))
+    assert eq_bench_score({**ref, "A": 8.0}, ref) == pytest.approx((10 - 0.7477 * s1) * 10)
+    # v2 never rewards spreading: a flat distribution scores below the right answer, and below v1's readout of it
+    flat = {e: {float(v): 1 / 11 for v in range(11)} for e in ref}
+    expected = {e: 5.0 for e in ref}
+    assert eq_bench_expected_score(flat, ref) < eq_bench_score(expected, ref) < 100.0
+    with pytest.raises(ValueError, match="sum to"):
+        eq_bench_expected_score({**certain, "A": {7.0: 0.5}}, ref)
+
+
+def test_eq_worst_score_by_hand():
+    from rys_search.scoring.scorers import eq_bench_worst_score
+
+    ref = {"A": 7, "B": 2, "C": 0, "D": 5}
+    # far ends: A at 0 (d 7), B at 10 (d 8), C at 10 (d 10), D at 0 or 10 (d 5: S(5) = 6.5 / (1 + e^-1.2))
+    tally = 7 + 8 + 10 + 6.5 / (1 + math.exp(-1.2))
+    assert eq_bench_worst_score(ref) == pytest.approx((10 - 0.7477 * tally) * 10)
+    assert eq_bench_worst_score(ref) == pytest.approx(eq_bench_score({"A": 0, "B": 10, "C": 10, "D": 0}, ref))
+    for a, b, c, d in [(7, 2, 0, 5), (0, 0, 0, 0), (10, 10, 10, 10), (3, 9, 4, 1)]:
+        assert eq_bench_score({"A": a, "B": b, "C": c, "D": d}, ref) >= eq_bench_worst_score(ref)
+
+
+@pytest.mark.parametrize(
+    "text, final",
+    [
+        ("Answer: 42", "42"),
+        ("6 * 7 = 42.\nThe answer is $42.\nThanks!", "$42."),
+        ("**Answer:** (B) the owl", "(B) the owl"),
+        ("first answer 3, then the final answer is 7", "7"),
+        ("I worked out 42 but never said it", None),
+        ("Answer:", None),
+        ("ANSWER: 5", "5"),
+        ("To answer this, add 2 and 3: 5.", None),  # the word alone is no answer marker
+        ("Answer: 42. I hope this answer helps.", "42. I hope this answer helps."),
+    ],
+)
+def test_final_answer(text, final):
+    from rys_search.scoring.scorers import final_answer
+
+    assert final_answer(text) == final
+
+
+def test_parse_rate_and_the_broken_output_flag():
+    from rys_search.scoring.objective import ObjectiveResult, parse_check
+
+    def result(flags):
+        items = [{"id": str(k), "score": 0.0, "parsed": float(f)} for k, f in enumerate(flags)]
+        return ObjectiveResult("x", 2, "maximize", "generate", "search", "s", 0.0, (0.0, 0.0), items)
+
+    base = result([1] * 49 + [0])  # 98%
+    same = parse_check(result([1] * 49 + [0]), base)
+    assert same["parse_rate"] == pytest.approx(0.98) and not same["broken_output"]
+    one_less = parse_check(result([1] * 48 + [0, 0]), base)  # inside the noise of a 98% baseline
+    assert not one_less["broken_output"]
+    broken = parse_check(result([1] * 37 + [0] * 13), base)  # 74%
+    assert broken["broken_output"] and broken["parse_change_interval"][1] < 0
+    assert broken["unmodified_parse_rate"] == pytest.approx(0.98)
+    logprob = ObjectiveResult("x", 2, "maximize", "logprob", "search", "s", 0.0, (0.0, 0.0), [{"id": "0", "score": 1}])
+    assert parse_check(logprob, logprob) is None
+
+
+def test_a_row_stops_after_its_complete_answer_line():
+    from rys_search.scoring.probes import answered
+    from rys_search.scoring.scorers import final_answer
+
+    assert answered("Working: 6 * 7.\nAnswer: 42\n") and not answered("Working: 6 * 7.\nAnswer: 42")
+    assert answered("So the answer is $18.\nThanks") and answered("**Answer:** 7\n")
+    assert not answered("Answer:\n") and not answered("To answer this, we add.\nThen 5.\n")
+    text = "Step 1.\nAnswer: 42\n"  # what a stopped row ends with: its answer is the last marker
+    assert final_answer(text) == "42"

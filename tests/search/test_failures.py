@@ -41,9 +41,14 @@ def assert_optuna_and_mlflow_agree(cfg):
     return study
 
 
+CHEAP_CONFIRM = '[confirm]\nlimit = 2\nmax_confirmed = 3\nobjectives = { math = "math@1", eq = "eq@2", reasoning = "reasoning@1" }\n'
+
+
 def test_kill_9_at_a_random_point_then_resume(tiny_folder, workdir):
-    args = [sys.executable, "-m", "rys_search.cli", "run", "--model", tiny_folder, "--trials", "8",
-            "--limit", "2", "--study", "crash", "--sampler", "random"]
+    config = workdir / "crash.toml"
+    config.write_text(CHEAP_CONFIRM)  # a confirmation stage that is quick on a tiny model: the kill may land in it
+    args = [sys.executable, "-m", "rys_search.cli", "run", "--config", str(config), "--model", tiny_folder,
+            "--trials", "8", "--limit", "2", "--study", "crash", "--sampler", "random"]
     proc = subprocess.Popen(args, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     db = workdir / "studies" / "crash.db"
     rng = random.Random()
@@ -62,7 +67,8 @@ def test_kill_9_at_a_random_point_then_resume(tiny_folder, workdir):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    cfg = load_config(overrides={"model": tiny_folder, "trials": 8, "limit": 2, "name": "crash", "sampler": "random"})
+    cfg = load_config(config, overrides={"model": tiny_folder, "trials": 8, "limit": 2, "name": "crash",
+                                         "sampler": "random"})
     before = {}
     if db.exists():
         study = open_study(cfg, create=False)
@@ -74,6 +80,8 @@ def test_kill_9_at_a_random_point_then_resume(tiny_folder, workdir):
     assert len(finished) == 8
     for number, values in before.items():  # every trial finished before the kill is kept as it was
         assert study.trials[number].values == values
+    confirmed = [t.user_attrs["schedule"] for t in finished if "confirmed" in t.user_attrs]
+    assert confirmed and len(confirmed) == len(set(confirmed))  # each schedule confirmed once, kill or not
 
 
 def test_a_failing_trial_is_recorded_and_the_study_goes_on(tiny_folder, workdir, monkeypatch):
@@ -92,7 +100,7 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(tiny_folder, workdir,
 
     monkeypatch.setattr(ProbeObjective, "result", sometimes)
     cfg = load_config(overrides={"model": tiny_folder, "trials": 4, "limit": 2, "name": "flaky", "sampler": "random",
-                                 "screen": Screen(enabled=False)})
+                                 "screen": Screen(enabled=False), "confirm": {"enabled": False}})
     summary = run_study(cfg, progress=False)
     assert summary["finished_trials"] == 4 and summary["stopped_reason"] is None
     study = assert_optuna_and_mlflow_agree(cfg)
@@ -119,7 +127,7 @@ def test_the_same_failure_again_and_again_stops_the_run(tiny_folder, workdir, mo
                  "--study", "nan", "--sampler", "random"])
     assert code == 1
     err = capsys.readouterr().err
-    assert "stopped: 3 trials failed in a row; the last: FloatingPointError: the math score is nan" in err
+    assert "stopped: 3 trials failed in a row; the last: FloatingPointError: the math@1 score is nan" in err
     cfg = load_config(config, overrides={"model": tiny_folder, "trials": 10, "limit": 2, "name": "nan", "sampler": "random"})
     study = assert_optuna_and_mlflow_agree(cfg)
     assert [t.state.name for t in study.trials] == ["FAIL"] * 3
@@ -129,7 +137,8 @@ def test_a_trial_killed_before_it_named_its_worker_is_failed(saved_tiny, workdir
     """Optuna's heartbeat never sees a trial killed before its first beat: rys-search fails it by age."""
     from optuna.trial import TrialState
 
-    settings = {"model": saved_tiny("qwen3"), "limit": 2, "name": "orphan", "sampler": "random"}
+    settings = {"model": saved_tiny("qwen3"), "limit": 2, "name": "orphan", "sampler": "random",
+                "confirm": {"enabled": False}}
     cfg = load_config(overrides={**settings, "trials": 2})
     run_study(cfg, progress=False)
     study = open_study(cfg, create=False)

@@ -42,7 +42,7 @@ def assert_one_run_per_trial(cfg, study):
 
 def test_three_workers_on_postgres_and_an_mlflow_server(servers, tiny_folder, workdir):
     storage = servers.storage("three")
-    args = cli("run", "--model", tiny_folder, "--trials", "30", "--limit", "2", "--study", "three",
+    args = cli("run", "--model", tiny_folder, "--trials", "30", "--limit", "2", "--study", "three", "--no-confirm",
                "--storage", storage, "--tracking-uri", servers.tracking_uri, "--json")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # as `run --workers` sets it: 3 workers share 2 cores
     procs = [subprocess.Popen(args, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -82,7 +82,7 @@ def test_three_workers_on_postgres_and_an_mlflow_server(servers, tiny_folder, wo
 
 def test_workers_flag_runs_local_workers_on_sqlite(tiny_folder, workdir):
     """`run --workers 2` on the embedded defaults: both workers on one SQLite file and one MLflow file."""
-    done = subprocess.run(cli("run", "--model", tiny_folder, "--trials", "8", "--limit", "2", "--study", "local",
+    done = subprocess.run(cli("run", "--model", tiny_folder, "--trials", "8", "--limit", "2", "--study", "local", "--no-confirm",
                               "--workers", "2"), cwd=workdir, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "study local: 8/8 finished trials, 2 workers" in done.stdout
@@ -114,7 +114,7 @@ def test_gpus_gives_each_worker_its_device_and_the_same_command():
 def test_an_unreachable_tracking_server_is_one_line(tiny_folder, workdir):
     from servers import free_port
 
-    done = subprocess.run(cli("run", "--model", tiny_folder, "--trials", "2", "--tracking-uri",
+    done = subprocess.run(cli("run", "--model", tiny_folder, "--trials", "2", "--no-confirm", "--tracking-uri",
                               f"http://127.0.0.1:{free_port()}"), cwd=workdir, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and "cannot reach the MLflow tracking server" in done.stderr

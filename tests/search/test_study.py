@@ -17,6 +17,8 @@ def tiny_folder(saved_tiny):
 
 
 def config(tiny_folder, **overrides):
+    """A tiny study; the confirmation stage (tests/search/test_confirm.py) off unless a test turns it on."""
+    overrides.setdefault("confirm", {"enabled": False})
     return load_config(overrides={"model": tiny_folder, "limit": 3, "trials": 5, "name": "tiny", **overrides})
 
 
@@ -26,7 +28,10 @@ def finished_runs(cfg):
 
 
 def test_a_small_study_end_to_end(tiny_folder, workdir, capsys):
-    assert main(["run", "--model", tiny_folder, "--limit", "3", "--trials", "5", "--study", "tiny", "--seed", "1"]) == 0
+    quick = workdir / "quick.toml"  # the default study, with a confirmation stage that is quick on a tiny model
+    quick.write_text('[confirm]\nlimit = 2\nobjectives = { math = "math@1", eq = "eq@2", reasoning = "reasoning@1" }\n')
+    assert main(["run", "--config", str(quick), "--model", tiny_folder, "--limit", "3", "--trials", "5", "--study",
+                 "tiny", "--seed", "1"]) == 0
     out = capsys.readouterr().out
     assert "Pareto front" in out and "mlflow ui --backend-store-uri sqlite:///" in out
     assert (workdir / "studies" / "tiny.db").is_file() and (workdir / "mlruns" / "mlflow.db").is_file()
@@ -38,14 +43,20 @@ def test_a_small_study_end_to_end(tiny_folder, workdir, capsys):
     runs = finished_runs(cfg)
     assert sorted(int(r.data.tags["rys.trial"]) for r in runs) == sorted(t.number for t in finished)
     complete = [r for r in runs if r.data.tags["rys.state"] == "COMPLETE"]
-    assert complete and all("math_change_lo" in r.data.metrics and "schedule" in r.data.params for r in complete)
+    assert complete and all("3_interval/math_v1_change_lo" in r.data.metrics and "schedule" in r.data.params
+                            for r in complete)
     assert (workdir / "mlruns" / "artifacts").is_dir()
     stored = json.loads(json.dumps(study.user_attrs["config"]))
     assert stored["trials"] == 5 and stored["limit"] == 3
 
+    assert study.user_attrs["config"]["objectives"] == ["math@1", "eq@1", "reasoning@1"]  # stored by version
+    confirmed = [t for t in finished if "confirmed" in t.user_attrs]  # the default study confirms its front
+    assert confirmed and "eq@2:generate" in confirmed[0].user_attrs["confirmed"]
+
     assert main(["pareto", "--study", "tiny", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)["pareto"]
-    assert rows and all("heldout" in r and "within_noise" in r for r in rows)
+    assert rows and all(r["verdict"] in ("unmodified", "gain", "mixed", "worse", "no change", "broken output")
+                        for r in rows)  # every member confirmed: the study had budget for its whole front
     assert main(["ls"]) == 0 and "tiny" in capsys.readouterr().out
     assert main(["status", "--study", "tiny"]) == 0
     assert "5 finished of 5" in capsys.readouterr().out

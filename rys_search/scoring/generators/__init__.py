@@ -4,8 +4,13 @@ A generator takes a seeded random.Random and the suite's [options] table and yie
 dicts (question, answer, options, meta) forever; the suite loader dedupes and splits them.
 """
 
-from . import arithmetic, reasoning
+from . import arithmetic, reasoning, reasoning_v2, word_problems
 
 __all__ = ["GENERATORS"]
 
-GENERATORS = {"arithmetic": arithmetic.generate, "reasoning": reasoning.generate}
+GENERATORS = {
+    "arithmetic": arithmetic.generate,
+    "reasoning": reasoning.generate,
+    "reasoning_v2": reasoning_v2.generate,
+    "word_problems": word_problems.generate,
+}

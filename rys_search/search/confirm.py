@@ -1,0 +1,197 @@
+"""The confirmation stage: a promising trial is scored again, the expensive way, before any of its
+changes is called a gain.
+
+    >>> confirmer = Confirmer(config, loaded, study)      # config.confirm: mode, split, limit, benchmarks
+    >>> if confirmer.wanted(trial, values):               # on the cheap Pareto front, or top k of an objective
+    ...     confirmer.confirm(trial, schedule)            # trial attrs "confirmed" and "verdict"
+
+Every trial is scored on the cheap stage (logprob probes on the search split) and the sampler
+learns from those values. A trial whose cheap values put it on the study's Pareto front, or
+among the best `top_k` of an objective, when it finishes is confirmed inside the same trial
+(within the budget `max_confirmed`): each objective by its confirming suite (generate mode, the
+held-out split, working allowed, parse rates) and every benchmark file the config names, each
+against the unmodified model with a paired interval. A trial can only enter the front when it
+finishes, so deciding then misses nothing; each schedule is evaluated by one trial only, so it is
+confirmed once, whatever the number of workers or restarts.
+
+The verdict (what the reports say):
+- gain: some confirmed change has its paired interval above 0, none below 0, and no output broke;
+- mixed: confirmed gains and confirmed losses together;
+- worse: confirmed losses only; no change: every confirmed change within its noise;
+- broken output: the parse rate fell below the unmodified model's (scoring/objective.py parse_check);
+- unconfirmed: only cheap values exist (a cheap change is never called a gain);
+- unmodified: the reference itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from ..schedule import LayerSchedule
+
+__all__ = ["Confirmer", "VERDICTS", "confirmed_front", "confirmed_of", "stage_specs", "verdict"]
+
+log = logging.getLogger(__name__)
+VERDICTS = ("gain", "mixed", "worse", "no change", "broken output", "unconfirmed", "unmodified")
+
+
+def stage_specs(config: Any) -> list[Any]:
+    """The confirmation stage of a resolved, pinned config: confirming suites, then benchmarks."""
+    from ..scoring.benchmarks import parse_bench
+    from ..scoring.stage import Spec
+
+    c = config.confirm
+    limit = c.limit or None
+    specs = [Spec.probe(suite, c.mode, split=c.split, limit=limit) for suite in c.objectives.values()]
+    for label, path in c.bench.items():
+        name, mode, location = parse_bench(f"{label}={path}")
+        specs.append(Spec.bench(name, mode, location, c.bench_limit or None))
+    return specs
+
+
+def verdict(confirmed: dict[str, Any] | None, unmodified: bool = False) -> str:
+    if unmodified:
+        return "unmodified"
+    if not confirmed:
+        return "unconfirmed"
+    entries = [e for k, e in confirmed.items() if isinstance(e, dict) and "change_interval" in e]
+    if any(e.get("broken_output") for e in entries):
+        return "broken output"
+    better = any(e["change_interval"][0] > 0 for e in entries)
+    worse = any(e["change_interval"][1] < 0 for e in entries)
+    if better and worse:
+        return "mixed"
+    return "gain" if better else "worse" if worse else "no change"
+
+
+def _dominates(a: list[float], b: list[float], signs: list[int]) -> bool:
+    """a dominates b: at least as good everywhere and better somewhere (signs: +1 maximise, -1 minimise)."""
+    at_least = all(s * x >= s * y for x, y, s in zip(a, b, signs))
+    return at_least and any(s * x > s * y for x, y, s in zip(a, b, signs))
+
+
+def _signs(study: Any) -> list[int]:
+    return [1 if d.name == "MAXIMIZE" else -1 for d in study.directions]
+
+
+class Confirmer:
+    def __init__(self, config: Any, loaded: Any, study: Any):
+        from ..scoring.stage import Stage
+
+        self.config = config
+        self.loaded = loaded
+        self.study = study
+        self.specs = stage_specs(config)
+        self.stage = Stage(self.specs, list(config.suites))
+        self._baseline: dict[str, Any] | None = None
+
+    # ---- which trials ---------------------------------------------------------------------
+
+    def wanted(self, trial: Any, values: list[float], complete: list[Any] | None = None) -> bool:
+        """Whether a trial with these cheap values is confirmed: on the front or in a top k, within budget.
+
+        complete: the study's complete trials (read from storage when not given).
+        """
+        if complete is None:
+            complete = [t for t in self.study.get_trials(deepcopy=False) if t.state.name == "COMPLETE" and t.values]
+        others = [t for t in complete if t.number != trial.number]
+        confirmed = sum(1 for t in others if t.user_attrs.get("confirmed") and not t.user_attrs.get("unmodified"))
+        if confirmed >= int(self.config.confirm.max_confirmed):
+            return False
+        signs = _signs(self.study)
+        if not any(_dominates(list(t.values), values, signs) for t in others):
+            return True  # on the cheap Pareto front as it stands now
+        k = self.config.confirm.top_k
+        for index, sign in enumerate(signs):
+            better = sum(1 for t in others if sign * t.values[index] > sign * values[index])
+            if better < k:
+                return True
+        return False
+
+    # ---- the stage ------------------------------------------------------------------------
+
+    def baseline(self) -> dict[str, Any]:
+        """The unmodified model on the confirmation stage: stored on the study, computed once.
+
+        Two workers that both find it missing compute the same numbers and store them twice;
+        nothing is lost either way.
+        """
+        if self._baseline is None:
+            stored = self.study.user_attrs.get("confirm_baseline")
+            if stored is None:
+                start = time.perf_counter()
+                stored = self.stage.baseline(self.loaded)
+                self.study.set_user_attr("confirm_baseline", stored)
+                log.info("confirmation stage: unmodified model scored in %.1f s", time.perf_counter() - start)
+            self._baseline = stored
+        return self._baseline
+
+    def measure(self, schedule: LayerSchedule) -> dict[str, Any]:
+        """The schedule on the confirmation stage (the unmodified model: its baseline, changes 0)."""
+        baseline = self.baseline()
+        if schedule.is_identity(self.loaded.n_layers):
+            return {k: {"score": v["score"], "interval": v["interval"], "change": 0.0, "change_interval": [0.0, 0.0],
+                        **({"parse_rate": v["parse_rate"]} if v.get("parse_rate") is not None else {})}
+                    for k, v in baseline.items()}
+        row = self.stage.measure(self.loaded, schedule, baseline)
+        for entry in row.values():
+            entry.pop("seconds", None)
+        return row
+
+    def confirm_later(self, schedule: LayerSchedule) -> dict[str, Any]:
+        """Confirm a finished trial's schedule (read-only in Optuna): the result goes on the study,
+        under its own key, so two `pareto` processes never overwrite each other's entries."""
+        row = self.measure(schedule)
+        self.study.set_user_attr(f"confirmed:{schedule}", row)
+        return row
+
+    def confirm(self, trial: Any, schedule: LayerSchedule) -> dict[str, Any]:
+        """Score the schedule on the confirmation stage and record it on the trial."""
+        start = time.perf_counter()
+        row = self.measure(schedule)
+        seconds = time.perf_counter() - start
+        trial.set_user_attr("confirmed", row)
+        trial.set_user_attr("confirm_seconds", seconds)
+        trial.set_user_attr("verdict", verdict(row, schedule.is_identity(self.loaded.n_layers)))
+        return row
+
+
+def confirmed_of(study: Any, trial: Any, attrs: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """A trial's confirmed values: recorded in the trial during the study, or in the study by a later
+    `rys-search pareto` (finished trials are read-only), keyed by schedule."""
+    found = trial.user_attrs.get("confirmed")
+    if found is None:
+        attrs = study.user_attrs if attrs is None else attrs
+        found = attrs.get(f"confirmed:{trial.user_attrs.get('schedule')}")
+    return found
+
+
+def confirmed_front(study: Any, complete: list[Any], config: Any, attrs: dict[str, Any]) -> list[Any]:
+    """The Pareto set among confirmed trials, on their confirmed changes.
+
+    Dimensions: each searched objective's confirmed change (maximised), then the extra objectives'
+    own values (fixed_point, added_layers: exact, so no confirmation needed). A trial whose
+    output broke cannot be on it.
+    """
+    mapping = config.confirm.objectives
+    names = study.user_attrs.get("objectives") or []
+    signs = _signs(study)
+    points = []
+    for t in complete:
+        confirmed = confirmed_of(study, t, attrs)
+        if not confirmed or verdict(confirmed) == "broken output":
+            continue
+        point = []
+        for index, name in enumerate(names):
+            key = f"{mapping[name]}:{config.confirm.mode}" if name in mapping else None
+            if key is not None:
+                if key not in confirmed:
+                    break
+                point.append(confirmed[key]["change"])
+            else:
+                point.append(t.values[index])
+        else:
+            points.append((t, point))
+    return [t for t, p in points if not any(_dominates(q, p, signs) for _, q in points if q is not p)]

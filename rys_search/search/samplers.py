@@ -1,0 +1,46 @@
+"""The samplers a study can use, by name: one table, read by the config check and the study.
+
+    >>> SAMPLERS                                    # ('tpe', 'nsga2', 'nsga3', 'gp', 'random', 'grid')
+    >>> sampler = build_sampler("nsga2", seed=0)    # an Optuna sampler; optuna is imported here, lazily
+
+`grid` sweeps the (i, j) pairs of search/space.py once each, in random order, and ends the study when
+none is left (search/sweep.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+__all__ = ["SAMPLERS", "build_sampler"]
+
+
+_FACTORIES: dict[str, Callable[[Any, int | None, dict[str, list[Any]] | None], Any]] = {
+    "tpe": lambda optuna, seed, grid: optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
+                                                                  constant_liar=True),
+    "nsga2": lambda optuna, seed, grid: optuna.samplers.NSGAIISampler(seed=seed),
+    "nsga3": lambda optuna, seed, grid: optuna.samplers.NSGAIIISampler(seed=seed),
+    "gp": lambda optuna, seed, grid: optuna.samplers.GPSampler(seed=seed, warn_independent_sampling=False),
+    "random": lambda optuna, seed, grid: optuna.samplers.RandomSampler(seed=seed),
+    "grid": lambda optuna, seed, grid: _grid_sweep(seed, grid),
+}
+SAMPLERS = tuple(_FACTORIES)
+
+
+def _grid_sweep(seed: int | None, grid: dict[str, list[Any]] | None) -> Any:
+    """The grid: each (i, j) pair once, in random order; the pairs come from the trial's own
+    suggest_categorical (space.suggest_grid), and the study stops once they are exhausted (sweep.py)."""
+    from .sweep import GridSweep
+
+    return GridSweep(seed=seed, param=next(iter(grid)) if grid else "rys")
+
+
+def build_sampler(name: str, seed: int | None = None, grid: dict[str, list[Any]] | None = None) -> Any:
+    """The Optuna sampler called name (grid: over the search space given, {param: values}); seed None: fresh randomness."""
+    import warnings
+
+    import optuna
+
+    if name not in _FACTORIES:
+        raise ValueError(f"unknown sampler {name!r}; use one of {', '.join(SAMPLERS)}")
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    return _FACTORIES[name](optuna, seed, grid)

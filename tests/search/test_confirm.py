@@ -1,0 +1,195 @@
+"""The confirmation stage: which trials are confirmed, the gain rule, once per schedule (also with two
+workers and after a kill), `pareto --bench` caching, and export limited to members that hold."""
+
+import json
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+from benchfiles import write_benchmarks
+from rys_search.cli import main
+from rys_search.search.config import Confirm, load_config
+from rys_search.search.confirm import Confirmer, verdict
+from rys_search.search.storage import open_study
+from rys_search.search.study import run_study
+
+# cheap to generate on a tiny model: math@1 answers in 24 tokens, eq@2 in 64
+CONFIRM = {"limit": 2, "max_confirmed": 2, "objectives": {"math": "math@1", "eq": "eq@2"}}
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(saved_tiny):
+    return saved_tiny("llama")
+
+
+def config(folder, **overrides):
+    confirm = overrides.pop("confirm", CONFIRM)
+    return load_config(overrides={"model": folder, "limit": 3, "trials": 6, "name": "conf", "objectives": "math,eq",
+                                  "sampler": "random", "confirm": confirm, **overrides})
+
+
+def entry(change, lo, hi, **extra):
+    return {"score": 50 + change, "change": change, "change_interval": [lo, hi], **extra}
+
+
+@pytest.mark.parametrize("confirmed, expected", [
+    (None, "unconfirmed"),
+    ({}, "unconfirmed"),
+    ({"a": entry(2, 0.5, 3.5), "b": entry(0, -1, 1)}, "gain"),
+    ({"a": entry(2, 0.5, 3.5), "b": entry(-2, -3, -1)}, "mixed"),
+    ({"a": entry(-2, -3, -1), "b": entry(0, -1, 1)}, "worse"),
+    ({"a": entry(0.5, -0.1, 1.0), "b": entry(0, -1, 1)}, "no change"),
+    ({"a": entry(9, 5, 12, broken_output=True), "b": entry(0, -1, 1)}, "broken output"),
+    ({"a": entry(2, 0.5, 3.5, parse_rate=0.99, broken_output=False), "fixed_point.kl": {"change": 0.3}}, "gain"),
+])
+def test_the_gain_rule(confirmed, expected):
+    assert verdict(confirmed) == expected
+    assert verdict(confirmed, unmodified=True) == "unmodified"
+
+
+def fake(number, values, confirmed=False, unmodified=False):
+    attrs = {"confirmed": {"x": {}}} if confirmed else {}
+    if unmodified:
+        attrs["unmodified"] = True
+    return SimpleNamespace(number=number, values=values, user_attrs=attrs, state=SimpleNamespace(name="COMPLETE"))
+
+
+def test_which_trials_are_confirmed():
+    study = SimpleNamespace(directions=[SimpleNamespace(name="MAXIMIZE")] * 2)
+    confirmer = Confirmer.__new__(Confirmer)
+    confirmer.study = study
+    confirmer.config = SimpleNamespace(confirm=Confirm(top_k=1, max_confirmed=2))
+    others = [fake(0, [10, 10], confirmed=True, unmodified=True), fake(1, [12, 8], confirmed=True), fake(2, [9, 9])]
+    me = SimpleNamespace(number=9)
+    assert confirmer.wanted(me, [11, 11], others)  # on the front
+    assert not confirmer.wanted(me, [8, 8], others)  # dominated, and no objective's best
+    assert confirmer.wanted(me, [13, 1], others)  # the best math so far (top 1), dominated by nothing either way
+    assert not confirmer.wanted(me, [11.5, 7], others)  # dominated by #1, second best math: not top 1
+    confirmer.config = SimpleNamespace(confirm=Confirm(top_k=2, max_confirmed=2))
+    assert confirmer.wanted(me, [11.5, 7], others)  # ... but top 2
+    full = others + [fake(4, [1, 1], confirmed=True)]  # two confirmed besides the unmodified model: the budget is spent
+    assert not confirmer.wanted(me, [20, 20], full)
+
+
+def test_a_study_confirms_its_front_once_per_schedule(tiny_folder, workdir, capsys):
+    cfg = config(tiny_folder, trials=7, seed=2)
+    summary = run_study(cfg, progress=False)
+    assert summary["finished_trials"] == 7
+    study = open_study(cfg, create=False)
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    confirmed = [t for t in complete if "confirmed" in t.user_attrs]
+    assert complete[0].user_attrs["verdict"] == "unmodified" and "confirmed" in complete[0].user_attrs
+    assert 2 <= len(confirmed) <= 3  # the unmodified model plus at most max_confirmed = 2
+    schedules = [t.user_attrs["schedule"] for t in confirmed]
+    assert len(schedules) == len(set(schedules))
+    for t in confirmed:
+        assert set(t.user_attrs["confirmed"]) == {"math@1:generate", "eq@2:generate"}
+        assert all("parse_rate" in e for e in t.user_attrs["confirmed"].values())
+        assert t.user_attrs["verdict"] == verdict(t.user_attrs["confirmed"], t.number == complete[0].number)
+    for t in complete:
+        if "confirmed" not in t.user_attrs:
+            assert t.user_attrs["verdict"] == "unconfirmed"
+    baseline = study.user_attrs["confirm_baseline"]
+    assert set(baseline) == {"math@1:generate", "eq@2:generate"} and len(baseline["eq@2:generate"]["items"]) == 2
+    for row in summary["pareto"]:
+        assert row["verdict"] in ("gain", "mixed", "worse", "no change", "broken output", "unconfirmed", "unmodified")
+        assert (row["front"] == "cheap") == (row["verdict"] == "unconfirmed")
+    from rys_search.tracking import Tracker
+
+    runs = {int(r.data.tags["rys.trial"]): r for r in Tracker(cfg.tracking_location()).trial_runs(cfg.name)}
+    for t in confirmed:
+        assert any("confirmed" in k for k in runs[t.number].data.metrics), runs[t.number].data.metrics.keys()
+
+    # the same command again: nothing confirmed twice
+    run_study(config(tiny_folder, trials=9, seed=2), progress=False)
+    again = [t.user_attrs["schedule"] for t in open_study(cfg, create=False).trials if "confirmed" in t.user_attrs]
+    assert len(again) == len(set(again)) and len(again) <= 3
+
+
+def test_no_unconfirmed_change_is_called_a_gain(tiny_folder, workdir, capsys):
+    cfg = config(tiny_folder, trials=4, seed=5, name="cheap", confirm={"enabled": False})
+    run_study(cfg, progress=False)
+    assert main(["pareto", "--study", "cheap", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["pareto"]
+    assert rows and {r["verdict"] for r in rows} <= {"unconfirmed", "unmodified"}
+    assert main(["status", "--study", "cheap"]) == 0
+    out = capsys.readouterr().out
+    assert "gains        none confirmed" in out and "with a gain" not in out
+    assert main(["pareto", "--study", "cheap"]) == 0
+    assert "no confirmed gain on this front" in capsys.readouterr().out
+
+
+def test_two_workers_confirm_each_schedule_once(tiny_folder, workdir):
+    path = workdir / "two.toml"
+    path.write_text(f'name = "two"\nmodel = "{tiny_folder}"\nobjectives = ["math", "eq"]\nlimit = 2\ntrials = 8\n'
+                    'sampler = "random"\n[confirm]\nlimit = 2\nmax_confirmed = 4\n'
+                    'objectives = { math = "math@1", eq = "eq@2" }\n')
+    done = subprocess.run([sys.executable, "-m", "rys_search.cli", "run", "--config", str(path), "--workers", "2"],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    study = open_study(load_config(path), create=False)
+    confirmed = [t for t in study.trials if "confirmed" in t.user_attrs]
+    workers = {t.user_attrs["worker"] for t in study.trials if "worker" in t.user_attrs}
+    assert len(workers) == 2
+    schedules = [t.user_attrs["schedule"] for t in confirmed]
+    assert confirmed and len(schedules) == len(set(schedules))
+
+
+def test_pareto_bench_caches_and_export_takes_members_that_hold(tiny_folder, workdir, capsys, monkeypatch):
+    cfg = config(tiny_folder, trials=5, seed=3, name="bench", confirm={"enabled": False})
+    run_study(cfg, progress=False)
+    gsm, bbh, _ = write_benchmarks(workdir)
+    args = ["pareto", "--study", "bench", "--bench", f"gsm8k:logprob={gsm}", "--bench", f"bbh={bbh}", "--json"]
+    assert main(args) == 0
+    rows = json.loads(capsys.readouterr().out)["pareto"]
+    for row in rows:
+        assert set(row["bench"]) == {"gsm8k:logprob", "bbh:logprob"}
+        if row["verdict"] != "unmodified":
+            assert row["holds"] in (True, False)
+    from rys_search.search import study as study_module
+
+    def no_load(config):
+        raise AssertionError("the cached benchmark results should not need the model")
+
+    monkeypatch.setattr(study_module, "load_study_model", no_load)
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["pareto"] == rows
+
+    # export --holds: only members that hold; none holding is a one-line refusal
+    study = open_study(cfg, create=False)
+    members = [r for r in rows if r["verdict"] != "unmodified"]
+    assert members
+    from rys_search.search.validation import cache_key, _digest
+    from rys_search.search.calibrate import bench_specs
+
+    gsm_spec, bbh_spec = bench_specs([f"gsm8k:logprob={gsm}", f"bbh={bbh}"])
+    for r in members:  # hand-made results: the first member holds (bbh up, gsm8k within noise), the others do not
+        better = r is members[0]
+        study.set_user_attr(cache_key(bbh_spec, _digest(bbh_spec), r["schedule"]),
+                            entry(5 if better else -5, 1 if better else -9, 9 if better else -1))
+        study.set_user_attr(cache_key(gsm_spec, _digest(gsm_spec), r["schedule"]), entry(0, -1, 1))
+    out = workdir / "exports"
+    assert main(["export", "--study", "bench", "--pareto", "--holds", "--format", "hf", "--out", str(out),
+                 "--no-verify"]) == 0
+    exported = sorted(p.name for p in out.iterdir())
+    assert len(exported) == 1 and members[0]["schedule"].replace(",", "_") in exported[0]
+    card = (out / exported[0] / "README.md").read_text()
+    assert "Verdict" in card and "Benchmark checks" in card
+
+
+def test_concurrent_pareto_bench_calls_keep_every_entry(tiny_folder, workdir):
+    cfg = config(tiny_folder, trials=4, seed=4, name="twice", confirm={"enabled": False})
+    run_study(cfg, progress=False)
+    gsm, _, _ = write_benchmarks(workdir)
+    command = [sys.executable, "-m", "rys_search.cli", "pareto", "--study", "twice", "--bench", f"gsm8k:logprob={gsm}",
+               "--json"]
+    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-1000:] for o in outs]
+    first, second = (json.loads(o[0])["pareto"] for o in outs)
+    assert first == second and all("gsm8k:logprob" in r["bench"] for r in first)
+    study = open_study(cfg, create=False)
+    keys = [k for k in study.user_attrs if k.startswith("bench:gsm8k:logprob:")]
+    assert len(keys) == len(first) + 1  # one per member and the unmodified model's baseline
