@@ -3,6 +3,7 @@
     python benchmarks/search_efficiency.py --model .stage/qwen.gguf --cache scores-qwen.json
     python benchmarks/search_efficiency.py --samplers tpe,nsga2,gp,random --seeds 0,1,2 --max-trials 150
     python benchmarks/search_efficiency.py --model default --limit 16 --max-trials 40 --samplers tpe,random --seeds 0
+    python benchmarks/search_efficiency.py --samplers tpe,tpe-independent,tpe-startup20 ...   # TPE settings
 
 First the exhaustive contiguous (i, j) grid of the RYS literature (one block of width 1-8 run
 twice, inside layers 1..n-2) is scored; its Pareto front over math / EQ / reasoning gives the
@@ -33,6 +34,10 @@ from pathlib import Path
 
 OBJECTIVES = ("math", "eq", "reasoning")
 TARGET = 0.95
+TPE_VARIANTS = {  # --samplers names for TPE settings other than the study's (multivariate, group, constant liar)
+    "tpe-independent": dict(constant_liar=True),
+    "tpe-startup20": dict(multivariate=True, group=True, constant_liar=True, n_startup_trials=20),
+}
 
 
 def pareto(points: list[tuple[float, ...]]) -> list[tuple[float, ...]]:
@@ -127,7 +132,7 @@ def main() -> None:
     period = loaded.family.repeat_period
     limit = args.limit or None
     objectives = [get_objective(name) for name in OBJECTIVES]
-    cache = ScoreCache(args.cache, {"model": str(loaded.source), "limit": args.limit, "objectives": list(OBJECTIVES)})
+    cache = ScoreCache(args.cache, {"model": str(loaded.source.location), "limit": args.limit, "objectives": list(OBJECTIVES)})
     spent = {"evaluations": 0, "seconds": 0.0}
 
     def score(schedule: LayerSchedule) -> list[float]:
@@ -165,12 +170,15 @@ def main() -> None:
     samplers = args.samplers.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
     for sampler_name in samplers:
-        chosen = replace(config, sampler=sampler_name)
+        chosen = replace(config, sampler="tpe" if sampler_name in TPE_VARIANTS else sampler_name)
         encoding = chosen.encoding()
         suggest = suggest_fixed if encoding == "fixed" else suggest_schedule
         for seed in seeds:
             sampler_seconds = 0.0
-            study = optuna.create_study(directions=["maximize"] * 3, sampler=make_sampler(replace(chosen, seed=seed)))
+            sampler = make_sampler(replace(chosen, seed=seed))
+            if sampler_name in TPE_VARIANTS:  # TPE with other settings than the study's
+                sampler = optuna.samplers.TPESampler(seed=seed, **TPE_VARIANTS[sampler_name])
+            study = optuna.create_study(directions=["maximize"] * 3, sampler=sampler)
             study.enqueue_trial({}, user_attrs={UNMODIFIED: True})
             points, seen, reached, shares, duplicates = [], set(), None, {}, 0
             front_hv = 0.0

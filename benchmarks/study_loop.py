@@ -119,7 +119,10 @@ TPE_VARIANTS = {  # name -> TPESampler settings (constant_liar as the study uses
 
 
 def compare_tpe(trials: int, n_layers: int, seeds: list[int]) -> None:
-    """TPE settings on the stub landscape, in memory: sampler seconds per trial and hypervolume reached."""
+    """TPE settings on the stub landscape, in memory: sampler seconds per trial and hypervolume reached.
+
+    As in a study, a schedule proposed again is a pruned duplicate: it spends a trial and teaches nothing.
+    """
     import warnings
 
     import optuna
@@ -144,13 +147,17 @@ def compare_tpe(trials: int, n_layers: int, seeds: list[int]) -> None:
                 trial = study.ask()
                 schedule = suggest_schedule(trial, n_layers, space)
                 seconds.append(time.perf_counter() - t0)
+                if str(schedule) in seen:  # as in a study: a duplicate is pruned, the sampler learns nothing
+                    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                    points.append(None)
+                    continue
                 values = list(stub_scores(schedule, n_layers).values())
                 study.tell(trial, values)
                 points.append(tuple(values))
                 seen.add(str(schedule))
-            runs[(name, seed)] = (seconds, points, len(seen))
-    ref = tuple(min(p[k] for _, pts, _ in runs.values() for p in pts) - 1e-9 for k in range(3))
-    best = max(hypervolume(pts, ref) for _, pts, _ in runs.values())
+            runs[(name, seed)] = (seconds, points, len(seen), trials)
+    ref = tuple(min(p[k] for _, pts, _, _ in runs.values() for p in pts if p) - 1e-9 for k in range(3))
+    best = max(hypervolume([p for p in pts if p], ref) for _, pts, _, _ in runs.values())
     marks = [m for m in (50, 250, 500) if m <= trials]
     print(f"TPE settings on the stub landscape ({n_layers} layers, the default space), in memory, "
           f"{trials} trials, seeds {seeds}; mean over seeds")
@@ -159,11 +166,12 @@ def compare_tpe(trials: int, n_layers: int, seeds: list[int]) -> None:
     for name in TPE_VARIANTS:
         rows = [runs[(name, seed)] for seed in seeds]
         cost = [statistics.fmean(statistics.fmean(r[0][max(0, m - 10) : m]) for r in rows) for m in marks]
-        hv = [statistics.fmean(hypervolume(r[1][:m], ref) / best for r in rows) for m in marks]
+        hv = [statistics.fmean(hypervolume([p for p in r[1][:m] if p], ref) / best for r in rows) for m in marks]
         distinct = statistics.fmean(r[2] for r in rows)
         print(f"{name:<32} " + " ".join(f"{c:>12.4f}" for c in cost) + " " + " ".join(f"{h:>8.1%}" for h in hv)
               + f" {distinct:>9.0f}")
-    print("HV: hypervolume of the trials so far over the best final one of all runs (reference: the worst scores seen)")
+    print("HV: hypervolume of the trials so far over the best final one of all runs (reference: the worst scores seen); "
+          "distinct: schedules scored (the rest were duplicates)")
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """Three ways to score a schedule, side by side: seconds, tokens/s, TFLOP/s, peak memory.
 
     python benchmarks/throughput.py --model SmolLM2-135M-Instruct.Q4_1.gguf      # real weights
-    python benchmarks/throughput.py --shape qwen3-8b --tokenizer DIR             # random weights on the GPU
+    python benchmarks/throughput.py --shape qwen3-8b --tokenizer DIR             # random weights on the GPU (DIR or a .gguf)
     python benchmarks/throughput.py --shape qwen3-8b --tokenizer DIR --workload synthetic   # 512 x 128 tokens
 
 (a) engine: the evaluation path `rys-search run` uses (sorted batches, logits only where
@@ -364,7 +364,11 @@ def main() -> None:
     if args.shape or args.config:
         from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or args.config or args.model)  # 49152 ids fit 151936
+        where = Path(args.tokenizer or args.config or args.model)
+        if where.is_file():  # a GGUF file: its tokenizer, read by transformers
+            tokenizer = AutoTokenizer.from_pretrained(str(where.parent), gguf_file=where.name)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(str(where))  # 49152 ids fit 151936
         loaded = build_shape(args.shape or args.config, tokenizer, args.device)
     else:
         loaded = load_model(args.model, device=args.device)

@@ -182,8 +182,10 @@ class Tracker:
             tags["rys.verdict"] = str(trial.user_attrs["verdict"])
         self._batch(run_id, params=params if params is not None else trial_params(trial), metrics=trial_metrics(trial),
                     tags=tags)
-        if items:
-            self.client.log_dict(run_id, items, "items.json")
+        if items:  # compact JSON, by the C encoder (log_dict indents, through the pure-Python one)
+            import json
+
+            self.client.log_text(run_id, json.dumps(items, default=str), "items.json")
         self.client.set_terminated(run_id, status="FAILED" if state == "FAIL" else "FINISHED")
         return run_id
 

@@ -57,7 +57,7 @@ def assert_close(a, b, atol):
                 assert np.allclose(lp_x, lp_y, atol=atol) and top_x == top_y
 
 
-def test_compiled_layers_score_as_eager_ones_and_share_graphs(loaded):
+def test_compiled_layers_score_as_eager_ones_and_share_graphs(loaded, caplog):
     from torch._dynamo.utils import counters
 
     torch._dynamo.reset()
@@ -66,7 +66,9 @@ def test_compiled_layers_score_as_eager_ones_and_share_graphs(loaded):
     eager = scores(loaded, reqs)
     layers = loaded.runtime._original_layers
     assert compile_layers(layers, backend="aot_eager") >= len(layers)  # the layers and their norms and MLPs
-    compiled = scores(loaded, reqs)  # whole batches (layer graphs) and shared prompts (part graphs)
+    with caplog.at_level(logging.WARNING, logger="rys_search.compiling"):
+        compiled = scores(loaded, reqs)  # whole batches (layer graphs) and shared prompts (part graphs)
+    assert not caplog.records  # nothing fell back to eager
     assert_close(compiled, eager, atol=1e-5)
     graphs = counters["stats"]["unique_graphs"]
     assert 0 < graphs <= 12  # shared by 6 layers and their clones: per class, attention kind and input rank
@@ -108,13 +110,18 @@ def test_the_setting(monkeypatch):
 
 
 @pytest.mark.slow
-def test_inductor_layers_score_as_eager_ones(tmp_path):
+def test_inductor_layers_score_as_eager_ones(tmp_path, caplog):
     """The real backend (C++ on the CPU, Triton on a GPU): a few minutes on a busy CPU."""
+    from torch._dynamo.utils import counters
+
     save_tiny(tmp_path, "qwen3")
     loaded = load_model(str(tmp_path), device="cpu")
     loaded.runtime.prefix_cache = None
     reqs = requests(4)
     eager = scores(loaded, reqs)
     torch._dynamo.reset()
+    counters.clear()
     compile_layers(loaded.runtime._original_layers)
-    assert_close(scores(loaded, reqs), eager, atol=1e-4)
+    with caplog.at_level(logging.WARNING, logger="rys_search.compiling"):
+        assert_close(scores(loaded, reqs), eager, atol=1e-4)
+    assert not caplog.records and counters["stats"]["unique_graphs"] > 0  # compiled, not fallen back

@@ -15,12 +15,21 @@ digest of its inputs as the key: the batches depend only on the requests and the
 budget, never on the schedule, so a call under any schedule finds the unmodified model's
 hidden states recorded by an earlier schedule and runs only the layers from its first
 deviation on. A prompt and the continuations that read its KV cache start at one boundary.
+
+Shared start: the tokens every request of a call begins with (a chat template's system turn,
+such as SmolLM2's or Qwen2.5's default system prompt; SmolLM2's 24 tokens are 10k of the 38k
+tokens the default probes run per schedule) run once per call, as one row, and every batch
+continues from their KV cache instead of running them again in each row. It needs at least
+SHARED_START_MIN tokens and every sequence within the model's sliding window (padding then sits
+between the shared start and each row's own tokens, masked, which a window would count);
+RYS_SEARCH_SHARED_START=0 turns it off.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
+import os
 import weakref
 from dataclasses import dataclass
 from functools import lru_cache
@@ -29,6 +38,9 @@ from typing import Any, Sequence
 import numpy as np
 
 __all__ = ["Request", "token_logprobs", "default_token_budget", "batches_by_length", "call_cost"]
+
+
+SHARED_START_MIN = 8  # tokens: a shorter shared start is not worth its own forward call
 
 
 @dataclass(frozen=True)
@@ -207,34 +219,100 @@ def token_logprobs(
     shared = {i for members in groups.values() if len(members) > 1 for i in members}
     results: list[list[tuple[np.ndarray, int]]] = [[] for _ in requests]
     plain = [i for i in range(len(requests)) if i not in shared]
-    tokens = _score_whole(loaded, requests, plain, budget, results)
+    start = _Start.of(loaded, requests, [requests[i].prefix for i in shared])
+    tokens = start.n if start else 0
+    tokens += _score_whole(loaded, requests, plain, budget, results, start)
     prefixed = {k: v for k, v in groups.items() if len(v) > 1}
     if prefixed:
-        tokens += _score_shared(loaded, requests, prefixed, budget, results)
+        tokens += _score_shared(loaded, requests, prefixed, budget, results, start)
     return results, tokens
 
 
-def _score_whole(loaded, requests, indices, budget, results) -> int:
+class _Start:
+    """The tokens every request of a call begins with, run once per forward start; batches continue from its KV cache."""
+
+    def __init__(self, loaded: Any, ids: Sequence[int]):
+        import torch
+
+        self.loaded = loaded
+        self.n = len(ids)
+        self.ids = torch.tensor([list(ids)], dtype=torch.long)
+        self.key = digest("start", self.ids)
+        self.caches: dict[int, Any] = {}
+
+    @classmethod
+    def of(cls, loaded: Any, requests: Sequence[Request], prompts: list[int]) -> "_Start | None":
+        """The call's shared start, or None (off, too short, or a sliding window could see the padding).
+
+        prompts: the lengths of the shared prompts (each keeps at least one token of its own).
+        """
+        if os.environ.get("RYS_SEARCH_SHARED_START", "1").strip().lower() in ("0", "off", "false", "no"):
+            return None
+        if len(requests) < 2:
+            return None
+        first = requests[0].ids
+        n = min(len(r.ids) for r in requests) - 1  # every row keeps a token of its own
+        n = min([n, *(p - 1 for r in requests for p, _ in r.targets), *(p - 1 for p in prompts)])
+        k = 0
+        while k < n and all(r.ids[k] == first[k] for r in requests):
+            k += 1
+        if k < SHARED_START_MIN:
+            return None
+        window = getattr(loaded.runtime.config, "sliding_window", None)
+        if window and max(len(r.ids) for r in requests) >= window:  # no padded row reaches past it
+            return None
+        return cls(loaded, first[:k])
+
+    def cache(self, start: int, rows: int):
+        """A KV cache of the shared start for `rows` batch rows, for a call that starts at boundary start."""
+        import torch
+
+        dev = self.loaded.device
+        if start not in self.caches:
+            ids = self.ids.to(dev)
+            with torch.no_grad():
+                out, _ = self.loaded.runtime.forward(
+                    self.key, start=start, input_ids=ids, attention_mask=torch.ones_like(ids),
+                    position_ids=torch.arange(self.n, device=dev)[None], logits_to_keep=1, use_cache=True)
+            self.caches[start] = out.past_key_values
+        return _select_rows(self.caches[start], torch.zeros(rows, dtype=torch.long, device=dev))
+
+    def extend(self, mask, positions):
+        """The attention mask and position ids of rows that follow the shared start."""
+        import torch
+
+        ones = torch.ones((mask.shape[0], self.n), dtype=mask.dtype, device=mask.device)
+        return torch.cat([ones, mask], dim=1), positions + self.n
+
+
+def _score_whole(loaded, requests, indices, budget, results, start: _Start | None = None) -> int:
     import torch
 
     pad = _pad_id(loaded.tokenizer)
+    skip = start.n if start else 0  # tokens of the shared start: not in the rows
     tokens = 0
-    for chunk in batches_by_length([len(requests[i].ids) for i in indices], budget, call_cost(loaded)):
+    for chunk in batches_by_length([len(requests[i].ids) - skip for i in indices], budget, call_cost(loaded)):
         batch = [indices[c] for c in chunk]
-        ids, mask, positions, key = _pad_left([requests[i].ids for i in batch], pad, loaded.device, keyed=True)
+        ids, mask, positions, key = _pad_left([requests[i].ids[skip:] for i in batch], pad, loaded.device, keyed=True)
         width = ids.shape[1]
         # padded index of the logits that predict position p of row r: p - 1 + (width - len)
-        first = min(p - 1 + width - len(requests[i].ids) for i in batch for p, _ in requests[i].targets)
-        with torch.no_grad():
-            logits = loaded.runtime.forward(key, input_ids=ids, attention_mask=mask, position_ids=positions,
-                                            logits_to_keep=width - first, use_cache=False)[0].logits
+        first = min(p - 1 - skip + width - (len(requests[i].ids) - skip) for i in batch for p, _ in requests[i].targets)
         tokens += int(mask.sum())
+        inputs = {"attention_mask": mask, "position_ids": positions, "use_cache": False}
+        if start:  # continue from the shared start's KV cache, from a boundary both have recorded
+            key = digest("after", start.key, key)
+            at = loaded.runtime.start_for([start.key, key])
+            mask, positions = start.extend(mask, positions)
+            inputs = {"attention_mask": mask, "position_ids": positions, "use_cache": True, "start": at,
+                      "past_key_values": start.cache(at, len(batch))}
+        with torch.no_grad():
+            logits = loaded.runtime.forward(key, input_ids=ids, logits_to_keep=width - first, **inputs)[0].logits
         picker = _Picker()
         for row, i in enumerate(batch):
-            shift = width - len(requests[i].ids) - first
+            shift = width - (len(requests[i].ids) - skip) - first
             results[i] = [None] * len(requests[i].targets)
             for k, (p, wanted) in enumerate(requests[i].targets):
-                picker.add(row, p - 1 + shift, wanted, _setter(results[i], k))
+                picker.add(row, p - 1 - skip + shift, wanted, _setter(results[i], k))
         picker.read(logits)
         del logits
     return tokens
@@ -248,29 +326,37 @@ def _select_rows(cache: Any, rows):
     return sub
 
 
-def _score_shared(loaded, requests, groups, budget, results) -> int:
+def _score_shared(loaded, requests, groups, budget, results, shared: _Start | None = None) -> int:
     """Run each distinct prefix once (keeping its KV cache), then every continuation from it."""
     import torch
 
     pad = _pad_id(loaded.tokenizer)
     runtime = loaded.runtime
     prefixes = list(groups)
+    skip = shared.n if shared else 0  # tokens of the call's shared start: not in the rows
     tokens = 0
-    for chunk in batches_by_length([len(p) for p in prefixes], budget, call_cost(loaded)):
-        ids, mask, positions, key = _pad_left([prefixes[c] for c in chunk], pad, loaded.device, keyed=True)
+    for chunk in batches_by_length([len(p) - skip for p in prefixes], budget, call_cost(loaded)):
+        ids, mask, positions, key = _pad_left([prefixes[c][skip:] for c in chunk], pad, loaded.device, keyed=True)
+        if shared:
+            key = digest("after", shared.key, key)
         width = ids.shape[1]
         members = [(row, i) for row, c in enumerate(chunk) for i in groups[prefixes[c]]]
         rest = max(max(p for p, _ in requests[i].targets) - requests[i].prefix for _, i in members)
-        per_batch = max(1, budget // (width + max(rest, 1)))
+        per_batch = max(1, budget // (width + skip + max(rest, 1)))
         parts = [_Tails(requests, members[at : at + per_batch], pad, key) for at in range(0, len(members), per_batch)]
         # the prompt and its continuations start at one boundary: the continuations read its KV cache
-        start = runtime.start_for([key] + [part.key for part in parts if part.key is not None])
+        start = runtime.start_for([key] + [part.key for part in parts if part.key is not None]
+                                  + ([shared.key] if shared else []))
+        tokens += int(mask.sum())
+        past = None
+        if shared:
+            past = shared.cache(start, len(chunk))
+            mask, positions = shared.extend(mask, positions)
         with torch.no_grad():
             out, _ = runtime.forward(key, start=start, input_ids=ids, attention_mask=mask, position_ids=positions,
-                                     logits_to_keep=1, use_cache=True)
+                                     logits_to_keep=1, use_cache=True, past_key_values=past)
         last = out.logits  # (prefixes, 1, vocab)
         cache = out.past_key_values
-        tokens += int(mask.sum())
         for part in parts:
             picker = _Picker()
             for row, i in part.members:  # the target right after the prompt comes from the prompt's last logits
@@ -284,7 +370,7 @@ def _score_shared(loaded, requests, groups, budget, results) -> int:
             dev = loaded.device
             rows = torch.as_tensor([row for row, _ in part.members], dtype=torch.long, device=dev)
             tail_ids, tail_mask = part.ids.to(dev), part.mask.to(dev)
-            start_at = mask[rows].sum(dim=1, keepdim=True)  # each row's real prompt length
+            start_at = mask[rows].sum(dim=1, keepdim=True)  # each row's real prompt length (with the shared start)
             tail_positions = start_at + torch.arange(tail_ids.shape[1], device=dev)
             with torch.no_grad():
                 logits = runtime.forward(

@@ -123,7 +123,7 @@ def test_fixed_point_with_reuse_equals_without(loaded, monkeypatch):
                 assert x["seam"] == pytest.approx(y["seam"], rel=1e-4)
 
 
-def test_probes_scored_together_equal_one_by_one(loaded):
+def test_probes_scored_together_equal_one_by_one(loaded, monkeypatch):
     from rys_search.scoring import evaluate_probes, get_objective
 
     objectives = [get_objective(name) for name in ("math", "eq", "reasoning")]
@@ -135,6 +135,11 @@ def test_probes_scored_together_equal_one_by_one(loaded):
         assert (a.objective, a.schedule, a.split, len(a.items)) == (b.objective, b.schedule, b.split, len(b.items))
         for x, y in zip(a.items, b.items):
             assert x["id"] == y["id"] and x["score"] == pytest.approx(y["score"], rel=1e-4, abs=1e-6)
+    # the same tokens run either way once no call shares its start (one probe's calls share its
+    # instruction, the three probes' call only the chat template's start)
+    monkeypatch.setenv("RYS_SEARCH_SHARED_START", "0")
+    alone = [o.evaluate(loaded, schedule, limit=4) for o in objectives]
+    together = evaluate_probes(objectives, loaded, schedule, limit=4)
     assert sum(r.tokens for r in together) == pytest.approx(sum(r.tokens for r in alone), abs=3)
 
 
