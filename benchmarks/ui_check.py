@@ -150,6 +150,7 @@ def main() -> int:
     sys.path.insert(0, str(ROOT))
     from rys_search.search.config import StudyConfig
     from rys_search.search.storage import open_study
+    from rys_search.views import metric_name
 
     os.chdir(work)
     stored = open_study(StudyConfig(name=study), create=False)
@@ -179,7 +180,7 @@ def main() -> int:
             for number, schedule in names.items():
                 checks.check(re.search(rf"#{number}\b[^\n]*{re.escape(schedule)}", text) is not None,
                              f"runs table: trial {number} named with its schedule {schedule}")
-            checks.check(all(f"1_score/{o}" in text for o in objectives), "runs table: score columns shown")
+            checks.check(all(metric_name("1_score", o) in text for o in objectives), "runs table: score columns shown")
             checks.check("Model registry" in text and "Observability" not in text,
                          "runs table: the model-training side of the UI (not the GenAI overview)")
             print(f"  {time.perf_counter() - t0:.1f} s", flush=True)
@@ -211,7 +212,7 @@ def main() -> int:
             page.screenshot(path=str(out / "trial.png"), full_page=True)
             text = text_of(page)
             checks.check(loaded and f"#{member.number}" in text, f"trial page: #{member.number} with its schedule")
-            checks.check(all(f"1_score/{o}" in text for o in objectives), "trial page: its scores")
+            checks.check(all(metric_name("1_score", o) in text for o in objectives), "trial page: its scores")
             no_error(checks, page, "trial page")
             print(f"  {time.perf_counter() - t0:.1f} s", flush=True)
 

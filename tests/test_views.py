@@ -210,6 +210,21 @@ def test_a_trial_note_is_a_short_table():
     assert note.splitlines()[0] == "**#5** `0-9,10-12x2,13-29`, +3 layers · Pareto member"
     assert "| math | 23.46 | [20.10, 26.90] | +1.23 | [-0.50, +2.90] |" in note
     assert "worst block contraction 0.80" in note
+    assert "confirmed" not in note
+
+
+def test_a_trial_note_shows_the_confirmed_values_its_verdict_rests_on():
+    from rys_search.search.publish import trial_note
+
+    confirmed = {"gsm8k:generate": {"score": 40.0, "change": 6.5, "change_interval": [2.0, 11.0], "parse_rate": 0.42,
+                                    "parse_shift": True, "broken_output": False},
+                 "bbh:logprob": {"score": 35.1, "change": -1.2, "change_interval": [-2.0, -0.4]}}
+    note = trial_note(SimpleNamespace(number=7, state=SimpleNamespace(name="COMPLETE"),
+                                      user_attrs={"schedule": "0-9,10x2,11", "added_layers": 1, "scores": SCORES,
+                                                  "confirmed": confirmed, "verdict": "worse"}), member=False)
+    assert note.splitlines()[0].endswith("· verdict: worse")
+    assert "| gsm8k:generate | 40.00 | +6.50 | [+2.00, +11.00] | 42% (parse shift) |" in note
+    assert "| bbh:logprob | 35.10 | -1.20 | [-2.00, -0.40] |  |" in note
 
 
 def test_versioned_objectives_get_names_mlflow_takes_and_views_that_match():

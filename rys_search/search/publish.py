@@ -66,6 +66,16 @@ def trial_note(trial: Any, member: bool) -> str:
             clo, chi = (s.get("change_interval") or [float("nan")] * 2)[:2]
             lines.append(f"| {name} | {s.get('score', float('nan')):.2f} | [{lo:.2f}, {hi:.2f}] | "
                          f"{s.get('change', float('nan')):+.2f} | [{clo:+.2f}, {chi:+.2f}] |")
+    confirmed = {k: e for k, e in (attrs.get("confirmed") or {}).items() if isinstance(e, dict) and "change" in e}
+    if confirmed:  # the confirmation stage's values: what the verdict was decided on
+        lines += ["", "confirmed (held-out split, generate mode, benchmark files):", "",
+                  "| objective | score | change | 95% interval | parse rate |", "|---|---:|---:|---:|---:|"]
+        for name, e in confirmed.items():
+            clo, chi = (e.get("change_interval") or [float("nan")] * 2)[:2]
+            rate = e.get("parse_rate")
+            flags = [f for f, on in (("broken output", e.get("broken_output")), ("parse shift", e.get("parse_shift"))) if on]
+            lines.append(f"| {name} | {e.get('score', float('nan')):.2f} | {e['change']:+.2f} | [{clo:+.2f}, {chi:+.2f}] | "
+                         + (f"{rate:.0%}" if rate is not None else "") + (f" ({', '.join(flags)})" if flags else "") + " |")
     fixed = attrs.get("fixed_point") or {}
     if fixed:
         worst = [v for k, v in fixed.items() if k.endswith("_contraction")]
