@@ -97,10 +97,6 @@ def _within(module: Any, outer: Any) -> bool:
     return any(m is module for m in outer.modules())
 
 
-def _out_of_memory(exc: Exception) -> bool:
-    return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
-
-
 def _compiled_class(base: type, mode: str, backend: str, whole_layer: bool) -> type:
     key = (base, mode, backend, whole_layer)
     if key in _CLASSES:
@@ -119,7 +115,9 @@ def _compiled_class(base: type, mode: str, backend: str, whole_layer: bool) -> t
                                             mode=None if mode == "default" else mode)
             return state["fn"](self, *args, **kwargs)
         except Exception as exc:
-            if _out_of_memory(exc):
+            from .scoring.memory import out_of_memory
+
+            if out_of_memory(exc):
                 raise
             state["broken"] = True
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""

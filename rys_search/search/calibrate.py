@@ -31,6 +31,7 @@ from typing import Any, Iterable, TextIO
 
 from ..errors import UserError
 from ..schedule import LayerSchedule
+from ..scoring.memory import retry_out_of_memory
 from ..scoring.stage import Spec, Stage
 
 __all__ = ["bench_specs", "calibration_for", "calibration_path", "describe_for_run", "figures", "format_table",
@@ -184,7 +185,7 @@ def run_calibration(loaded: Any, schedules: list[LayerSchedule], specs: list[Spe
     stage = Stage(specs, suites)
     if not state["baseline"]:
         start = time.perf_counter()
-        state["baseline"] = stage.baseline(loaded)
+        state["baseline"] = retry_out_of_memory(loaded, lambda: stage.baseline(loaded))
         state["baseline_seconds"] = time.perf_counter() - start
         _save(path, state)
         print(f"calibrate: unmodified model scored in {state['baseline_seconds']:.1f} s", file=out)
@@ -192,7 +193,7 @@ def run_calibration(loaded: Any, schedules: list[LayerSchedule], specs: list[Spe
     done = len(schedules) - len(todo)
     for schedule in todo:
         start = time.perf_counter()
-        row = stage.measure(loaded, schedule, state["baseline"])
+        row = retry_out_of_memory(loaded, lambda: stage.measure(loaded, schedule, state["baseline"]))
         row["_seconds"] = time.perf_counter() - start
         state["schedules"][str(schedule)] = row
         _save(path, state)

@@ -26,11 +26,6 @@ __all__ = ["StudyRunner", "Timings"]
 
 log = logging.getLogger(__name__)
 MAX_CONSECUTIVE_FAILURES = 3
-OOM_RETRIES = 2
-
-
-def _out_of_memory(exc: Exception) -> bool:
-    return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
 
 
 @dataclass
@@ -134,13 +129,9 @@ class StudyRunner:
         items: dict[str, Any] = {}
         trial.set_user_attr("tokens", 0)
         try:
-            for attempt in range(OOM_RETRIES + 1):
-                try:
-                    return self._evaluate(trial, schedule, items)
-                except Exception as exc:
-                    if not _out_of_memory(exc) or attempt == OOM_RETRIES:
-                        raise
-                    self._shrink_batches(exc)
+            from ..scoring.memory import retry_out_of_memory
+
+            return retry_out_of_memory(self.loaded, lambda: self._evaluate(trial, schedule, items))
         except optuna.TrialPruned:
             raise
         except Exception as exc:
@@ -152,20 +143,6 @@ class StudyRunner:
             self.timings.evaluation += seconds
             trial.set_user_attr("seconds", seconds)
             self.items[trial.number] = items
-
-    def _shrink_batches(self, exc: Exception) -> None:
-        """After an out-of-memory error: free the cache and halve the tokens per batch."""
-        import torch
-
-        from ..scoring.engine import default_token_budget
-
-        budget = self.loaded.token_budget or default_token_budget(self.loaded.device)
-        self.loaded.token_budget = max(256, budget // 2)
-        if getattr(self.loaded.runtime, "prefix_cache", None) is not None:  # the new batches have new keys
-            self.loaded.runtime.prefix_cache.clear()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        log.warning("out of memory (%s); retrying the trial with %d tokens per batch", exc, self.loaded.token_budget)
 
     def _evaluate(self, trial, schedule: LayerSchedule, items: dict[str, Any]) -> list[float]:
         import math

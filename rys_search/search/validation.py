@@ -75,6 +75,7 @@ def validate_front(study: Any, rows: list[dict[str, Any]], specs: list[Any], loa
                    suites: list[str] | None = None) -> int:
     """Score each row's schedule on each benchmark spec that is not cached yet; return how many were
     scored. load() gives the loaded model; it is called only when something is missing."""
+    from ..scoring.memory import retry_out_of_memory
     from ..scoring.stage import Stage
 
     attrs = study.user_attrs
@@ -88,7 +89,7 @@ def validate_front(study: Any, rows: list[dict[str, Any]], specs: list[Any], loa
     base_key = {spec.key: f"bench:{spec.key}:{digests[spec.key]}:baseline" for spec in specs}
     baseline = {k: attrs[base_key[k]] for k in base_key if base_key[k] in attrs}
     if len(baseline) < len(specs):
-        computed = stage.baseline(loaded)
+        computed = retry_out_of_memory(loaded, lambda: stage.baseline(loaded))
         for key, value in computed.items():
             if key not in baseline:
                 baseline[key] = value
@@ -102,7 +103,8 @@ def validate_front(study: Any, rows: list[dict[str, Any]], specs: list[Any], loa
                               **({"parse_rate": baseline[spec.key]["parse_rate"]}
                                  if baseline[spec.key].get("parse_rate") is not None else {})} for spec in wanted}
         else:
-            row = Stage(wanted, suites).measure(loaded, schedule, {s.key: baseline[s.key] for s in wanted})
+            row = retry_out_of_memory(loaded, lambda: Stage(wanted, suites).measure(
+                loaded, schedule, {s.key: baseline[s.key] for s in wanted}))
         for spec in wanted:
             entry = {k: v for k, v in row[spec.key].items() if k != "seconds"}
             study.set_user_attr(cache_key(spec, digests[spec.key], schedule_text), entry)

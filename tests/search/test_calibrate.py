@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from benchfiles import write_benchmarks
 from rys_search.cli import main
@@ -118,3 +119,23 @@ def test_schedule_sample_spreads_over_the_space():
     starts = {b[0].start for b in singles}
     assert len(starts) >= 10  # the thinned grid is spread out, not bunched at the first layers
     assert LayerSchedule.parse(str(first[0])).expand() == first[0].expand()
+
+
+def test_calibration_retries_with_smaller_batches_when_the_gpu_is_short_of_memory(tiny_folder, tmp_path, monkeypatch):
+    # another process on the GPU (a study beside it) can leave too little memory: the first baseline
+    # and the first schedule run out once each, and the calibration still finishes with every schedule
+    from rys_search.scoring.stage import Stage
+
+    failed = {"baseline": 0, "measure": 0}
+    for name in failed:
+        original = getattr(Stage, name)
+
+        def once(self, *args, _name=name, _original=original, **kw):
+            if not failed[_name]:
+                failed[_name] += 1
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.67 GiB")
+            return _original(self, *args, **kw)
+        monkeypatch.setattr(Stage, name, once)
+    assert calibrate(tiny_folder, tmp_path) == 0
+    state = json.loads((tmp_path / "cal.calibration.json").read_text())
+    assert failed == {"baseline": 1, "measure": 1} and len(state["schedules"]) == 3
