@@ -19,7 +19,7 @@ from typing import Any
 from ..errors import UserError
 from .stats import bootstrap_interval, half_width, paired_interval
 
-__all__ = ["MODES", "Objective", "ObjectiveResult", "paired_change", "parse_check"]
+__all__ = ["MODES", "Objective", "ObjectiveResult", "paired_change", "paired_diffs", "parse_check"]
 
 MODES = ("logprob", "generate")
 
@@ -54,13 +54,19 @@ class ObjectiveResult:
         return out
 
 
-def paired_change(result: ObjectiveResult, baseline: ObjectiveResult) -> tuple[float, float, float]:
-    """Change against the baseline over the items both scored, with its paired 95% interval."""
+def paired_diffs(result: ObjectiveResult, baseline: ObjectiveResult) -> list[float]:
+    """Per item, the result's score minus the baseline's, over the items both scored."""
     a, b = result.item_scores(), baseline.item_scores()
     ids = [i for i in a if i in b]
     if not ids:
         raise ValueError(f"{result.objective}: no items in common with the baseline")
-    return paired_interval([a[i] for i in ids], [b[i] for i in ids])
+    return [a[i] - b[i] for i in ids]
+
+
+def paired_change(result: ObjectiveResult, baseline: ObjectiveResult) -> tuple[float, float, float]:
+    """Change against the baseline over the items both scored, with its paired 95% interval."""
+    diffs = paired_diffs(result, baseline)
+    return paired_interval(diffs, [0.0] * len(diffs))
 
 
 def parse_check(result: ObjectiveResult, baseline: ObjectiveResult) -> dict[str, Any] | None:

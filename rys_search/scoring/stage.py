@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FIGURES", "Spec", "Stage"]
+__all__ = ["FIGURES", "Spec", "Stage", "above_zero", "gain_interval"]
 
 FIGURES = ("fixed_point", "fixed_point.kl", "fixed_point.contraction", "fixed_point.seam")
 
@@ -133,11 +133,13 @@ def as_result(stored: dict[str, Any]) -> Any:
 
 def entry(result: Any, baseline: Any) -> dict[str, Any]:
     """A result against its baseline: score, interval, paired change and interval, parse check, seconds."""
-    from .objective import paired_change, parse_check
+    from .objective import paired_diffs, parse_check
+    from .stats import paired_interval
 
-    change, lo, hi = paired_change(result, baseline)
+    diffs = paired_diffs(result, baseline)
+    change, lo, hi = paired_interval(diffs, [0.0] * len(diffs))
     out = {"score": result.score, "interval": list(result.interval), "change": change, "change_interval": [lo, hi],
-           "seconds": result.seconds}
+           "diffs": [round(d, 6) for d in diffs], "seconds": result.seconds}
     parse = parse_check(result, baseline)
     if parse is not None:
         out["parse_rate"] = parse["parse_rate"]
@@ -145,3 +147,22 @@ def entry(result: Any, baseline: Any) -> dict[str, Any]:
         out["parse_shift"] = parse["parse_shift"]
         out["parse_change_interval"] = parse["parse_change_interval"]
     return out
+
+
+def gain_interval(stored: dict[str, Any], k: int) -> list[float]:
+    """The interval a change must clear to count as a gain when k changes are judged together: its
+    paired interval at the family-wise level (stats.family_level, Bonferroni), from the per-item
+    differences the entry keeps. With one change, or an entry stored before the differences were
+    kept, it is the entry's own 95% interval."""
+    from .stats import bootstrap_interval, family_level
+
+    diffs = stored.get("diffs")
+    if k <= 1 or not diffs:
+        return list(stored["change_interval"])
+    return list(bootstrap_interval(diffs, level=family_level(k)))
+
+
+def above_zero(stored: dict[str, Any], k: int) -> bool:
+    """Whether a change clears 0 as one of k judged together. The family-wise interval is the wider
+    (the same resamples, further percentiles), so a 95% interval reaching 0 settles it unresampled."""
+    return stored["change_interval"][0] > 0 and gain_interval(stored, k)[0] > 0

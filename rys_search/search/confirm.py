@@ -17,7 +17,10 @@ confirmed once, whatever the number of workers or restarts.
 The verdict (what the reports say):
 - gain: some confirmed change has its paired interval above 0 without its parse rate having risen
   beyond the unmodified model's (a "parse shift": more answers in the asked format, not better
-  answers), none has its interval below 0, and no output broke;
+  answers), none has its interval below 0, and no output broke. The interval a gain must clear is
+  family-wise: with k confirmed changes judged together each is taken at level 1 - 0.05/k
+  (Bonferroni; 99% for five), so that one of them lying above 0 by chance is no likelier than 5%.
+  A loss needs only its own 95% interval below 0 to deny a gain;
 - mixed: confirmed gains and confirmed losses together;
 - worse: confirmed losses only; no change: every confirmed change within its noise;
 - broken output: the parse rate fell below the unmodified model's (scoring/objective.py parse_check);
@@ -58,10 +61,12 @@ def verdict(confirmed: dict[str, Any] | None, unmodified: bool = False) -> str:
         return "unmodified"
     if not confirmed:
         return "unconfirmed"
+    from ..scoring.stage import above_zero
+
     entries = [e for k, e in confirmed.items() if isinstance(e, dict) and "change_interval" in e]
     if any(e.get("broken_output") for e in entries):
         return "broken output"
-    better = any(e["change_interval"][0] > 0 and not e.get("parse_shift") for e in entries)
+    better = any(above_zero(e, len(entries)) and not e.get("parse_shift") for e in entries)
     worse = any(e["change_interval"][1] < 0 for e in entries)
     if better and worse:
         return "mixed"

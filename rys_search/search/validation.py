@@ -7,7 +7,8 @@ stopped), then scores every member on each named benchmark file — the unmodifi
 with paired intervals and parse rates. Results are cached in the study, one key per benchmark
 file and member (`bench:<name>:<mode>:<digest>:<schedule>`, the digest covering the file's bytes
 and the item limit), so a second call pays nothing and two concurrent calls never overwrite each
-other's entries. A member holds when some benchmark improves outside its noise without a parse shift (its
+other's entries. A member holds when some benchmark improves outside its noise (family-wise over the
+benchmarks checked, as confirm.verdict judges gains) without a parse shift (its
 parse rate risen beyond the unmodified model's: more answers in the asked format, not better
 answers), none gets worse outside its noise, and no benchmark's answers stopped parsing.
 """
@@ -68,7 +69,9 @@ def holds(entries: dict[str, Any]) -> bool | None:
         return False
     if any(e["change_interval"][1] < 0 for e in entries.values()):
         return False
-    return any(e["change_interval"][0] > 0 and not e.get("parse_shift") for e in entries.values())
+    from ..scoring.stage import above_zero
+
+    return any(above_zero(e, len(entries)) and not e.get("parse_shift") for e in entries.values())
 
 
 def validate_front(study: Any, rows: list[dict[str, Any]], specs: list[Any], load: Any,

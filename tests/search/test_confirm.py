@@ -214,3 +214,27 @@ def test_holds_needs_a_gain_that_is_not_a_parse_shift():
     assert bench_entries(attrs, "0-1,2x2")["gsm8k:generate"]["parse_shift"] is True
     assert holds(bench_entries(attrs, "0-1,2x2")) is False
     assert holds(bench_entries(attrs, "0-2x2")) is True
+
+
+def test_a_gain_must_clear_zero_family_wise_when_several_changes_are_judged_together():
+    from rys_search.scoring.stage import above_zero, as_result
+    from rys_search.scoring.stage import entry as stage_entry
+    from rys_search.scoring.stats import bootstrap_interval, family_level
+    from rys_search.search.validation import holds
+
+    # 200 items: 30 improve by a point, 14 get worse by one; a gain at 95% alone, not at 99%
+    base = {"score": 0.0, "interval": [0.0, 0.0], "items": [{"id": str(i), "score": 0.0} for i in range(200)]}
+    moved = {**base, "items": [{"id": str(i), "score": 1.0 if i < 30 else -1.0 if i < 44 else 0.0} for i in range(200)]}
+    lucky = stage_entry(as_result(moved), as_result(base))
+    assert lucky["diffs"] == [1.0] * 30 + [-1.0] * 14 + [0.0] * 156
+    assert lucky["change"] == pytest.approx(0.08)
+    assert lucky["change_interval"][0] > 0 >= bootstrap_interval(lucky["diffs"], level=family_level(5))[0]
+    assert above_zero(lucky, 1) and not above_zero(lucky, 5)
+    others = {f"o{n}": entry(0, -1, 1) for n in range(4)}
+    assert verdict({"a": lucky}) == "gain"
+    assert verdict({"a": lucky, **others}) == "no change"  # one of five just above 0 is what chance gives
+    assert holds({"g": lucky}) is True and holds({"g": lucky, **others}) is False
+    strong = {**lucky, "diffs": [1.0] * 60 + [0.0] * 140, "change_interval": [0.2, 0.36]}
+    assert verdict({"a": strong, **others}) == "gain"
+    # entries stored before the differences were kept are judged by their own 95% interval
+    assert verdict({"a": {k: v for k, v in lucky.items() if k != "diffs"}, **others}) == "gain"
