@@ -238,7 +238,7 @@ def plan_from_hf(model: Any, tokenizer: Any, family: Any, order: Sequence[int], 
     _check_expressible(config, family)
     types = getattr(config, "layer_types", None)
     slides = "sliding_attention" in types if types else bool(getattr(config, "sliding_window", None))
-    if slides and "attention.sliding_window" not in dict(family.gguf_config):
+    if slides and "attention.sliding_window" not in {key for key, _, _ in family.gguf_config}:
         log.warning("a GGUF carries no sliding windows: llama.cpp runs this model's sliding-window layers with "
                     "full attention (the same output up to the window's length)")
     arch = family.gguf_arch
@@ -266,10 +266,13 @@ def plan_from_hf(model: Any, tokenizer: Any, family: Any, order: Sequence[int], 
         (f"{arch}.rope.dimension_count", int(head_dim), V.UINT32, None),
         (f"{arch}.vocab_size", int(config.vocab_size), V.UINT32, None),
     ]
-    for key, entry in family.gguf_config:  # the family's own metadata, from its config
+    for key, entry, kind in family.gguf_config:  # the family's own metadata, from its config
         value = getattr(config, entry, None)
         if value is not None:
-            vtype = V.BOOL if isinstance(value, bool) else V.UINT32 if isinstance(value, int) else V.FLOAT32
+            if kind == "f32":
+                value, vtype = float(value), V.FLOAT32
+            else:
+                vtype = V.BOOL if isinstance(value, bool) else V.UINT32 if isinstance(value, int) else V.FLOAT32
             kv.append((f"{arch}.{key}", value, vtype, None))
     _tokenizer_kv(tokenizer, int(config.vocab_size), family.gguf_tokenizer_pre, kv)
     kv += _provenance_kv(provenance)
