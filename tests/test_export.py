@@ -35,9 +35,10 @@ GGUF_SAFE = {
     "qwen3_moe": {"mlp_only_layers": [], "norm_topk_prob": True, "moe_intermediate_size": 768},
     # transformers cannot load these GGUFs: checked through llama.cpp only (below)
     "granite": {},
+    "mixtral": {"sliding_window": None},
     "olmo2": {},
 }
-LLAMA_CPP_ONLY = ["granite", "olmo2"]
+LLAMA_CPP_ONLY = ["granite", "mixtral", "olmo2"]
 # A GGUF decides Gemma 2's attention kind by position (period 2): blocks of even length.
 GGUF_SCHEDULE = {"gemma2": "0-1,2-3x3,4-5"}
 
@@ -202,7 +203,7 @@ def test_llama_cpp_check_alone_catches_a_wrong_layer_map(family, bpe_tiny, tmp_p
 @pytest.mark.parametrize("family", LLAMA_CPP_ONLY)
 def test_a_gguf_source_transformers_cannot_load_is_refused_in_one_line(family, bpe_tiny, tmp_path, capsys):
     """No reference run is possible from such a source (rys-search runs schedules through transformers),
-    so a GGUF -> GGUF export of it is refused, verified or not."""
+    so a GGUF -> GGUF export of it is refused, verified or not; a Mixtral GGUF is not taken for a Llama."""
     folder, _ = bpe_tiny(family)
     source = tmp_path / "tiny.gguf"
     write_source_gguf(folder, source, kind="f32")

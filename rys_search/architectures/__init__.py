@@ -54,6 +54,7 @@ _OPTIONAL = {
     "gguf_norm_offset": (float, 0.0),
     "gguf_split": (dict, {}),
     "gguf_flatten": (list, []),
+    "gguf_marker": (str, ""),
 }
 
 
@@ -100,6 +101,9 @@ class Family:
     gguf_norm_offset: float = 0.0  # added to every norm weight (Gemma's RMSNorm scales by 1 + weight)
     gguf_split: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (fused tensor, the tensors its row halves become)
     gguf_flatten: tuple[str, ...] = ()  # GGUF tensors written as 1-D (a [1, n] weight as [n])
+    # A metadata key (after "<arch>.") that tells this family's GGUFs from others of the same
+    # architecture (Mixtral's expert_count in a "llama" GGUF); "" for none.
+    gguf_marker: str = ""
 
     def layer_list(self, model: Any):
         """The model's nn.ModuleList of decoder layers."""
