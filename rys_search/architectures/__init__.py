@@ -55,6 +55,10 @@ _OPTIONAL = {
     "gguf_split": (dict, {}),
     "gguf_flatten": (list, []),
     "gguf_marker": (str, ""),
+    "gguf_transpose": (list, []),
+    "gguf_interleaved": (list, []),
+    "gguf_rename": (dict, {}),
+    "gguf_rope_scaling": (list, []),
 }
 
 
@@ -104,6 +108,10 @@ class Family:
     # A metadata key (after "<arch>.") that tells this family's GGUFs from others of the same
     # architecture (Mixtral's expert_count in a "llama" GGUF); "" for none.
     gguf_marker: str = ""
+    gguf_transpose: tuple[str, ...] = ()  # tensors stored input-major (x @ W): their last two axes swapped
+    gguf_interleaved: tuple[str, ...] = ()  # gguf_split tensors whose parts alternate rows, not halves
+    gguf_rename: tuple[tuple[str, str], ...] = ()  # (tensor name ending, the name gguf-py's map knows)
+    gguf_rope_scaling: tuple[str, ...] = ()  # RoPE scaling types llama.cpp runs for this family ("yarn")
 
     def layer_list(self, model: Any):
         """The model's nn.ModuleList of decoder layers."""
@@ -186,7 +194,13 @@ def _load(text: str, source: str) -> Family:
     extra["gguf_split"] = tuple((k, tuple(v)) for k, v in extra["gguf_split"].items())
     extra["gguf_config"] = tuple(_gguf_config_entry(k, v, source) for k, v in extra["gguf_config"].items())
     extra["gguf_requires"] = tuple(extra["gguf_requires"].items())
-    extra["gguf_flatten"] = tuple(extra["gguf_flatten"])
+    for key in ("gguf_flatten", "gguf_transpose", "gguf_interleaved", "gguf_rope_scaling"):
+        extra[key] = tuple(extra[key])
+    if not set(extra["gguf_interleaved"]) <= set(dict(extra["gguf_split"])):
+        raise ValueError(f"{source}: gguf_interleaved names tensors that gguf_split does not split")
+    if not all(isinstance(v, str) for v in extra["gguf_rename"].values()):
+        raise ValueError(f"{source}: gguf_rename maps a tensor name's ending to another")
+    extra["gguf_rename"] = tuple(extra["gguf_rename"].items())
     return Family(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}, **extra)
 
 
