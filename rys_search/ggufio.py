@@ -46,6 +46,7 @@ class GGUFInfo:
     block_count: int
     n_tensors: int
     size: int
+    keys: frozenset[str] = frozenset()  # the metadata keys present
 
 
 def check_magic(path: Path) -> None:
@@ -76,7 +77,8 @@ def inspect_gguf(path: str | os.PathLike) -> GGUFInfo:
         block_count = int(reader.fields[f"{arch}.block_count"].contents())
     except KeyError as exc:
         raise ModelFileError(f"{path} lacks the GGUF metadata key {exc.args[0]}") from None
-    return GGUFInfo(path=path, arch=arch, block_count=block_count, n_tensors=len(reader.tensors), size=size)
+    return GGUFInfo(path=path, arch=arch, block_count=block_count, n_tensors=len(reader.tensors), size=size,
+                    keys=frozenset(reader.fields))
 
 
 @dataclass

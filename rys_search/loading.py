@@ -151,11 +151,15 @@ def gguf_family(path: str) -> tuple[Family, Any]:
     """The family of a GGUF file and its header facts; an unsupported architecture is refused."""
     info = inspect_gguf(path)
     matching = [f for f in families().values() if f.gguf_arch == info.arch]
+    # a family that shares its architecture with others is told apart by a key of its own (Mixtral's
+    # llama.expert_count); the others are the files without it
+    marked = [f for f in matching if f.gguf_marker and f"{info.arch}.{f.gguf_marker}" in info.keys]
+    matching = marked or [f for f in matching if not f.gguf_marker] or matching
     family = next((f for f in matching if f.gguf_source), None)
     if family is None and matching:
         raise UnsupportedFamily(
             f"a GGUF of architecture {info.arch!r} ({matching[0].name}) cannot be loaded: rys-search loads models "
-            f"through transformers, which does not read it; use the model's Hugging Face checkpoint"
+            f"through transformers, which does not read it as {matching[0].name}; use the model's Hugging Face checkpoint"
         )
     if family is None:
         raise UnsupportedFamily(

@@ -33,9 +33,19 @@ GGUF_SAFE = {
     "qwen2_moe": {"mlp_only_layers": [], "decoder_sparse_step": 1, "use_sliding_window": False, "layer_types": None,
                   "moe_intermediate_size": 1408, "shared_expert_intermediate_size": 5632},
     "qwen3_moe": {"mlp_only_layers": [], "norm_topk_prob": True, "moe_intermediate_size": 768},
+    # transformers cannot load these GGUFs: checked through llama.cpp only (below)
+    "granite": {},
+    "mixtral": {"sliding_window": None},
+    "olmo2": {},
+    # YaRN with the correction range rounded, as llama.cpp runs it (gpt-oss's checkpoints say
+    # truncate = false: see test_gpt_oss_yarn_without_truncation_is_exported_with_a_warning)
+    "gpt_oss": {"rope_parameters": {"rope_type": "yarn", "factor": 32.0, "beta_fast": 32.0, "beta_slow": 1.0,
+                                    "truncate": True, "original_max_position_embeddings": 4096,
+                                    "rope_theta": 150000.0}},
 }
-# A GGUF decides Gemma 2's attention kind by position (period 2): blocks of even length.
-GGUF_SCHEDULE = {"gemma2": "0-1,2-3x3,4-5"}
+LLAMA_CPP_ONLY = ["gpt_oss", "granite", "mixtral", "olmo2"]
+# A GGUF decides Gemma 2's and gpt-oss's attention kind by position (period 2): blocks of even length.
+GGUF_SCHEDULE = {"gemma2": "0-1,2-3x3,4-5", "gpt_oss": "0-1,2-3x3,4-5"}
 
 
 def gguf_overrides(family: str) -> dict:
@@ -141,6 +151,113 @@ def test_gguf_from_hf_loads_in_transformers_and_llama_cpp(family, bpe_tiny, tmp_
     reloaded = AutoModelForCausalLM.from_pretrained(out, gguf_file=target.name, dtype=torch.float32).eval()
     duplicate = physically_duplicated(model, LayerSchedule.parse(schedule).expand())
     assert torch.allclose(logits_of(reloaded, IDS), logits_of(duplicate, IDS), atol=1e-4)
+
+
+def llama_cpp_logits(path: Path, ids: list[int]) -> np.ndarray:
+    from llama_cpp import Llama
+
+    # an f32 KV cache (type 0): with llama.cpp's default f16 one, logits differ by up to 0.06
+    llm = Llama(model_path=str(path), n_ctx=64, logits_all=True, verbose=False, n_threads=1, seed=0, type_k=0,
+                type_v=0)
+    try:
+        llm.eval(ids)
+        return np.asarray(llm.scores[: len(ids)]).copy()
+    finally:
+        llm.close()
+
+
+@pytest.mark.parametrize("family", LLAMA_CPP_ONLY)
+def test_gguf_from_hf_that_transformers_cannot_load_runs_in_llama_cpp_like_a_duplicate(family, bpe_tiny, tmp_path,
+                                                                                        capsys):
+    """The tool checks llama.cpp's greedy tokens only; here llama.cpp's logits on the f32 export are also
+    compared with a physical duplicate (the transformers reload of the test above is impossible)."""
+    folder, model = bpe_tiny(family)
+    schedule = GGUF_SCHEDULE.get(family, SCHEDULE)
+    path = LayerSchedule.parse(schedule).expand()
+    out = tmp_path / "out"
+    args = ["export", "--model", folder, "--schedule", schedule, "--format", "gguf", "--type", "f32",
+            "--out", str(out), "--json"]
+    assert main(args) == 0
+    (result,) = json.loads(capsys.readouterr().out)
+    assert "cannot load" in result["verification"]["transformers"]["skipped"]
+    llama = result["verification"]["llama_cpp"]
+    assert llama["passed"] and llama["mismatches"] == 0 and llama["greedy_tokens_checked"] >= 32
+    assert llama["near_ties"] < llama["greedy_tokens_checked"] / 4
+    got = llama_cpp_logits(exported(out), IDS)
+    want = logits_of(physically_duplicated(model, path), IDS).numpy()
+    assert float(np.abs(got - want).max()) <= 1e-3  # measured: 2e-5 to 7e-5 on logits of 25 to 50
+    wrong = [*path[:-3], path[-2], path[-3], path[-1]]  # one layer moved: the comparison tells it apart
+    assert float(np.abs(got - logits_of(physically_duplicated(model, wrong), IDS).numpy()).max()) > 0.1
+
+
+@pytest.mark.parametrize("family", LLAMA_CPP_ONLY)
+def test_llama_cpp_check_alone_catches_a_wrong_layer_map(family, bpe_tiny, tmp_path, capsys, monkeypatch):
+    """Where llama.cpp's greedy check is the export's only check, it must fail on a GGUF whose blocks
+    follow another order than the schedule's."""
+    from rys_search.export import gguf as gguf_export
+
+    real = gguf_export.tensor_plan
+    monkeypatch.setattr(gguf_export, "tensor_plan", lambda model, fam, order: real(model, fam, list(order)[::-1]))
+    folder, _ = bpe_tiny(family)
+    out = tmp_path / "out"
+    assert main(["export", "--model", folder, "--schedule", GGUF_SCHEDULE.get(family, SCHEDULE), "--format", "gguf",
+                 "--type", "f32", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "verification failed, nothing kept: through llama.cpp the greedy tokens differ" in err
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("family", LLAMA_CPP_ONLY)
+def test_a_gguf_source_transformers_cannot_load_is_refused_in_one_line(family, bpe_tiny, tmp_path, capsys):
+    """No reference run is possible from such a source (rys-search runs schedules through transformers),
+    so a GGUF -> GGUF export of it is refused, verified or not; a Mixtral GGUF is not taken for a Llama."""
+    folder, _ = bpe_tiny(family)
+    source = tmp_path / "tiny.gguf"
+    write_source_gguf(folder, source, kind="f32")
+    out = tmp_path / "out"
+    for extra in ([], ["--no-verify"]):
+        assert main(["export", "--model", str(source), "--schedule", GGUF_SCHEDULE.get(family, SCHEDULE), "--format",
+                     "gguf", "--out", str(out), *extra]) == 2
+        err = capsys.readouterr().err
+        assert f"({family}) cannot be loaded" in err and len(err.strip().splitlines()) == 1, err
+        assert not out.exists()
+
+
+def test_gpt_oss_yarn_without_truncation_is_exported_with_a_warning(tmp_path, capsys, caplog):
+    """gpt-oss's own configs say truncate = false, which llama.cpp cannot run (it rounds YaRN's correction
+    range); the export says so and the greedy check decides, as for llama.cpp's own conversions."""
+    from rys_search.export.gguf import gguf_fields
+
+    folder = tmp_path / "gpt-oss"
+    model = save_tiny(folder, "gpt_oss", bpe=True, sharpen=30.0)
+    assert model.config.rope_parameters["truncate"] is False
+    out = tmp_path / "out"
+    args = ["export", "--model", str(folder), "--schedule", GGUF_SCHEDULE["gpt_oss"], "--format", "gguf", "--type",
+            "f32", "--out", str(out), "--json"]
+    assert main(args) == 0
+    (result,) = json.loads(capsys.readouterr().out)
+    assert "rounds YaRN's correction range" in caplog.text
+    llama = result["verification"]["llama_cpp"]
+    assert llama["passed"] and llama["greedy_tokens_checked"] >= 32
+    fields = gguf_fields(exported(out))
+    assert fields["gpt-oss.rope.scaling.type"] == "yarn" and fields["gpt-oss.rope.scaling.factor"] == 32.0
+    assert fields["gpt-oss.rope.scaling.original_context_length"] == 4096
+
+
+def test_granite_multipliers_are_written_as_llama_cpp_reads_them(tmp_path):
+    """float32 under llama.cpp's names, even where the config holds a whole number."""
+    import gguf
+
+    from rys_search.export.gguf import plan_from_hf
+    from rys_search.loading import load_model
+
+    save_tiny(tmp_path, "granite", bpe=True, logits_scaling=2, embedding_multiplier=4.0)
+    loaded = load_model(str(tmp_path), device="cpu")
+    plan = plan_from_hf(loaded.model, loaded.tokenizer, loaded.family, list(range(6)), "f32", {}, "tiny")
+    kv = {key: (value, vtype) for key, value, vtype, _ in plan.kv}
+    F32 = gguf.GGUFValueType.FLOAT32
+    assert kv["granite.logit_scale"] == (2.0, F32) and kv["granite.embedding_scale"] == (4.0, F32)
+    assert kv["granite.residual_scale"] == (0.5, F32) and kv["granite.attention.scale"] == (0.125, F32)
 
 
 @pytest.mark.parametrize("kind", ["f16", "bf16", "q8_0"])
@@ -292,16 +409,22 @@ def test_an_odd_block_is_refused_where_a_gguf_decides_attention_by_position(fami
 
 def test_a_gguf_that_cannot_say_what_the_model_does_is_refused(tmp_path, capsys):
     """Dense layers among Qwen MoE expert layers, or routing weights llama.cpp would treat otherwise."""
-    for family, overrides, message in [
+    for k, (family, overrides, message) in enumerate([
         ("qwen3_moe", {"norm_topk_prob": True}, "cannot hold mlp_only_layers (this model's: [2])"),
         ("qwen2_moe", {"mlp_only_layers": [], "decoder_sparse_step": 1, "norm_topk_prob": True},
          "assumes norm_topk_prob = False and this model has True"),
-        ("olmo2", {}, "GGUF export from a Hugging Face olmo2 model is not supported"),
-    ]:
-        folder = tmp_path / family
+        ("llama", {"rope_parameters": {"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0}},
+         "supports plain RoPE only; this model uses 'linear' scaling"),
+        ("gpt_oss", {"swiglu_limit": 5.0}, "assumes swiglu_limit = 7.0 and this model has 5.0"),
+        ("gpt_oss", {"rope_parameters": {"rope_type": "yarn", "factor": 32.0, "attention_factor": 2.0,
+                                         "rope_theta": 150000.0}},
+         "cannot hold the YaRN settings ['attention_factor']"),
+    ]):
+        folder = tmp_path / f"{family}-{k}"
         save_tiny(folder, family, bpe=True, **overrides)
         out = tmp_path / "out"
-        args = ["export", "--model", str(folder), "--schedule", SCHEDULE, "--format", "gguf", "--out", str(out)]
+        args = ["export", "--model", str(folder), "--schedule", GGUF_SCHEDULE.get(family, SCHEDULE), "--format", "gguf",
+                "--out", str(out)]
         assert main(args) == 2, family
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err

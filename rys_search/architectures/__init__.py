@@ -54,6 +54,11 @@ _OPTIONAL = {
     "gguf_norm_offset": (float, 0.0),
     "gguf_split": (dict, {}),
     "gguf_flatten": (list, []),
+    "gguf_marker": (str, ""),
+    "gguf_transpose": (list, []),
+    "gguf_interleaved": (list, []),
+    "gguf_rename": (dict, {}),
+    "gguf_rope_scaling": (list, []),
 }
 
 
@@ -95,11 +100,18 @@ class Family:
     layer_sets: tuple[LayerSet, ...] = ()
     gguf_source: bool = True  # a GGUF of this family loads (transformers reads its architecture)
     # GGUF written from a Hugging Face model (see the data files' comments):
-    gguf_config: tuple[tuple[str, str], ...] = ()  # (metadata key after "<arch>.", config entry)
+    gguf_config: tuple[tuple[str, str, str], ...] = ()  # (metadata key after "<arch>.", config entry, type or "")
     gguf_requires: tuple[tuple[str, Any], ...] = ()  # (config entry, the value every GGUF reader assumes)
     gguf_norm_offset: float = 0.0  # added to every norm weight (Gemma's RMSNorm scales by 1 + weight)
     gguf_split: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (fused tensor, the tensors its row halves become)
     gguf_flatten: tuple[str, ...] = ()  # GGUF tensors written as 1-D (a [1, n] weight as [n])
+    # A metadata key (after "<arch>.") that tells this family's GGUFs from others of the same
+    # architecture (Mixtral's expert_count in a "llama" GGUF); "" for none.
+    gguf_marker: str = ""
+    gguf_transpose: tuple[str, ...] = ()  # tensors stored input-major (x @ W): their last two axes swapped
+    gguf_interleaved: tuple[str, ...] = ()  # gguf_split tensors whose parts alternate rows, not halves
+    gguf_rename: tuple[tuple[str, str], ...] = ()  # (tensor name ending, the name gguf-py's map knows)
+    gguf_rope_scaling: tuple[str, ...] = ()  # RoPE scaling types llama.cpp runs for this family ("yarn")
 
     def layer_list(self, model: Any):
         """The model's nn.ModuleList of decoder layers."""
@@ -180,10 +192,27 @@ def _load(text: str, source: str) -> Family:
     if not all(isinstance(v, list) and len(v) > 1 for v in extra["gguf_split"].values()):
         raise ValueError(f"{source}: gguf_split maps a tensor to a list of the tensors it is split into")
     extra["gguf_split"] = tuple((k, tuple(v)) for k, v in extra["gguf_split"].items())
-    for key in ("gguf_config", "gguf_requires"):
-        extra[key] = tuple(extra[key].items())
-    extra["gguf_flatten"] = tuple(extra["gguf_flatten"])
+    extra["gguf_config"] = tuple(_gguf_config_entry(k, v, source) for k, v in extra["gguf_config"].items())
+    extra["gguf_requires"] = tuple(extra["gguf_requires"].items())
+    for key in ("gguf_flatten", "gguf_transpose", "gguf_interleaved", "gguf_rope_scaling"):
+        extra[key] = tuple(extra[key])
+    if not set(extra["gguf_interleaved"]) <= set(dict(extra["gguf_split"])):
+        raise ValueError(f"{source}: gguf_interleaved names tensors that gguf_split does not split")
+    if not all(isinstance(v, str) for v in extra["gguf_rename"].values()):
+        raise ValueError(f"{source}: gguf_rename maps a tensor name's ending to another")
+    extra["gguf_rename"] = tuple(extra["gguf_rename"].items())
     return Family(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}, **extra)
+
+
+def _gguf_config_entry(key: str, value: Any, source: str) -> tuple[str, str, str]:
+    """A gguf_config value: the config entry's name (written as its Python type says), or
+    { entry = "...", type = "f32" } for a value llama.cpp reads as float32 whatever the config holds."""
+    if isinstance(value, str):
+        return key, value, ""
+    if isinstance(value, dict) and set(value) == {"entry", "type"} and value["type"] == "f32":
+        return key, str(value["entry"]), value["type"]
+    raise ValueError(f"{source}: gguf_config.{key} must be a config entry's name or "
+                     f"{{ entry = \"...\", type = \"f32\" }}")
 
 
 @lru_cache(maxsize=1)

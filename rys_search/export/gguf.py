@@ -174,17 +174,48 @@ def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def _rope_theta(config: Any) -> float:
+# YaRN settings llama.cpp reads (rope.scaling.*); any other one in a model's rope_parameters is refused.
+_YARN_KEYS = {"rope_type", "rope_theta", "factor", "original_max_position_embeddings", "beta_fast", "beta_slow",
+              "truncate"}
+
+
+def _rope_kv(config: Any, family: Any, arch: str) -> list[tuple[str, Any, Any, Any]]:
+    """rope.freq_base, and rope.scaling.* where the family's llama.cpp runs the model's scaling (YaRN)."""
+    import gguf
+
+    V = gguf.GGUFValueType
     params = getattr(config, "rope_parameters", None) or {}
-    if isinstance(params, dict) and "rope_type" in params:
-        if params.get("rope_type", "default") != "default":
-            raise UserError(
-                f"GGUF export from a Hugging Face model supports plain RoPE only; this model uses "
-                f"{params['rope_type']!r} scaling: export --format hf instead"
-            )
-        if "rope_theta" in params:
-            return float(params["rope_theta"])
-    return float(getattr(config, "rope_theta", 10000.0))
+    theta = float(getattr(config, "rope_theta", 10000.0))
+    if not (isinstance(params, dict) and "rope_type" in params):
+        return [(f"{arch}.rope.freq_base", theta, V.FLOAT32, None)]
+    theta = float(params.get("rope_theta", theta))
+    kind = params.get("rope_type", "default")
+    kv = [(f"{arch}.rope.freq_base", theta, V.FLOAT32, None)]
+    if kind == "default":
+        return kv
+    if kind not in family.gguf_rope_scaling:
+        raise UserError(
+            f"GGUF export from a Hugging Face {family.name} model supports plain RoPE only; this model uses "
+            f"{kind!r} scaling: export --format hf instead"
+        )
+    unknown = sorted(set(params) - _YARN_KEYS)
+    if unknown:
+        raise UserError(f"a {arch} GGUF cannot hold the YaRN settings {unknown} of this model: "
+                        f"export --format hf instead")
+    if params.get("truncate", True) is False:  # gpt-oss's own checkpoints; llama.cpp's converter writes them so too
+        log.warning("llama.cpp rounds YaRN's correction range to whole dimensions, this model does not (truncate = "
+                    "false): llama.cpp's logits drift slightly from the model's with position (0.02 in 16 tokens on "
+                    "a tiny test model); the greedy check tells whether that changes tokens on its prompts")
+    kv += [
+        (f"{arch}.rope.scaling.type", "yarn", V.STRING, None),
+        (f"{arch}.rope.scaling.factor", float(params["factor"]), V.FLOAT32, None),
+        (f"{arch}.rope.scaling.original_context_length",
+         int(params.get("original_max_position_embeddings") or config.max_position_embeddings), V.UINT32, None),
+    ]
+    for key in ("beta_fast", "beta_slow"):
+        if params.get(key) is not None:
+            kv.append((f"{arch}.rope.scaling.yarn_{key}", float(params[key]), V.FLOAT32, None))
+    return kv
 
 
 def _tokenizer_kv(tokenizer: Any, vocab_size: int, pre: str, writer_kv: list) -> None:
@@ -238,7 +269,7 @@ def plan_from_hf(model: Any, tokenizer: Any, family: Any, order: Sequence[int], 
     _check_expressible(config, family)
     types = getattr(config, "layer_types", None)
     slides = "sliding_attention" in types if types else bool(getattr(config, "sliding_window", None))
-    if slides and "attention.sliding_window" not in dict(family.gguf_config):
+    if slides and "attention.sliding_window" not in {key for key, _, _ in family.gguf_config}:
         log.warning("a GGUF carries no sliding windows: llama.cpp runs this model's sliding-window layers with "
                     "full attention (the same output up to the window's length)")
     arch = family.gguf_arch
@@ -262,14 +293,17 @@ def plan_from_hf(model: Any, tokenizer: Any, family: Any, order: Sequence[int], 
         (f"{arch}.attention.key_length", int(head_dim), V.UINT32, None),
         (f"{arch}.attention.value_length", int(head_dim), V.UINT32, None),
         (f"{arch}.attention.layer_norm_rms_epsilon", float(config.rms_norm_eps), V.FLOAT32, None),
-        (f"{arch}.rope.freq_base", _rope_theta(config), V.FLOAT32, None),
+        *_rope_kv(config, family, arch),
         (f"{arch}.rope.dimension_count", int(head_dim), V.UINT32, None),
         (f"{arch}.vocab_size", int(config.vocab_size), V.UINT32, None),
     ]
-    for key, entry in family.gguf_config:  # the family's own metadata, from its config
+    for key, entry, kind in family.gguf_config:  # the family's own metadata, from its config
         value = getattr(config, entry, None)
         if value is not None:
-            vtype = V.BOOL if isinstance(value, bool) else V.UINT32 if isinstance(value, int) else V.FLOAT32
+            if kind == "f32":
+                value, vtype = float(value), V.FLOAT32
+            else:
+                vtype = V.BOOL if isinstance(value, bool) else V.UINT32 if isinstance(value, int) else V.FLOAT32
             kv.append((f"{arch}.{key}", value, vtype, None))
     _tokenizer_kv(tokenizer, int(config.vocab_size), family.gguf_tokenizer_pre, kv)
     kv += _provenance_kv(provenance)
@@ -305,16 +339,37 @@ def plan_from_hf(model: Any, tokenizer: Any, family: Any, order: Sequence[int], 
 
 
 def _split(family: Any, state: dict[str, Any], items: Sequence[tuple[str, str]]) -> Iterator[tuple[str, str, Any]]:
-    """(source key, key to name in GGUF, tensor): a fused tensor the family lists as its row parts."""
+    """(source key, key to name in GGUF, tensor), as the family's data says.
+
+    A tensor stored input-major is transposed (rows become the outputs, as in GGUF); a fused
+    tensor is cut into its row parts, halves or alternate rows (a bias's rows are its last
+    axis); a name gguf-py's map does not know is renamed.
+    """
+    import torch
+
     split = dict(family.gguf_split)
+    rename = dict(family.gguf_rename)
+
+    def ending(key: str, names: Any) -> str | None:
+        return next((f for f in names if key.endswith("." + f)), None)
+
     for src_key, new_key in items:
         tensor = state[src_key]
-        fused = next((f for f in split if new_key.endswith("." + f)), None)
+        if ending(new_key, family.gguf_transpose):
+            tensor = tensor.transpose(-1, -2)
+        if (old := ending(new_key, rename)) is not None:
+            new_key = new_key[: -len(old)] + rename[old]
+        fused = ending(new_key, split)
         if fused is None:
             yield src_key, new_key, tensor
             continue
-        prefix = new_key[: -len(fused)]
-        for part, rows in zip(split[fused], tensor.chunk(len(split[fused]), dim=-2)):
+        prefix, parts = new_key[: -len(fused)], split[fused]
+        for k, part in enumerate(parts):
+            dim = -1 if part.endswith(".bias") else -2
+            if fused in family.gguf_interleaved:
+                rows = tensor.index_select(dim, torch.arange(k, tensor.shape[dim], len(parts)))
+            else:
+                rows = tensor.chunk(len(parts), dim=dim)[k]
             yield src_key, prefix + part, rows
 
 

@@ -314,10 +314,16 @@ def _decode_attention_name() -> str:
     return DECODE_ATTENTION
 
 
-def _decode_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, softcap=None, **kwargs):
+def _decode_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, softcap=None, s_aux=None,
+                      **kwargs):
     """Attention of one new token per row over the static cache, the query heads of each key/value head
     stacked as that head's queries: the keys and values are read once, not repeated per query head
-    (what transformers' SDPA path does for grouped-query attention with a mask)."""
+    (what transformers' SDPA path does for grouped-query attention with a mask).
+
+    Gemma 2's soft-capped logits and gpt-oss's attention sinks (s_aux: a learned logit per query
+    head that joins each softmax and takes weight from the keys) are computed as transformers'
+    eager paths do.
+    """
     import torch
 
     rows, heads, length, dim = query.shape
@@ -325,18 +331,23 @@ def _decode_attention(module, query, key, value, attention_mask, dropout=0.0, sc
     if length != 1 or heads % groups:
         raise NotImplementedError("the decode attention takes one query token per row")
     stacked = query.reshape(rows, groups, heads // groups, dim)  # query head h reads key/value head h // (heads // groups)
-    if softcap is None:
+    if softcap is None and s_aux is None:
         out = torch.nn.functional.scaled_dot_product_attention(stacked, key, value, attn_mask=attention_mask,
                                                                scale=scaling)
         return out.reshape(rows, 1, heads, dim), None
-    # soft-capped logits (Gemma 2): cap * tanh(scores / cap) before the mask, as transformers' eager path does
     scale = scaling if scaling is not None else dim ** -0.5
     scores = torch.matmul(stacked, key.transpose(-1, -2)) * scale
-    scores = softcap * torch.tanh(scores / softcap)
+    if softcap is not None:  # cap * tanh(scores / cap) before the mask
+        scores = softcap * torch.tanh(scores / softcap)
     if attention_mask is not None:
         scores = scores + attention_mask if attention_mask.dtype != torch.bool else scores.masked_fill(
             ~attention_mask, torch.finfo(scores.dtype).min)
+    if s_aux is not None:  # one more column per query head, dropped after the softmax
+        sinks = s_aux.to(scores.dtype).reshape(1, groups, heads // groups, 1).expand(rows, -1, -1, 1)
+        scores = torch.cat([scores, sinks], dim=-1)
     weights = torch.softmax(scores.float(), dim=-1).to(value.dtype)
+    if s_aux is not None:
+        weights = weights[..., :-1]
     out = torch.matmul(weights, value)
     return out.reshape(rows, 1, heads, dim), None
 

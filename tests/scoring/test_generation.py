@@ -88,6 +88,22 @@ def test_batched_generation_equals_a_duplicate_one_prompt_at_a_time(loaded, monk
     assert min(ended.values()) >= 1 and len(ended) == 3  # every way a row ends was exercised
 
 
+@pytest.mark.parametrize("family", ["gpt_oss"])
+def test_decode_steps_keep_gpt_oss_attention_sinks(loaded):
+    """gpt-oss adds a learned sink logit per head to every softmax; with a window of 5 keys it shows in
+    the greedy tokens (it did not in the decode steps before, while the prefill, transformers' own, had it)."""
+    from rys_search.scoring.generation import end_tokens
+
+    ps = prompts()
+    schedule = LayerSchedule.parse("0-1,2-3x3,4-5")  # blocks of 2: gpt-oss's attention pattern
+    loaded.runtime.set_schedule(schedule)
+    got = generate_ids(loaded, ps, MAX_NEW, token_budget=BUDGET)
+    loaded.runtime.reset()
+    duplicate = physically_duplicated(loaded.model, schedule.expand())
+    end = sorted(end_tokens(loaded))
+    assert got == [one_at_a_time(duplicate, loaded.tokenizer, p, MAX_NEW, end) for p in ps]
+
+
 @pytest.mark.parametrize("family", ["qwen2"])
 def test_texts_and_token_count(loaded):
     ps = [chat_ids(loaded.tokenizer, p) for p in ("hi", "What is 2+2?", "Name a colour, please.")]
