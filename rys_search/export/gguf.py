@@ -185,10 +185,9 @@ def _rope_kv(config: Any, family: Any, arch: str) -> list[tuple[str, Any, Any, A
 
     V = gguf.GGUFValueType
     params = getattr(config, "rope_parameters", None) or {}
-    theta = float(getattr(config, "rope_theta", 10000.0))
     if not (isinstance(params, dict) and "rope_type" in params):
-        return [(f"{arch}.rope.freq_base", theta, V.FLOAT32, None)]
-    theta = float(params.get("rope_theta", theta))
+        params = {}
+    theta = float(params.get("rope_theta", getattr(config, "rope_theta", 10000.0)))
     kind = params.get("rope_type", "default")
     kv = [(f"{arch}.rope.freq_base", theta, V.FLOAT32, None)]
     if kind == "default":

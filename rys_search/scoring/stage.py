@@ -133,13 +133,11 @@ def as_result(stored: dict[str, Any]) -> Any:
 
 def entry(result: Any, baseline: Any) -> dict[str, Any]:
     """A result against its baseline: score, interval, paired change and interval, parse check, seconds."""
-    from .objective import paired_diffs, parse_check
-    from .stats import paired_interval
+    from .objective import paired_change, paired_diffs, parse_check
 
-    diffs = paired_diffs(result, baseline)
-    change, lo, hi = paired_interval(diffs, [0.0] * len(diffs))
+    change, lo, hi = paired_change(result, baseline)
     out = {"score": result.score, "interval": list(result.interval), "change": change, "change_interval": [lo, hi],
-           "diffs": [round(d, 6) for d in diffs], "seconds": result.seconds}
+           "diffs": [round(d, 6) for d in paired_diffs(result, baseline)], "seconds": result.seconds}
     parse = parse_check(result, baseline)
     if parse is not None:
         out["parse_rate"] = parse["parse_rate"]
