@@ -236,12 +236,18 @@ class Tracker:
 
         Only what changed is written (a call per run on a tracking server); returns how many.
         """
+        from mlflow.exceptions import MlflowException
+
         changed = 0
         for run in self.trial_runs(study):
             now = run.data.tags.get("rys.pareto")
             want = "true" if int(run.data.tags.get("rys.trial", -1)) in members else ("false" if now else None)
             if want is not None and now != want:
-                self.client.set_tag(run.info.run_id, "rys.pareto", want)
+                try:
+                    self.client.set_tag(run.info.run_id, "rys.pareto", want)
+                except MlflowException:  # two workers tag the same run at once: a server may refuse the second
+                    if self.client.get_run(run.info.run_id).data.tags.get("rys.pareto") != want:
+                        raise
                 changed += 1
         return changed
 

@@ -48,3 +48,37 @@ def test_a_parent_that_stays_unreadable_stops_the_run_with_one_line(tracker, mon
 def test_a_parent_the_store_does_not_have_is_replaced(tracker):
     new = tracker.study_run("s", {"a": 1}, existing="0123456789abcdef0123456789abcdef")
     assert new != "0123456789abcdef0123456789abcdef" and len(parent_runs(tracker)) == 1
+
+
+def racing(tracker, monkeypatch, tag_first: bool):
+    """set_tag refused as a server refuses the second of two workers' inserts; tag_first: the other
+    worker's tag is in the store (the race), or not (a real failure)."""
+    from mlflow.exceptions import MlflowException
+
+    real = tracker.client.set_tag
+
+    def set_tag(run_id, key, value):
+        if tag_first:
+            real(run_id, key, value)
+        raise MlflowException('duplicate key value violates unique constraint "tag_pk"')
+
+    monkeypatch.setattr(tracker.client, "set_tag", set_tag)
+
+
+def test_two_workers_tagging_the_same_pareto_member_at_once_is_not_an_error(tracker, monkeypatch):
+    parent = tracker.study_run("s", {"a": 1})
+    runs = [tracker.open_trial_run(parent, "s", n, schedule=f"0-{n},x") for n in range(3)]
+    racing(tracker, monkeypatch, tag_first=True)
+    assert tracker.mark_pareto("s", {0, 2}) == 2
+    tags = {r: tracker.client.get_run(r).data.tags.get("rys.pareto") for r in runs}
+    assert tags == {runs[0]: "true", runs[1]: None, runs[2]: "true"}
+
+
+def test_a_pareto_tag_the_store_refuses_for_another_reason_is_an_error(tracker, monkeypatch):
+    from mlflow.exceptions import MlflowException
+
+    parent = tracker.study_run("s", {"a": 1})
+    tracker.open_trial_run(parent, "s", 0, schedule="0-1,x")
+    racing(tracker, monkeypatch, tag_first=False)
+    with pytest.raises(MlflowException):
+        tracker.mark_pareto("s", {0})
