@@ -8,11 +8,12 @@ changes is called a gain.
 Every trial is scored on the cheap stage (logprob probes on the search split) and the sampler
 learns from those values. A trial whose cheap values put it on the study's Pareto front, or
 among the best `top_k` of an objective, when it finishes is confirmed inside the same trial
-(within the budget `max_confirmed`): each objective by its confirming suite (generate mode, the
-held-out split, working allowed, parse rates) and every benchmark file the config names, each
-against the unmodified model with a paired interval. A trial can only enter the front when it
-finishes, so deciding then misses nothing; each schedule is evaluated by one trial only, so it is
-confirmed once, whatever the number of workers or restarts.
+(within the budget `max_confirmed`, spread evenly over the study: paced_budget): each objective
+by its confirming suite (generate mode, the held-out split, working allowed, parse rates) and
+every benchmark file the config names, each against the unmodified model with a paired interval.
+A trial can only enter the front when it finishes, so deciding then misses nothing but what the
+pace holds back, which `rys-search pareto` confirms afterwards; each schedule is evaluated by one
+trial only, so it is confirmed once, whatever the number of workers or restarts.
 
 The verdict (what the reports say):
 - gain: some confirmed change has its paired interval above 0 without its parse rate having risen
@@ -31,12 +32,13 @@ The verdict (what the reports say):
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any
 
 from ..schedule import LayerSchedule
 
-__all__ = ["Confirmer", "VERDICTS", "confirmed_front", "confirmed_of", "stage_specs", "verdict"]
+__all__ = ["Confirmer", "VERDICTS", "confirmed_front", "confirmed_of", "paced_budget", "stage_specs", "verdict"]
 
 log = logging.getLogger(__name__)
 VERDICTS = ("gain", "mixed", "worse", "no change", "broken output", "unconfirmed", "unmodified")
@@ -73,6 +75,13 @@ def verdict(confirmed: dict[str, Any] | None, unmodified: bool = False) -> str:
     return "gain" if better else "worse" if worse else "no change"
 
 
+def paced_budget(budget: int, finished: int, trials: int) -> int:
+    """Confirmations allowed once `finished` of `trials` trials are done: the budget spread evenly over
+    the study (at least one), so the early fronts of mostly random trials cannot spend it all; a
+    member left unconfirmed is confirmed later by `rys-search pareto`."""
+    return min(budget, max(1, math.ceil(budget * finished / max(1, trials))))
+
+
 def _dominates(a: list[float], b: list[float], signs: list[int]) -> bool:
     """a dominates b: at least as good everywhere and better somewhere (signs: +1 maximise, -1 minimise)."""
     at_least = all(s * x >= s * y for x, y, s in zip(a, b, signs))
@@ -105,7 +114,7 @@ class Confirmer:
             complete = [t for t in self.study.get_trials(deepcopy=False) if t.state.name == "COMPLETE" and t.values]
         others = [t for t in complete if t.number != trial.number]
         confirmed = sum(1 for t in others if t.user_attrs.get("confirmed") and not t.user_attrs.get("unmodified"))
-        if confirmed >= int(self.config.confirm.max_confirmed):
+        if confirmed >= paced_budget(int(self.config.confirm.max_confirmed), len(others) + 1, int(self.config.trials)):
             return False
         signs = _signs(self.study)
         if not any(_dominates(list(t.values), values, signs) for t in others):

@@ -11,7 +11,7 @@ import pytest
 from benchfiles import write_benchmarks
 from rys_search.cli import main
 from rys_search.search.config import Confirm, load_config
-from rys_search.search.confirm import Confirmer, verdict
+from rys_search.search.confirm import Confirmer, paced_budget, verdict
 from rys_search.search.storage import open_study
 from rys_search.search.study import run_study
 
@@ -62,17 +62,24 @@ def test_which_trials_are_confirmed():
     study = SimpleNamespace(directions=[SimpleNamespace(name="MAXIMIZE")] * 2)
     confirmer = Confirmer.__new__(Confirmer)
     confirmer.study = study
-    confirmer.config = SimpleNamespace(confirm=Confirm(top_k=1, max_confirmed=2))
+    confirmer.config = SimpleNamespace(confirm=Confirm(top_k=1, max_confirmed=2), trials=4)
     others = [fake(0, [10, 10], confirmed=True, unmodified=True), fake(1, [12, 8], confirmed=True), fake(2, [9, 9])]
     me = SimpleNamespace(number=9)
     assert confirmer.wanted(me, [11, 11], others)  # on the front
     assert not confirmer.wanted(me, [8, 8], others)  # dominated, and no objective's best
     assert confirmer.wanted(me, [13, 1], others)  # the best math so far (top 1), dominated by nothing either way
     assert not confirmer.wanted(me, [11.5, 7], others)  # dominated by #1, second best math: not top 1
-    confirmer.config = SimpleNamespace(confirm=Confirm(top_k=2, max_confirmed=2))
+    confirmer.config = SimpleNamespace(confirm=Confirm(top_k=2, max_confirmed=2), trials=4)
     assert confirmer.wanted(me, [11.5, 7], others)  # ... but top 2
     full = others + [fake(4, [1, 1], confirmed=True)]  # two confirmed besides the unmodified model: the budget is spent
     assert not confirmer.wanted(me, [20, 20], full)
+    confirmer.config = SimpleNamespace(confirm=Confirm(top_k=1, max_confirmed=2), trials=40)
+    assert not confirmer.wanted(me, [11, 11], others)  # on the front, but 4 of 40 trials may use 1 of the 2
+
+
+def test_the_confirmation_budget_is_spread_over_the_study():
+    assert [paced_budget(15, n, 300) for n in (1, 20, 21, 150, 280, 300, 400)] == [1, 1, 2, 8, 14, 15, 15]
+    assert [paced_budget(2, n, 7) for n in (1, 4, 7)] == [1, 2, 2]
 
 
 def test_a_study_confirms_its_front_once_per_schedule(tiny_folder, workdir, capsys):
