@@ -10,7 +10,8 @@ scoring modes apply. These files are for validation only: search probes are neve
 
 Version 2 of every reader (the only one): in generate mode the model works before answering
 and the answer is read after its last 'answer' marker (GSM8K: 'The answer is N'; BBH: a line
-'Answer: ...'), with its parse rate; an EQ-Bench answer that cannot be parsed scores as the
+'Answer: ...') or from a \\boxed{...} after it, as many models write it whatever they are asked,
+with its parse rate; an EQ-Bench answer that cannot be parsed scores as the
 worst possible answer, and logprob EQ scores the expected item score (see probes.py).
 """
 

@@ -15,7 +15,7 @@ the result's `parsed` metric, the parse rate.
 
 Version 2 suites (settings in the suite file) change three things, each a new version of what
 is measured: `working = true` lets the model work before answering and reads the answer only
-after the last 'answer' marker (none: unparsed); `unparsed = "worst"` scores an unparsed
+after the last 'answer' marker or from a \\boxed{...} after it (none: unparsed); `unparsed = "worst"` scores an unparsed
 answer as the worst possible answer to the item (for eq: every emotion at the far end of the
 scale), so a schedule cannot gain by breaking the format; `eq_logprob = "expected_score"`
 scores the expected EQ-Bench score under each emotion's rating distribution instead of the
@@ -38,7 +38,7 @@ from .engine import Request, token_logprobs
 from .generation import greedy_generate
 from .objective import Objective
 from .scorers import (
-    ANSWER_MARK, digit_credit, eq_bench_expected_score, eq_bench_score, eq_bench_worst_score, final_answer, parse_choice,
+    ANSWER_MARK, BOXED, closing_brace, digit_credit, eq_bench_expected_score, eq_bench_score, eq_bench_worst_score, final_answer, parse_choice,
     parse_eq_ratings, parse_final_number, parse_number,
 )
 from .suites import Item, Suite
@@ -245,7 +245,7 @@ class ProbeObjective(Objective):
 
     def _score_text(self, item: Item, text: str) -> dict[str, Any]:
         """An item's score from its generated answer, and whether the answer could be parsed."""
-        if self.working:  # the answer is what follows the last 'answer' marker, never the working
+        if self.working:  # the answer follows the last 'answer' marker (or is boxed), never the working
             text = final_answer(text) or ""
         if item.scorer in ("digits", "number"):
             final = item.scorer == "number" and not self.working  # with working, text is already the final answer
@@ -267,13 +267,16 @@ _ANSWERED = re.compile(ANSWER_MARK.pattern + r"[^\s*][^\n]*\n", re.IGNORECASE)
 
 
 def answered(text: str) -> bool:
-    """True once the text holds a complete answer line ('Answer: 42' and a line break after it).
+    """True once the text holds a complete answer line ('Answer: 42' and a line break after it) or a
+    closed \\boxed{...}.
 
     Monotone, as generation's stop predicates must be: a continuation of a text that holds one
-    holds it too. The row is cut right after that line, so the first complete answer line is the
-    last answer marker of the text scored (scorers.final_answer).
+    holds it too. The row is cut right there, so the first complete answer is the last answer
+    marker of the text scored (scorers.final_answer).
     """
-    return _ANSWERED.search(text) is not None
+    if _ANSWERED.search(text) is not None:
+        return True
+    return any(closing_brace(text, mark.end()) is not None for mark in BOXED.finditer(text))
 
 
 def evaluate_probes(objectives: list[Any], loaded: Any, schedule: Any = None, *, split: str = "search",

@@ -17,6 +17,10 @@ from typing import Mapping, Sequence
 
 __all__ = [
     "ANSWER_MARK",
+    "ANSWER_READING",
+    "BOXED",
+    "boxed",
+    "closing_brace",
     "digit_credit",
     "eq_bench_expected_score",
     "eq_bench_score",
@@ -127,16 +131,43 @@ def eq_bench_worst_score(reference: Mapping[str, float], scale: tuple[float, flo
 
 # 'Answer: 42', '**Answer:** 7', 'The answer is (B).': the word, then a colon or "is", then the answer
 ANSWER_MARK = re.compile(r"\banswer\s*(?::|\bis\b)[\s*:]*", re.IGNORECASE)
+# How worked answers are read, for caches and stored baselines: 1 = after the last answer marker;
+# 2 = also from a \boxed{...} that comes after it. Results read differently are never compared.
+ANSWER_READING = 2
+# '\boxed{78}': the LaTeX convention that many models (Qwen, DeepSeek, ...) answer in, whatever they are asked
+BOXED = re.compile(r"\\boxed\s*\{")
+
+
+def closing_brace(text: str, start: int) -> int | None:
+    """The index just past the brace that closes one opened right before `start` (None: not closed)."""
+    depth = 1
+    for at in range(start, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[at], 0)
+        if depth == 0:
+            return at + 1
+    return None
+
+
+def boxed(text: str) -> tuple[int, str] | None:
+    """Where the last \\boxed{...} of text begins and what it holds (braces matched); None when the
+    text has none or its last one is not closed yet."""
+    marks = list(BOXED.finditer(text))
+    end = closing_brace(text, marks[-1].end()) if marks else None
+    return None if end is None else (marks[-1].start(), text[marks[-1].end():end - 1].strip())
 
 
 def final_answer(text: str) -> str | None:
-    """The text after the last answer marker ('Answer:', 'answer is'), to the end of its line, or None
-    when the text has no marker or nothing follows it on that line.
+    """The text after the last answer marker ('Answer:', 'answer is') to the end of its line, or what
+    the last \\boxed{...} holds when that comes later; None when the text has neither, or nothing
+    follows the marker on its line.
 
     Answers with working are parsed from here only: a number or option named in the working
     does not count as the answer, nor does a sentence that merely uses the word ('To answer this').
     """
     marks = list(ANSWER_MARK.finditer(text))
+    box = boxed(text)
+    if box is not None and (not marks or box[0] >= marks[-1].start()):
+        return box[1] or None
     if not marks:
         return None
     rest = text[marks[-1].end():]

@@ -75,7 +75,7 @@ class Suite:
     default: bool = False  # the version the bare name means (else the highest version)
     modes: tuple[str, ...] = MODES  # the scoring modes this suite supports
     instructions: dict[str, str] = field(default_factory=dict, compare=False)  # mode -> line added to the prompt
-    working: bool = False  # generate mode: working allowed, the answer read after the last 'answer' marker
+    working: bool = False  # generate mode: working allowed, the answer read after the last 'answer' marker or boxed
     eq_logprob: str = "expected_rating"
     unparsed: str = "zero"
 

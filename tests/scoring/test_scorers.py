@@ -100,6 +100,13 @@ def test_eq_worst_score_by_hand():
         ("ANSWER: 5", "5"),
         ("To answer this, add 2 and 3: 5.", None),  # the word alone is no answer marker
         ("Answer: 42. I hope this answer helps.", "42. I hope this answer helps."),
+        # the LaTeX convention: the last \\boxed{...}, braces matched, when no answer marker follows it
+        ("So he needs \\(\\boxed{78}\\) minutes.", "78"),
+        ("Answer: \\boxed{\\frac{1}{2}}", "\\frac{1}{2}"),
+        ("Answer: 5\nOn second thought: \\boxed{7}", "7"),
+        ("We get \\boxed{7}, so the answer is 8.", "8."),
+        ("first \\boxed{3}, then \\boxed{4", None),  # the last box is not closed: no answer yet
+        ("\\boxed{}", None),
     ],
 )
 def test_final_answer(text, final):
@@ -140,3 +147,22 @@ def test_a_row_stops_after_its_complete_answer_line():
     assert not answered("Answer:\n") and not answered("To answer this, we add.\nThen 5.\n")
     text = "Step 1.\nAnswer: 42\n"  # what a stopped row ends with: its answer is the last marker
     assert final_answer(text) == "42"
+    assert answered("so \\(\\boxed{78}\\)") and not answered("so \\(\\boxed{7") and not answered("\\boxed{\\frac{1}{2}")
+    text = "Add: 16 + 23 = 39. Double: \\(\\boxed{78}\\) minutes.\nQuestion: more"
+    flags = [answered(text[:k]) for k in range(len(text) + 1)]
+    assert flags == sorted(flags) and flags[-1]  # once true, true for every longer text
+    stopped = text[:flags.index(True)]  # where generation cuts the row
+    assert stopped.endswith("\\boxed{78}") and final_answer(stopped) == "78"
+
+
+def test_a_boxed_final_answer_is_parsed_for_numbers_and_options():
+    from rys_search.scoring.probes import ProbeObjective
+    from rys_search.scoring.suites import Item
+
+    objective = ProbeObjective("x", 2, lambda split: [], mode="generate", working=True, unparsed="worst")
+    number = Item(id="n", split="all", scorer="number", prompt="q", answer="78")
+    assert objective._score_text(number, "16 + 23 = 39, doubled \\(\\boxed{78}\\)") == {
+        "score": 100.0, "exact": 1.0, "parsed": 1.0}
+    assert objective._score_text(number, "16 + 23 = 39, doubled 78")["parsed"] == 0.0  # a number in the working is no answer
+    choice = Item(id="c", split="all", scorer="choice", prompt="q", answer="(B)", options=("(A)", "(B)"))
+    assert objective._score_text(choice, "so it must be \\boxed{(B)}")["correct"] == 1.0

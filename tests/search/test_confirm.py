@@ -245,3 +245,37 @@ def test_a_gain_must_clear_zero_family_wise_when_several_changes_are_judged_toge
     assert verdict({"a": strong, **others}) == "gain"
     # entries stored before the differences were kept are judged by their own 95% interval
     assert verdict({"a": {k: v for k, v in lucky.items() if k != "diffs"}, **others}) == "gain"
+
+
+def test_results_read_with_another_answer_reading_are_not_reused(tmp_path, monkeypatch):
+    """A baseline or benchmark result stored before worked answers were also read from \\boxed{}
+    is scored again, never compared with results read the new way."""
+    import rys_search.scoring.scorers as scorers
+    from rys_search.search.validation import _digest
+
+    class Study:
+        def __init__(self, attrs):
+            self.user_attrs = dict(attrs)
+
+        def set_user_attr(self, key, value):
+            self.user_attrs[key] = value
+
+    def confirmer(study):
+        made = Confirmer.__new__(Confirmer)
+        made._baseline, made.study, made.loaded = None, study, None
+        made.stage = SimpleNamespace(baseline=lambda loaded: {"math@2:generate": {"score": 50.0}})
+        return made
+
+    old = Study({"confirm_baseline": {"math@2:generate": {"score": 4.0}}})  # stored by the marker-only reading
+    assert confirmer(old).baseline() == {"math@2:generate": {"score": 50.0}}
+    assert old.user_attrs["confirm_answer_reading"] == scorers.ANSWER_READING
+    current = Study({"confirm_baseline": {"math@2:generate": {"score": 7.0}},
+                     "confirm_answer_reading": scorers.ANSWER_READING})
+    assert confirmer(current).baseline() == {"math@2:generate": {"score": 7.0}}
+
+    path = tmp_path / "gsm8k.jsonl"
+    path.write_text('{"question": "1+1?", "answer": "#### 2"}\n')
+    spec = SimpleNamespace(path=str(path), limit=None)
+    now = _digest(spec)
+    monkeypatch.setattr(scorers, "ANSWER_READING", 1)
+    assert _digest(spec) != now
