@@ -9,15 +9,18 @@
 A file that is missing, not GGUF, or cut short raises ModelFileError with one line that
 says which.
 
-A first load through transformers spends its time in three places: parsing the file's header
-(its tokenizer arrays element by element) once for the config, once for the tokenizer and once
-for the weights; building gguf-py's tensor-name map once per submodule of the model; and
-dequantizing every tensor on one core. `fast_gguf_load` leaves transformers' loader as it is
-(names, q/k permutation, dtypes) and changes only those three steps while it is active: the file
-is parsed once, the name map built once per (architecture, layer count), and the tensors are
-dequantized ahead of the loader by a pool of threads over all cores (gguf-py's own code, a few
-hundred rows per task; numpy releases the GIL in its loops), at most `window` bytes ahead.
-Dequantization is a pure function of each row's bytes, so the tensors are the same.
+A first load through transformers spends its time in four places: parsing the file's header
+(its tokenizer arrays element by element, each a numpy.memmap slice) once for the config, once
+for the tokenizer and once for the weights; turning each parsed element into a Python value, in
+every one of those passes; building gguf-py's tensor-name map once per submodule of the model;
+and dequantizing every tensor on one core. `fast_gguf_load` leaves transformers' loader as it is
+(names, q/k permutation, dtypes) and changes only those steps while it is active: the file is
+parsed once, through a plain ndarray view of its memory map (PlainReader: the same bytes without
+memmap's per-slice bookkeeping), each element is turned into a value once, the name map is built
+once per (architecture, layer count), and the tensors are dequantized ahead of the loader by a
+pool of threads over all cores (gguf-py's own code, a few hundred rows per task; numpy releases
+the GIL in its loops), at most `window` bytes ahead. Dequantization is a pure function of each
+row's bytes, so the tensors are the same.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -62,11 +66,9 @@ def inspect_gguf(path: str | os.PathLike) -> GGUFInfo:
     """Read the header and tensor table; check that every tensor's data lies inside the file."""
     path = Path(path)
     check_magic(path)
-    from gguf import GGUFReader
-
     size = path.stat().st_size
     try:
-        reader = GGUFReader(path)
+        reader = plain_reader()(path)
     except Exception as exc:  # the reader fails in many ways on a cut file: report it as such
         raise ModelFileError(f"{path} is truncated or corrupt ({type(exc).__name__}: {exc})") from None
     end = max((t.data_offset + int(t.n_bytes) for t in reader.tensors), default=reader.data_offset)
@@ -79,6 +81,24 @@ def inspect_gguf(path: str | os.PathLike) -> GGUFInfo:
         raise ModelFileError(f"{path} lacks the GGUF metadata key {exc.args[0]}") from None
     return GGUFInfo(path=path, arch=arch, block_count=block_count, n_tensors=len(reader.tensors), size=size,
                     keys=frozenset(reader.fields))
+
+
+@lru_cache(maxsize=None)
+def plain_reader() -> type:
+    """gguf-py's GGUFReader, its header read through a plain ndarray view of the file's memory map."""
+    import numpy as np
+    from gguf.gguf_reader import GGUFReader  # the class itself, also while fast_gguf_load stands in for gguf.GGUFReader
+
+    class PlainReader(GGUFReader):
+        def _get(self, offset, dtype, count=1, override_order=None):
+            plain = self.__dict__.get("_plain")
+            if plain is None:
+                plain = self._plain = self.data.view(np.ndarray)
+            count, dtype = int(count), np.dtype(dtype)
+            arr = plain[offset:offset + dtype.itemsize * count].view(dtype=dtype)[:count]
+            return arr.view(arr.dtype.newbyteorder(self.byte_order if override_order is None else override_order))
+
+    return PlainReader
 
 
 @dataclass
@@ -111,7 +131,7 @@ def fast_gguf_load(path: str | os.PathLike, threads: int | None = None, window: 
         if mode != "r" or args or kwargs:
             return original["GGUFReader"](file, mode, *args, **kwargs)
         if where not in readers:
-            readers[where] = original["GGUFReader"](file, mode)
+            readers[where] = plain_reader()(file, mode)
             stats.parsed += 1
         return readers[where]
 
@@ -133,12 +153,41 @@ def fast_gguf_load(path: str | os.PathLike, threads: int | None = None, window: 
 
     gguf.GGUFReader, gguf.dequantize, gguf.get_tensor_name_map = reader, dequantize, get_tensor_name_map
     try:
-        yield stats
+        with _parse_once():
+            yield stats
     finally:
         gguf.GGUFReader, gguf.dequantize, gguf.get_tensor_name_map = (
             original["GGUFReader"], original["dequantize"], original["get_tensor_name_map"])
         for prefetcher in ahead.values():
             prefetcher.close()
+
+
+@contextmanager
+def _parse_once() -> Iterator[None]:
+    """While active, transformers turns each header element of a GGUF into a Python value once: the
+    config, tokenizer and weight passes all parse every field, the tokenizer's ~10^5-element arrays
+    included. The values (ints, floats, bools, strings) are immutable, so sharing them is safe."""
+    try:
+        import transformers.modeling_gguf_pytorch_utils as utils
+
+        original = utils._gguf_parse_value
+    except (ImportError, AttributeError):  # a transformers that parses otherwise: nothing to share
+        yield
+        return
+    memo: dict[int, tuple[Any, Any, Any]] = {}
+
+    def parse(value, data_type):
+        kind = tuple(data_type) if isinstance(data_type, list) else data_type
+        hit = memo.get(id(value))
+        if hit is None or hit[0] is not value or hit[1] != kind:  # the part itself is kept: its id stays its own
+            hit = memo[id(value)] = (value, kind, original(value, data_type))
+        return hit[2]
+
+    utils._gguf_parse_value = parse
+    try:
+        yield
+    finally:
+        utils._gguf_parse_value = original
 
 
 class _Prefetcher:
