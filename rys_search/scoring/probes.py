@@ -263,7 +263,8 @@ class ProbeObjective(Objective):
         return {"score": eq_bench_score(ratings, dict(item.emotions)), "parsed": 1.0}
 
 
-_ANSWERED = re.compile(ANSWER_MARK.pattern + r"[^\s*][^\n]*\n", re.IGNORECASE)
+# an answer line holds a letter or digit: 'The final answer is:\n\\[' still waits for what the display holds
+_ANSWERED = re.compile(ANSWER_MARK.pattern + r"(?=[^\n]*[^\W_])[^\s*][^\n]*\n", re.IGNORECASE)
 
 
 def answered(text: str) -> bool:

@@ -172,7 +172,7 @@ def final_answer(text: str) -> str | None:
         return None
     rest = text[marks[-1].end():]
     line = rest.split("\n", 1)[0].strip(" \t*")
-    return line or None
+    return line if re.search(r"[^\W_]", line) else None  # '\\[' alone (a display opening) is no answer
 
 
 def parse_eq_ratings(text: str, emotions: Sequence[str]) -> dict[str, float] | None:

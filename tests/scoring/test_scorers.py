@@ -107,6 +107,8 @@ def test_eq_worst_score_by_hand():
         ("We get \\boxed{7}, so the answer is 8.", "8."),
         ("first \\boxed{3}, then \\boxed{4", None),  # the last box is not closed: no answer yet
         ("\\boxed{}", None),
+        ("Therefore, the final answer is:\n\\[\n\\boxed{10}\n\\]", "10"),
+        ("Therefore, the final answer is:\n\\[\n", None),  # a display opened, its answer not written yet
     ],
 )
 def test_final_answer(text, final):
@@ -153,6 +155,9 @@ def test_a_row_stops_after_its_complete_answer_line():
     assert flags == sorted(flags) and flags[-1]  # once true, true for every longer text
     stopped = text[:flags.index(True)]  # where generation cuts the row
     assert stopped.endswith("\\boxed{78}") and final_answer(stopped) == "78"
+    text = "74 - 64 = 10\nTherefore, the final answer is:\n\\[\n\\boxed{10}\n\\]\n"  # as Qwen2.5-Coder writes it
+    flags = [answered(text[:k]) for k in range(len(text) + 1)]
+    assert flags == sorted(flags) and final_answer(text[:flags.index(True)]) == "10"
 
 
 def test_a_boxed_final_answer_is_parsed_for_numbers_and_options():
