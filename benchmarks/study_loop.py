@@ -69,9 +69,9 @@ def install_stub(items_per_objective: int, eval_seconds: float, prune_share: flo
             trial.set_user_attr("pruned_reason", reason)
             raise optuna.TrialPruned(reason)
         values, scores = [], {}
-        for name, score in stub_scores(schedule, self.n_layers).items():
-            if name not in self.config.objectives:
-                continue
+        stub = stub_scores(schedule, self.n_layers)
+        for name in self.config.objectives:  # pinned keys ('math@1'): the stub scores the suite's name
+            score = stub[name.split("@")[0]]
             items[name] = [{"id": f"{name}-{k}", "score": round(score / 100 + 0.1 * _noise(f"{key}{k}", name), 4),
                             "exact": k % 2} for k in range(items_per_objective)]
             scores[name] = {"score": score, "interval": [score - 2, score + 2], "noise": 1.5,
