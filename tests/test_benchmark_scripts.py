@@ -54,3 +54,13 @@ def test_gsm8k_stop_of_the_generation_benchmark_waits_for_a_finished_number():
     text = "Each box holds 6. The answer is 126.\nQuestion"  # once true, true for every longer text
     flags = [answered(text[:k]) for k in range(len(text) + 1)]
     assert flags == sorted(flags)
+
+
+def test_the_study_loop_stub_finishes_a_study(tmp_path, monkeypatch, capsys):
+    """The stub objective scores the study's pinned objectives: a short run finishes its trials."""
+    import sys
+
+    monkeypatch.setattr(sys, "argv", ["study_loop.py", "--trials", "4", "--items", "3", "--workdir", str(tmp_path)])
+    load("study_loop").main()
+    out = capsys.readouterr().out
+    assert "4 finished trials" in out and "0 failed" in out and "status complete" in out, out[-800:]
