@@ -543,6 +543,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     sec = summary["seconds"]
     print(f"study {summary['study']}: {summary['finished_trials']}/{summary['trials_target']} finished trials "
           f"({summary['status']}); storage {summary['storage']}")
+    if summary.get("confirmed_at_end"):
+        print(f"confirmed at the end: {summary['confirmed_at_end']} front members the paced budget had left")
     print(f"time: load {sec['load']:.1f} s, evaluation {sec['evaluation']:.1f} s, sampler {sec['sampler']:.1f} s, "
           f"tracking {sec['tracking']:.1f} s, total {sec['total']:.1f} s")
     print(f"see every trial: {summary['mlflow_ui']}")

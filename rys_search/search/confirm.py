@@ -12,8 +12,10 @@ among the best `top_k` of an objective, when it finishes is confirmed inside the
 by its confirming suite (generate mode, the held-out split, working allowed, parse rates) and
 every benchmark file the config names, each against the unmodified model with a paired interval.
 A trial can only enter the front when it finishes, so deciding then misses nothing but what the
-pace holds back, which `rys-search pareto` confirms afterwards; each schedule is evaluated by one
-trial only, so it is confirmed once, whatever the number of workers or restarts.
+pace holds back: when the study's last trial is in, front members left unconfirmed are confirmed
+with what remains of the budget (confirm_rest), and `rys-search pareto` confirms any still left.
+Each schedule is evaluated by one trial only, so it is confirmed once, whatever the number of
+workers or restarts.
 
 The verdict (what the reports say):
 - gain: some confirmed change has its paired interval above 0 without its parse rate having risen
@@ -77,8 +79,8 @@ def verdict(confirmed: dict[str, Any] | None, unmodified: bool = False) -> str:
 
 def paced_budget(budget: int, finished: int, trials: int) -> int:
     """Confirmations allowed once `finished` of `trials` trials are done: the budget spread evenly over
-    the study (at least one), so the early fronts of mostly random trials cannot spend it all; a
-    member left unconfirmed is confirmed later by `rys-search pareto`."""
+    the study (at least one), so the early fronts of mostly random trials cannot spend it all; what
+    is left at the end goes to the front's unconfirmed members (confirm_rest)."""
     return min(budget, max(1, math.ceil(budget * finished / max(1, trials))))
 
 
@@ -167,6 +169,24 @@ class Confirmer:
         row = self.measure(schedule)
         self.study.set_user_attr(f"confirmed:{schedule}", row)
         return row
+
+    def confirm_rest(self, rows: list[dict[str, Any]]) -> int:
+        """At the end of a study, confirm front members the pace left unconfirmed, within what is left
+        of the budget, the most convincing cheap change first (the highest lower end of a cheap change
+        interval); return how many were confirmed. `rys-search pareto` confirms any still left."""
+        complete = [t for t in self.study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+        used = sum(1 for t in complete if t.user_attrs.get("confirmed") and not t.user_attrs.get("unmodified"))
+        used += sum(1 for key in self.study.user_attrs if key.startswith("confirmed:"))
+        left = int(self.config.confirm.max_confirmed) - used
+        waiting = [r for r in rows if r["verdict"] == "unconfirmed"]
+
+        def strength(row: dict[str, Any]) -> float:
+            return max((row[k][0] for k in row if k.endswith("_change_interval")), default=float("-inf"))
+
+        chosen = sorted(waiting, key=strength, reverse=True)[:max(0, left)]
+        for row in chosen:
+            self.confirm_later(LayerSchedule.parse(row["schedule"], n_layers=self.loaded.n_layers))
+        return len(chosen)
 
     def confirm(self, trial: Any, schedule: LayerSchedule) -> dict[str, Any]:
         """Score the schedule on the confirmation stage and record it on the trial."""

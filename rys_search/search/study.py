@@ -7,7 +7,9 @@ The study's path through this package: storage.py opens it (storage, sampler, st
 config), runner.py runs one trial (suggest, screen, score, record), recovery.py sets right
 what a killed worker left, reports.py reads the result back (Pareto set, status). This module
 ties them into the loop. `trials` counts finished trials (complete or pruned) in all, so
-running the same command again resumes and stops at the same total.
+running the same command again resumes and stops at the same total. When the last trial is in,
+front members that the paced confirmation budget left unconfirmed are confirmed with what is
+left of it (confirm.py Confirmer.confirm_rest).
 
 Several workers (processes, machines) may run the same study on one storage: the first to
 arrive creates it, with its MLflow parent run and the unmodified trial; the others join it.
@@ -103,8 +105,15 @@ def run_study(config: StudyConfig, loaded: Any = None, progress: bool = True, ou
     t0 = time.perf_counter()
     fail_dead(study, wait=True)
     tracker.reconcile(study, config.name, parent, skip=owner_may_still_log)
+    last_out = not study.get_trials(deepcopy=False, states=_running())
+    confirmed_at_end = 0
+    if last_out and status == "complete" and runner.confirmer is not None:  # what the paced budget held back
+        t1 = time.perf_counter()
+        confirmed_at_end = runner.confirmer.confirm_rest(pareto_rows(study))
+        timings.evaluation += time.perf_counter() - t1
+        t0 += time.perf_counter() - t1
     rows = pareto_rows(study)
-    if not study.get_trials(deepcopy=False, states=_running()):  # the last worker out closes the parent
+    if last_out:  # the last worker out closes the parent
         from .plots import study_figures
 
         from .publish import name_objectives, publish_front
@@ -126,6 +135,7 @@ def run_study(config: StudyConfig, loaded: Any = None, progress: bool = True, ou
         "study": config.name,
         "status": status,
         "stopped_reason": runner.stopped_reason,
+        "confirmed_at_end": confirmed_at_end,
         "finished_trials": finished_count(study),
         "trials_target": config.trials,
         "worker": WORKER,

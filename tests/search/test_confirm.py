@@ -279,3 +279,35 @@ def test_results_read_with_another_answer_reading_are_not_reused(tmp_path, monke
     now = _digest(spec)
     monkeypatch.setattr(scorers, "ANSWER_READING", 1)
     assert _digest(spec) != now
+
+
+def test_what_the_paced_budget_left_goes_to_the_front_at_the_end(tiny_folder, workdir, monkeypatch):
+    """When the last trial is in, the rest of the budget confirms unconfirmed front members, the most
+    convincing cheap change first, never more than the budget in all."""
+    done = SimpleNamespace(state=SimpleNamespace(name="COMPLETE"))
+    trials = [SimpleNamespace(user_attrs={"confirmed": {}, "unmodified": True}, **vars(done)),
+              SimpleNamespace(user_attrs={"confirmed": {"x": {}}}, **vars(done)),
+              SimpleNamespace(user_attrs={}, **vars(done))]
+    study = SimpleNamespace(get_trials=lambda deepcopy: trials, user_attrs={"confirmed:0-3,4x2,5": {}})
+    confirmer = Confirmer.__new__(Confirmer)
+    confirmer.study, confirmer.loaded = study, SimpleNamespace(n_layers=8)
+    confirmer.config = SimpleNamespace(confirm=Confirm(max_confirmed=4), trials=3)
+    asked = []
+    confirmer.confirm_later = lambda schedule: asked.append(str(schedule))
+
+    def row(schedule, lows, verdict="unconfirmed"):
+        return {"schedule": schedule, "verdict": verdict,
+                **{f"o{k}_change_interval": [lo, lo + 2] for k, lo in enumerate(lows)}}
+
+    rows = [row("0-1,2x2,3-7", [0.1, -3]), row("0-2,3x2,4-7", [-1, 2.0]), row("0-3,4x3,5-7", [-2, -2]),
+            row("0-4,5x2,6-7", [9, 9], verdict="no change")]
+    assert confirmer.confirm_rest(rows) == 2 and asked == ["0-2,3x2,4-7", "0-1,2x2,3-7"]  # 4 - 2 used: two more
+    confirmer.config = SimpleNamespace(confirm=Confirm(max_confirmed=2), trials=3)
+    asked.clear()
+    assert confirmer.confirm_rest(rows) == 0 and not asked  # the budget is spent
+
+    calls = []
+    monkeypatch.setattr(Confirmer, "confirm_rest", lambda self, rows: calls.append(rows) or 0)
+    summary = run_study(config(tiny_folder, trials=4, seed=3, name="rest"), progress=False)
+    assert len(calls) == 1 and summary["confirmed_at_end"] == 0  # once, with the front as it stands at the end
+    assert [r["trial"] for r in calls[0]] == [r["trial"] for r in summary["pareto"]]
