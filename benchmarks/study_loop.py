@@ -11,7 +11,8 @@ multi-worker checks) in a fresh folder. Without --model the objectives are a stu
 schedule's scores are a fixed function of its blocks (a smooth landscape plus hash noise, so a
 sampler has something to learn and proposes duplicates as a real study does), stored with the
 same attributes and per-item records as real scores, so tracking writes what it writes in a
-real study; --eval-seconds adds a sleep per scored trial. Per trial, from the runner's own
+real study; --eval-seconds adds a sleep per scored trial. The stub study has no confirmation
+stage (there is no model to confirm on); its cost is evaluation, measured with --model. Per trial, from the runner's own
 timings: evaluation (objectives), tracking (MLflow inside the loop) and sampler (the rest of the
 loop: Optuna's sampler and storage, the duplicate and admission checks, the progress line).
 The table gives each as the mean over the 10 trials ending at trial 50, 250 and 500 (and the
@@ -217,6 +218,7 @@ def main() -> None:
         install_stub(args.items, args.eval_seconds, args.prune_share)
         overrides["model"] = "stub"
         overrides["limit"] = 1
+        overrides["confirm"] = {"enabled": False}  # the stub has no model to confirm on (its cost is evaluation)
         loaded = SimpleNamespace(n_layers=args.n_layers, family=SimpleNamespace(repeat_period=1),
                                  device=SimpleNamespace(type="cpu"), token_budget=None, runtime=None)
     config = load_config(overrides=overrides)
