@@ -38,8 +38,8 @@ from .engine import Request, token_logprobs
 from .generation import greedy_generate
 from .objective import Objective
 from .scorers import (
-    ANSWER_MARK, BOXED, closing_brace, digit_credit, eq_bench_expected_score, eq_bench_score, eq_bench_worst_score, final_answer, parse_choice,
-    parse_eq_ratings, parse_final_number, parse_number,
+    ANSWER_CHAR, ANSWER_MARK, BOXED, closing_brace, digit_credit, eq_bench_expected_score, eq_bench_score,
+    eq_bench_worst_score, final_answer, parse_choice, parse_eq_ratings, parse_final_number, parse_number,
 )
 from .suites import Item, Suite
 
@@ -264,7 +264,7 @@ class ProbeObjective(Objective):
 
 
 # an answer line holds a letter or digit: 'The final answer is:\n\\[' still waits for what the display holds
-_ANSWERED = re.compile(ANSWER_MARK.pattern + r"(?=[^\n]*[^\W_])[^\s*][^\n]*\n", re.IGNORECASE)
+_ANSWERED = re.compile(ANSWER_MARK.pattern + r"(?=[^\n]*" + ANSWER_CHAR + r")[^\s*][^\n]*\n", re.IGNORECASE)
 
 
 def answered(text: str) -> bool:

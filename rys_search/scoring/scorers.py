@@ -16,6 +16,7 @@ import re
 from typing import Mapping, Sequence
 
 __all__ = [
+    "ANSWER_CHAR",
     "ANSWER_MARK",
     "ANSWER_READING",
     "BOXED",
@@ -131,6 +132,8 @@ def eq_bench_worst_score(reference: Mapping[str, float], scale: tuple[float, flo
 
 # 'Answer: 42', '**Answer:** 7', 'The answer is (B).': the word, then a colon or "is", then the answer
 ANSWER_MARK = re.compile(r"\banswer\s*(?::|\bis\b)[\s*:]*", re.IGNORECASE)
+# what an answer holds at least: a letter or digit ('\[' alone opens a display, its answer still to come)
+ANSWER_CHAR = r"[^\W_]"
 # How worked answers are read, for caches and stored baselines: 1 = after the last answer marker;
 # 2 = also from a \boxed{...} that comes after it. Results read differently are never compared.
 ANSWER_READING = 2
@@ -172,7 +175,7 @@ def final_answer(text: str) -> str | None:
         return None
     rest = text[marks[-1].end():]
     line = rest.split("\n", 1)[0].strip(" \t*")
-    return line if re.search(r"[^\W_]", line) else None  # '\\[' alone (a display opening) is no answer
+    return line if re.search(ANSWER_CHAR, line) else None
 
 
 def parse_eq_ratings(text: str, emotions: Sequence[str]) -> dict[str, float] | None:

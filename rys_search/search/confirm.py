@@ -84,6 +84,11 @@ def paced_budget(budget: int, finished: int, trials: int) -> int:
     return min(budget, max(1, math.ceil(budget * finished / max(1, trials))))
 
 
+def _confirmed_in_trials(trials: list[Any]) -> int:
+    """How many of these trials were confirmed inside the study, the unmodified model not counted."""
+    return sum(1 for t in trials if t.user_attrs.get("confirmed") and not t.user_attrs.get("unmodified"))
+
+
 def _dominates(a: list[float], b: list[float], signs: list[int]) -> bool:
     """a dominates b: at least as good everywhere and better somewhere (signs: +1 maximise, -1 minimise)."""
     at_least = all(s * x >= s * y for x, y, s in zip(a, b, signs))
@@ -115,8 +120,8 @@ class Confirmer:
         if complete is None:
             complete = [t for t in self.study.get_trials(deepcopy=False) if t.state.name == "COMPLETE" and t.values]
         others = [t for t in complete if t.number != trial.number]
-        confirmed = sum(1 for t in others if t.user_attrs.get("confirmed") and not t.user_attrs.get("unmodified"))
-        if confirmed >= paced_budget(int(self.config.confirm.max_confirmed), len(others) + 1, int(self.config.trials)):
+        allowed = paced_budget(int(self.config.confirm.max_confirmed), len(others) + 1, int(self.config.trials))
+        if _confirmed_in_trials(others) >= allowed:
             return False
         signs = _signs(self.study)
         if not any(_dominates(list(t.values), values, signs) for t in others):
@@ -175,8 +180,7 @@ class Confirmer:
         of the budget, the most convincing cheap change first (the highest lower end of a cheap change
         interval); return how many were confirmed. `rys-search pareto` confirms any still left."""
         complete = [t for t in self.study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
-        used = sum(1 for t in complete if t.user_attrs.get("confirmed") and not t.user_attrs.get("unmodified"))
-        used += sum(1 for key in self.study.user_attrs if key.startswith("confirmed:"))
+        used = _confirmed_in_trials(complete) + sum(1 for key in self.study.user_attrs if key.startswith("confirmed:"))
         left = int(self.config.confirm.max_confirmed) - used
         waiting = [r for r in rows if r["verdict"] == "unconfirmed"]
 

@@ -106,12 +106,13 @@ def run_study(config: StudyConfig, loaded: Any = None, progress: bool = True, ou
     fail_dead(study, wait=True)
     tracker.reconcile(study, config.name, parent, skip=owner_may_still_log)
     last_out = not study.get_trials(deepcopy=False, states=_running())
+    timings.tracking += time.perf_counter() - t0
     confirmed_at_end = 0
     if last_out and status == "complete" and runner.confirmer is not None:  # what the paced budget held back
-        t1 = time.perf_counter()
+        t0 = time.perf_counter()
         confirmed_at_end = runner.confirmer.confirm_rest(pareto_rows(study))
-        timings.evaluation += time.perf_counter() - t1
-        t0 += time.perf_counter() - t1
+        timings.evaluation += time.perf_counter() - t0
+    t0 = time.perf_counter()
     rows = pareto_rows(study)
     if last_out:  # the last worker out closes the parent
         from .plots import study_figures
