@@ -31,14 +31,15 @@ MAX_CONSECUTIVE_FAILURES = 3
 @dataclass
 class Timings:
     load: float = 0.0
-    evaluation: float = 0.0  # objectives, inside trials
+    evaluation: float = 0.0  # objectives: inside trials, and the confirmations after the loop
+    after_loop: float = 0.0  # the part of evaluation spent after the loop (the end-of-study confirmations)
     tracking: float = 0.0  # MLflow, all of it
     trial_tracking: float = 0.0  # MLflow, inside the optimisation loop
     optimize: float = 0.0  # the whole loop
 
     def sampler(self) -> float:
         """Loop time that is neither evaluation nor tracking: Optuna's sampler and storage."""
-        return max(0.0, self.optimize - self.evaluation - self.trial_tracking)
+        return max(0.0, self.optimize - (self.evaluation - self.after_loop) - self.trial_tracking)
 
 
 @dataclass

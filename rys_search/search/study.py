@@ -111,7 +111,8 @@ def run_study(config: StudyConfig, loaded: Any = None, progress: bool = True, ou
     if last_out and status == "complete" and runner.confirmer is not None:  # what the paced budget held back
         t0 = time.perf_counter()
         confirmed_at_end = runner.confirmer.confirm_rest(pareto_rows(study))
-        timings.evaluation += time.perf_counter() - t0
+        timings.after_loop = time.perf_counter() - t0
+        timings.evaluation += timings.after_loop
     t0 = time.perf_counter()
     rows = pareto_rows(study)
     if last_out:  # the last worker out closes the parent

@@ -4,6 +4,7 @@ workers and after a kill), `pareto --bench` caching, and export limited to membe
 import json
 import subprocess
 import sys
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -307,7 +308,9 @@ def test_what_the_paced_budget_left_goes_to_the_front_at_the_end(tiny_folder, wo
     assert confirmer.confirm_rest(rows) == 0 and not asked  # the budget is spent
 
     calls = []
-    monkeypatch.setattr(Confirmer, "confirm_rest", lambda self, rows: calls.append(rows) or 0)
+    monkeypatch.setattr(Confirmer, "confirm_rest", lambda self, rows: calls.append(rows) or time.sleep(2) or 0)
     summary = run_study(config(tiny_folder, trials=4, seed=3, name="rest"), progress=False)
     assert len(calls) == 1 and summary["confirmed_at_end"] == 0  # once, with the front as it stands at the end
     assert [r["trial"] for r in calls[0]] == [r["trial"] for r in summary["pareto"]]
+    seconds = summary["seconds"]  # the end's confirmations count as evaluation, and take nothing from the sampler's
+    assert seconds["evaluation"] >= 2 and seconds["sampler"] > 0
