@@ -492,7 +492,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     for figure in pictures.values():
         plt.close(figure)
     if args.json:
-        print(json.dumps({"path": str(path), "table": state["table"],
+        print(json.dumps({"path": str(path), "table": state["table"], "versions": state["versions"],
                           "seconds_per_schedule": state["seconds_per_schedule"]}, indent=1))
     else:
         print("\n".join(cal.format_table(state)))

@@ -14,7 +14,8 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["bootstrap_interval", "family_level", "paired_interval", "half_width", "ranks", "spearman", "spearman_interval"]
+__all__ = ["bootstrap_interval", "family_level", "paired_interval", "half_width", "ranks", "spearman", "spearman_difference",
+           "spearman_interval"]
 
 N_BOOT = 2000
 LEVEL = 0.95
@@ -98,6 +99,28 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     rx, ry = rx - rx.mean(), ry - ry.mean()
     denominator = math.sqrt(float((rx * rx).sum() * (ry * ry).sum()))
     return float((rx * ry).sum() / denominator) if denominator > 0 else float("nan")
+
+
+def spearman_difference(a: Sequence[float], b: Sequence[float], y: Sequence[float], n_boot: int = N_BOOT,
+                        level: float = LEVEL, seed: int = 0) -> tuple[float, float, float]:
+    """How much better a ranks like y than b does: spearman(a, y) - spearman(b, y), with a percentile
+    bootstrap interval that resamples the triples together (a, b and y measured on the same units)."""
+    aa, ab, ay = (np.asarray(v, dtype=np.float64) for v in (a, b, y))
+    if not aa.size == ab.size == ay.size:
+        raise ValueError(f"spearman_difference needs triples: {aa.size}, {ab.size}, {ay.size} values")
+    value = spearman(aa, ay) - spearman(ab, ay)
+    if aa.size < 3:
+        return value, float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, aa.size, size=aa.size)
+        d = spearman(aa[idx], ay[idx]) - spearman(ab[idx], ay[idx])
+        if math.isfinite(d):
+            values.append(d)
+    if len(values) < n_boot // 2:
+        return value, float("nan"), float("nan")
+    return (value, *_percentiles(np.asarray(values), level))
 
 
 def spearman_interval(x: Sequence[float], y: Sequence[float], n_boot: int = N_BOOT, level: float = LEVEL,

@@ -35,7 +35,7 @@ from ..scoring.memory import retry_out_of_memory
 from ..scoring.stage import Spec, Stage
 
 __all__ = ["bench_specs", "calibration_for", "calibration_path", "describe_for_run", "figures", "format_table",
-           "model_key", "probe_specs", "run_calibration", "sample_schedules", "summarize"]
+           "model_key", "probe_specs", "run_calibration", "sample_schedules", "summarize", "versions"]
 
 KIND = "rys-search calibration"
 FORMAT = 1
@@ -200,6 +200,7 @@ def run_calibration(loaded: Any, schedules: list[LayerSchedule], specs: list[Spe
         done += 1
         print(f"calibrate: [{done}/{len(schedules)}] {schedule}  {row['_seconds']:.1f} s", file=out)
     state["table"] = summarize(state)
+    state["versions"] = versions(state)
     state["seconds_per_schedule"] = _seconds(state, specs)
     state["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     _save(path, state)
@@ -283,6 +284,32 @@ def summarize(state: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def versions(state: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each newer version of a suite against each older one in the same mode, per benchmark: the
+    difference of their Spearman correlations with the benchmark, with a bootstrap interval that
+    resamples schedules (both versions were scored on the same ones). An interval above 0 says the
+    newer version ranks schedules more like the benchmark; one holding 0 says neither is better."""
+    import re
+
+    from ..scoring.stats import spearman_difference
+
+    keys = _keys(state)
+    parsed = [(k, m.group(1), int(m.group(2)), m.group(3)) for k in keys if not _is_bench(state, k)
+              for m in [re.fullmatch(r"(.+)@(\d+):(\w+)", k)] if m]
+    rows = []
+    for bench in (k for k in keys if _is_bench(state, k)):
+        for newer, name, version, mode in parsed:
+            for older in [k for k, n, v, m in parsed if (n, m) == (name, mode) and v < version]:
+                triples = [(e[newer]["change"], e[older]["change"], e[bench]["change"]) for e in state["schedules"].values()
+                           if all(e.get(k, {}).get("change") is not None for k in (newer, older, bench))]
+                if not triples:
+                    continue
+                value, lo, hi = spearman_difference(*zip(*triples))
+                rows.append({"benchmark": bench, "newer": newer, "older": older, "n": len(triples),
+                             "difference": _finite(value), "interval": [_finite(lo), _finite(hi)]})
+    return rows
+
+
 def _keys(state: dict[str, Any]) -> list[str]:
     keys: list[str] = []
     for entry in state["schedules"].values():
@@ -358,6 +385,10 @@ def format_table(state: dict[str, Any]) -> list[str]:
             sign = r.get("sign_agreement")
             agree = "" if sign is None else f"  signs agree {100 * sign:.0f}% of {r['sign_n']} outside noise"
             lines.append(f"    {r['objective']:<26} Spearman {text}{ci:<17}{agree}")
+        for r in (r for r in state.get("versions") or [] if r["benchmark"] == bench):
+            d, (lo, hi) = r["difference"], r["interval"]
+            text = "n/a" if d is None else f"{d:+.2f}" + ("" if lo is None else f" [{lo:+.2f}, {hi:+.2f}]")
+            lines.append(f"    {r['newer']} against {r['older']}: Spearman difference {text}")
     seconds = state.get("seconds_per_schedule") or {}
     if seconds:
         lines.append("  seconds per schedule: " + ", ".join(f"{k} {v:.2f}" for k, v in seconds.items()))

@@ -8,7 +8,8 @@ import torch
 from benchfiles import write_benchmarks
 from rys_search.cli import main
 from rys_search.schedule import LayerSchedule
-from rys_search.search.calibrate import sample_schedules, summarize
+from rys_search.scoring.stats import spearman_difference
+from rys_search.search.calibrate import format_table, sample_schedules, summarize, versions
 from rys_search.search.config import SearchSpace
 
 OBJECTIVES = "math@1:logprob,eq@2,fixed_point"  # eq@2 in both of its modes
@@ -40,6 +41,7 @@ def test_calibrate_end_to_end_and_resume(tiny_folder, tmp_path, capsys):
             assert -1 <= row["spearman"] <= 1
         assert ("sign_agreement" in row) == (not row["objective"].startswith("fixed_point"))
     assert set(out["seconds_per_schedule"]) >= {"math@1:logprob", "eqbench:generate", "fixed_point", "all"}
+    assert out["versions"] == []  # one version of each suite in each mode was asked for: nothing to compare
     path = tmp_path / "cal.calibration.json"
     state = json.loads(path.read_text())
     assert len(state["schedules"]) == 3 and set(state["baseline"]) == (objectives - {k for k in objectives
@@ -103,6 +105,27 @@ def test_summary_statistics_by_hand():
     assert p["outside_noise"] == 3 and p["sign_agreement"] == 1.0 and p["sign_n"] == 3
     # ranks f: 1,2,3,4 against b: 3,4,1,2 -> d^2 = 4+4+4+4 = 16 -> rho = 1 - 6*16 / 60 = -0.6
     assert rows["f"]["spearman"] == pytest.approx(-0.6)
+
+
+def test_versions_compared_on_the_same_schedules():
+    """A newer suite version is compared with each older one in the same mode only: the difference of
+    their Spearman correlations with the benchmark, its interval from resampling schedules together."""
+    bench = [2.0, 3.0, -2.0, -0.5, 1.0]
+    same = [b * 3 for b in bench]  # ranks exactly like the benchmark: +1
+    opposite = [-b for b in bench]  # ranks exactly against it: -1
+    other = [0.1, 0.5, 0.2, 0.4, 0.3]
+    state = {"model": "m", "settings": {"benchmarks": {"b:generate": "x"}}, "schedules": {
+        f"s{i}": {"m@2:logprob": {"change": same[i]}, "m@1:logprob": {"change": opposite[i]},
+                  "m@1:generate": {"change": other[i]}, "fixed_point": {"change": other[i]},
+                  "b:generate": {"change": bench[i]}} for i in range(5)}}
+    rows = versions(state)
+    assert [(r["newer"], r["older"], r["benchmark"], r["n"]) for r in rows] == [("m@2:logprob", "m@1:logprob", "b:generate", 5)]
+    assert rows[0]["difference"] == pytest.approx(2.0) and rows[0]["interval"] == pytest.approx([2.0, 2.0])
+    state["versions"], state["table"] = rows, summarize(state)
+    assert "    m@2:logprob against m@1:logprob: Spearman difference +2.00 [+2.00, +2.00]" in format_table(state)
+    # against the hand-computed correlations of the test above: p (0.4) and f (-0.6) differ by 1.0
+    value, lo, hi = spearman_difference([1, 2, -1, 3], [0.1, 0.2, 0.3, 0.4], [2, 3, -2, -0.5])
+    assert value == pytest.approx(1.0) and lo <= value <= hi
 
 
 def test_schedule_sample_spreads_over_the_space():
