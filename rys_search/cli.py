@@ -438,7 +438,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from .loading import load_model
-    from .scoring.scorers import ANSWER_READING
+    from .scoring.benchmarks import reading
     from .scoring.stage import Spec
     from .search import calibrate as cal
     from .search.config import CPU_LIMIT, load_config
@@ -475,7 +475,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     probes = [replace(p, limit=limit) for p in probes]
     settings = {"objectives": [s.key for s in probes + figures], "benchmarks": {s.key: s.path for s in benches},
                 "limit": limit, "bench_limit": args.bench_limit, "schedules": [str(s) for s in schedules],
-                "answer_reading": ANSWER_READING}
+                "reading": reading()}
     state = cal.run_calibration(loaded, schedules, probes + benches + figures, path, model=str(model), key=key,
                                 settings=settings, suites=args.suites, study=args.study)
     pictures = cal.figures(state)

@@ -56,7 +56,7 @@ def test_validate_reads_the_public_formats(tiny_folder, tmp_path, capsys):
         lo, hi = row["change"]["interval"]
         assert lo <= row["change"]["mean"] <= hi
     assert main(args[:-1] + ["--limit", "1", "--mode", "generate"]) == 0
-    assert "bbh v2" in capsys.readouterr().out
+    assert "bbh v3" in capsys.readouterr().out
 
 
 def test_validate_bad_bench_arguments(tiny_folder, tmp_path, capsys):

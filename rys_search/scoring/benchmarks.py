@@ -26,9 +26,9 @@ from ..errors import UserError
 from .probes import ProbeObjective
 from .suites import Item, read_jsonl, render
 
-__all__ = ["BENCHMARKS", "BENCH_MODES", "parse_bench", "read_benchmark"]
+__all__ = ["BENCHMARKS", "BENCH_MODES", "parse_bench", "read_benchmark", "reading"]
 
-VERSION = 2
+VERSION = 3  # 3: GSM8K answers get 512 new tokens (320 cut a quarter of Qwen2.5-Coder-1.5B's answers short)
 ANSWER_ONLY = "Reply with the answer only."
 WORKING = "Think it through step by step, then give the final answer on its own line as 'Answer: <answer>'."
 GSM8K_PROMPT = "{question}\nSolve the problem, then write the final answer as 'The answer is N'."
@@ -140,13 +140,22 @@ def eqbench_items(path: Path) -> list[Item]:
 
 # per benchmark: reader, answer length in generate mode, and how the answer is read (probes.py)
 BENCHMARKS = {
-    "gsm8k": (gsm8k_items, 320, {"working": True, "unparsed": "worst"}),
+    "gsm8k": (gsm8k_items, 512, {"working": True, "unparsed": "worst"}),
     "bbh": (bbh_items, 384, {"working": True, "unparsed": "worst",
                              "instructions": {"logprob": ANSWER_ONLY, "generate": WORKING}}),
     "eqbench": (eqbench_items, 64, {"unparsed": "worst", "eq_logprob": "expected_score"}),
 }
 # the mode a benchmark is read in when none is named: how its own harness reads it
 BENCH_MODES = {"gsm8k": "generate", "bbh": "logprob", "eqbench": "generate"}
+
+
+def reading() -> str:
+    """How stored results were read: the worked-answer reading and the benchmark readers' version.
+    Results read another way (a cache, a study's confirmation baseline, a calibration) are scored
+    again, never compared with new ones."""
+    from .scorers import ANSWER_READING
+
+    return f"answers {ANSWER_READING}, benchmarks {VERSION}"
 
 
 def parse_bench(text: str, mode: str | None = None) -> tuple[str, str, str]:

@@ -137,21 +137,21 @@ class Confirmer:
 
     def baseline(self) -> dict[str, Any]:
         """The unmodified model on the confirmation stage: stored on the study, computed once (again
-        when it was stored by a version that read worked answers otherwise: scorers.ANSWER_READING).
+        when it was stored by a version that read results otherwise: benchmarks.reading()).
 
         Two workers that both find it missing compute the same numbers and store them twice;
         nothing is lost either way.
         """
         if self._baseline is None:
-            from ..scoring.scorers import ANSWER_READING
+            from ..scoring.benchmarks import reading
 
             attrs = self.study.user_attrs
             stored = attrs.get("confirm_baseline")
-            if stored is None or attrs.get("confirm_answer_reading", 1) != ANSWER_READING:  # read otherwise: again
+            if stored is None or attrs.get("confirm_reading") != reading():  # read otherwise: again
                 start = time.perf_counter()
                 stored = self.stage.baseline(self.loaded)
                 self.study.set_user_attr("confirm_baseline", stored)
-                self.study.set_user_attr("confirm_answer_reading", ANSWER_READING)
+                self.study.set_user_attr("confirm_reading", reading())
                 log.info("confirmation stage: unmodified model scored in %.1f s", time.perf_counter() - start)
             self._baseline = stored
         return self._baseline

@@ -26,10 +26,10 @@ __all__ = ["above_baseline", "bench_entries", "cache_key", "holds", "validate_fr
 
 def _digest(spec: Any) -> str:
     """The bytes of a benchmark file (every file of a BBH folder, by name), the item limit and how
-    worked answers are read (scorers.ANSWER_READING)."""
-    from ..scoring.scorers import ANSWER_READING
+    results are read (benchmarks.reading())."""
+    from ..scoring.benchmarks import reading
 
-    h = hashlib.sha256(repr((spec.limit, ANSWER_READING)).encode())
+    h = hashlib.sha256(repr((spec.limit, reading())).encode())
     path = Path(spec.path)
     for file in sorted(path.rglob("*")) if path.is_dir() else [path]:
         if file.is_file():

@@ -250,7 +250,9 @@ def test_a_gain_must_clear_zero_family_wise_when_several_changes_are_judged_toge
 
 def test_results_read_with_another_answer_reading_are_not_reused(tmp_path, monkeypatch):
     """A baseline or benchmark result stored before worked answers were also read from \\boxed{}
-    is scored again, never compared with results read the new way."""
+    (or before GSM8K answers had 512 tokens) is scored again, never compared with results read the
+    new way."""
+    import rys_search.scoring.benchmarks as benchmarks
     import rys_search.scoring.scorers as scorers
     from rys_search.search.validation import _digest
 
@@ -269,16 +271,21 @@ def test_results_read_with_another_answer_reading_are_not_reused(tmp_path, monke
 
     old = Study({"confirm_baseline": {"math@2:generate": {"score": 4.0}}})  # stored by the marker-only reading
     assert confirmer(old).baseline() == {"math@2:generate": {"score": 50.0}}
-    assert old.user_attrs["confirm_answer_reading"] == scorers.ANSWER_READING
-    current = Study({"confirm_baseline": {"math@2:generate": {"score": 7.0}},
-                     "confirm_answer_reading": scorers.ANSWER_READING})
+    assert old.user_attrs["confirm_reading"] == benchmarks.reading()
+    current = Study({"confirm_baseline": {"math@2:generate": {"score": 7.0}}, "confirm_reading": benchmarks.reading()})
     assert confirmer(current).baseline() == {"math@2:generate": {"score": 7.0}}
+    before_budget = Study({"confirm_baseline": {"math@2:generate": {"score": 7.0}}, "confirm_answer_reading": 2})
+    assert confirmer(before_budget).baseline() == {"math@2:generate": {"score": 50.0}}
 
     path = tmp_path / "gsm8k.jsonl"
     path.write_text('{"question": "1+1?", "answer": "#### 2"}\n')
     spec = SimpleNamespace(path=str(path), limit=None)
     now = _digest(spec)
     monkeypatch.setattr(scorers, "ANSWER_READING", 1)
+    assert _digest(spec) != now
+    monkeypatch.setattr(scorers, "ANSWER_READING", 2)
+    assert _digest(spec) == now
+    monkeypatch.setattr(benchmarks, "VERSION", 2)
     assert _digest(spec) != now
 
 
