@@ -602,6 +602,7 @@ def _print_pareto(rows: list[dict[str, Any]], objectives: list[str]) -> None:
                 for key, e in entries.items():
                     lo, hi = e["change_interval"]
                     parsed = f" parsed {100 * e['parse_rate']:.0f}%" if e.get("parse_rate") is not None else ""
+                    parsed += f" ({100 * e['cut_rate']:.0f}% cut off)" if e.get("cut_rate") else ""
                     broken = (" BROKEN OUTPUT" if e.get("broken_output") else
                               " (parse shift: not counted)" if e.get("parse_shift") else "")
                     cells.append(f"{key} {e['change']:+.2f} [{lo:+.2f}, {hi:+.2f}]{parsed}{broken}")

@@ -35,7 +35,7 @@ import numpy as np
 
 from ..chat import chat_ids
 from .engine import Request, token_logprobs
-from .generation import greedy_generate
+from .generation import end_tokens, generate_ids
 from .objective import Objective
 from .scorers import (
     ANSWER_CHAR, ANSWER_MARK, BOXED, closing_brace, digit_credit, eq_bench_expected_score, eq_bench_score,
@@ -237,11 +237,16 @@ class ProbeObjective(Objective):
         tokenizer = loaded.tokenizer
         prompts = [self._prompt_ids(tokenizer, item) for item in items]
         # with working, a row ends once its answer line is complete: the answer is read from there anyway
-        texts, tokens = greedy_generate(loaded, prompts, self.max_new_tokens, stop=answered if self.working else None)
+        new = generate_ids(loaded, prompts, self.max_new_tokens, stop=answered if self.working else None)
+        ends = end_tokens(loaded)
         results = []
-        for item, text in zip(items, texts):
-            results.append({"id": item.id, "output": text, **self._score_text(item, self.answer_prefix + text)})
-        return results, _summary(results), tokens
+        for item, ids in zip(items, new):
+            text = tokenizer.decode(ids, skip_special_tokens=True).strip()
+            scored = self._score_text(item, self.answer_prefix + text)
+            # cut: no answer read because the row ran out of new tokens (no end token): the limit, not the model
+            cut = not scored["parsed"] and len(ids) >= self.max_new_tokens and ids[-1] not in ends
+            results.append({"id": item.id, "output": text, **scored, "cut": float(cut)})
+        return results, _summary(results), sum(len(p) for p in prompts) + sum(len(ids) for ids in new)
 
     def _score_text(self, item: Item, text: str) -> dict[str, Any]:
         """An item's score from its generated answer, and whether the answer could be parsed."""
@@ -323,9 +328,9 @@ def evaluate_probes(objectives: list[Any], loaded: Any, schedule: Any = None, *,
 
 
 def _summary(results: list[dict[str, Any]]) -> dict[str, float]:
-    """Mean of each 0/1 flag the scorers set (exact, correct, parsed), as shares."""
+    """Mean of each 0/1 flag the scorers set (exact, correct, parsed) and of generation's cut, as shares."""
     metrics: dict[str, float] = {}
-    for key in ("exact", "correct", "parsed"):
+    for key in ("exact", "correct", "parsed", "cut"):
         values = [r[key] for r in results if key in r]
         if values:
             metrics[{"correct": "accuracy"}.get(key, key)] = float(np.mean(values))

@@ -14,6 +14,7 @@ probes share one engine pass, and so do logprob-mode benchmarks; the rest are sc
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,10 @@ from typing import Any
 __all__ = ["FIGURES", "Spec", "Stage", "above_zero", "gain_interval"]
 
 FIGURES = ("fixed_point", "fixed_point.kl", "fixed_point.contraction", "fixed_point.seam")
+
+log = logging.getLogger(__name__)
+# a baseline with this share of answers cut off at the new-token limit is warned about
+CUT_WARNING = 0.05
 
 
 @dataclass(frozen=True)
@@ -91,7 +96,13 @@ class Stage:
         from ..schedule import LayerSchedule
 
         results = self.evaluate(loaded, LayerSchedule.identity(loaded.n_layers))
-        return {k: _baseline_entry(r) for k, r in results.items() if k != "fixed_point"}
+        out = {k: _baseline_entry(r) for k, r in results.items() if k != "fixed_point"}
+        for key, stored in out.items():
+            if (stored.get("cut_rate") or 0.0) >= CUT_WARNING:
+                log.warning("%s: %.0f%% of the unmodified model's answers ran out of new tokens before an answer "
+                            "could be read; its scores partly measure answer length (allow more new tokens)",
+                            key, 100 * stored["cut_rate"])
+        return out
 
     def measure(self, loaded: Any, schedule: Any, baseline: dict[str, Any]) -> dict[str, Any]:
         """Each spec's score under schedule, its paired change against baseline and, where parsed, its
@@ -119,7 +130,7 @@ def figures(result: Any) -> dict[str, float | None]:
 def _baseline_entry(result: Any) -> dict[str, Any]:
     return {"score": result.score, "interval": list(result.interval), "version": result.version,
             "items": [{k: i[k] for k in ("id", "score", "parsed") if k in i} for i in result.items],
-            "parse_rate": result.metrics.get("parsed"), "seconds": result.seconds}
+            "parse_rate": result.metrics.get("parsed"), "cut_rate": result.metrics.get("cut"), "seconds": result.seconds}
 
 
 def as_result(stored: dict[str, Any]) -> Any:
@@ -141,6 +152,7 @@ def entry(result: Any, baseline: Any) -> dict[str, Any]:
     parse = parse_check(result, baseline)
     if parse is not None:
         out["parse_rate"] = parse["parse_rate"]
+        out["cut_rate"] = result.metrics.get("cut")
         out["broken_output"] = parse["broken_output"]
         out["parse_shift"] = parse["parse_shift"]
         out["parse_change_interval"] = parse["parse_change_interval"]

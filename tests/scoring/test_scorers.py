@@ -171,3 +171,40 @@ def test_a_boxed_final_answer_is_parsed_for_numbers_and_options():
     assert objective._score_text(number, "16 + 23 = 39, doubled 78")["parsed"] == 0.0  # a number in the working is no answer
     choice = Item(id="c", split="all", scorer="choice", prompt="q", answer="(B)", options=("(A)", "(B)"))
     assert objective._score_text(choice, "so it must be \\boxed{(B)}")["correct"] == 1.0
+
+
+def test_answers_cut_off_at_the_token_limit_are_counted_and_a_baseline_with_many_is_warned_about(monkeypatch, caplog):
+    """cut: no answer read and the row used every new token without an end token (the limit, not the
+    model, ended it); an answer that fits, or a row the model ended, is never cut."""
+    from types import SimpleNamespace
+
+    import rys_search.scoring.probes as probes
+    from rys_search.schedule import LayerSchedule
+    from rys_search.scoring.probes import ProbeObjective
+    from rys_search.scoring.stage import Stage
+    from rys_search.scoring.suites import Item
+
+    words = {0: "", 5: "so ", 7: "Answer: 78\n"}  # 0 is the end token
+    tokenizer = SimpleNamespace(decode=lambda ids, skip_special_tokens=True: "".join(words[i] for i in ids))
+    model = SimpleNamespace(generation_config=SimpleNamespace(eos_token_id=0), config=None)
+    loaded = SimpleNamespace(tokenizer=tokenizer, model=model)
+    rows = [[5, 5, 5], [5, 0], [5, 7], [5, 5, 7]]  # cut / ended by the model / answered early / answered at the limit
+    monkeypatch.setattr(probes, "generate_ids", lambda loaded, prompts, max_new, stop=None: rows)
+    objective = ProbeObjective("x", 2, lambda split: [], mode="generate", max_new_tokens=3, working=True, unparsed="worst")
+    monkeypatch.setattr(objective, "_prompt_ids", lambda tokenizer, item: [1, 2])
+    items = [Item(id=str(k), split="all", scorer="number", prompt="q", answer="78") for k in range(4)]
+    results, metrics, tokens = objective._score_generated(loaded, items)
+    assert [r["cut"] for r in results] == [1.0, 0.0, 0.0, 0.0] and [r["parsed"] for r in results] == [0, 0, 1, 1]
+    assert metrics["cut"] == 0.25 and metrics["parsed"] == 0.5 and tokens == 4 * 2 + 10
+
+    def result(cut):
+        return SimpleNamespace(score=50.0, interval=(40.0, 60.0), version=2, items=[], seconds=1.0,
+                               metrics={"parsed": 0.9, "cut": cut})
+
+    stage = Stage.__new__(Stage)
+    for cut, warned in ((0.25, True), (0.0, False)):
+        monkeypatch.setattr(Stage, "evaluate", lambda self, loaded, schedule: {"gsm8k:generate": result(cut)})
+        caplog.clear()
+        stored = stage.baseline(SimpleNamespace(n_layers=4))
+        assert stored["gsm8k:generate"]["cut_rate"] == cut
+        assert ("ran out of new tokens" in caplog.text) == warned
