@@ -10,8 +10,8 @@ model first (for the new path this records the prefix states, as the baseline of
 does), then --schedules schedules drawn like benchmarks/objectives_speed.py's (fixed seed).
 
   new: rys_search.scoring.generation (sorted batches, prefix reuse of the prompt pass, static
-       KV cache, CUDA-graph decode step, rows end at an end token; with --stop also at a
-       finished "The answer is N", the stop the GSM8K scorer can use);
+       KV cache, CUDA-graph decode step, rows end at an end token; with --stop also where
+       the GSM8K scorer stops a row: a complete answer line or a closed \\boxed{});
   old: transformers' model.generate on the same sorted batches, the path rys-search used before
        (kept here only for comparison); it runs on the unmodified model and the first
        --old-schedules schedules.
@@ -37,6 +37,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from objectives_speed import random_schedules  # noqa: E402  (the schedules drawn)
 
+from rys_search.scoring.probes import answered  # noqa: E402  (--stop: the scorer's own stop rule)
+
 SHAPES = {
     # Qwen2.5-1.5B(-Coder)-Instruct: 28 layers, hidden 1536, 12 query / 2 key-value heads of 128, MLP 8960
     "qwen2.5-1.5b": dict(model_type="qwen2", hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
@@ -47,14 +49,6 @@ SHAPES = {
                          num_attention_heads=9, num_key_value_heads=3, vocab_size=49152,
                          max_position_embeddings=8192, rope_theta=1e5, tie_word_embeddings=True),
 }
-ANSWER = re.compile(r"answer is\s*\$?\s*-?[\d,]*\d(\.\d+)?[^\d,.]|answer is\s*\$?\s*-?[\d,]*\d\.[^\d]")
-
-
-def answered(text: str) -> bool:
-    """GSM8K: 'The answer is N' with N finished (a character after it that cannot continue it)."""
-    return ANSWER.search(text) is not None
-
-
 def old_generate(loaded, prompts, max_new_tokens, token_budget=None):
     """rys-search's greedy generation before this change: transformers' generate on sorted batches."""
     import torch

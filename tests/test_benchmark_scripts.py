@@ -45,15 +45,14 @@ def test_random_schedules_of_the_speed_benchmark_are_valid():
         assert blocks and all(3 <= b.width <= 8 for b in blocks)
 
 
-def test_gsm8k_stop_of_the_generation_benchmark_waits_for_a_finished_number():
-    answered = load("generation_speed").answered
-    done = ["The answer is 42. ", "so the answer is 3,000 apples", "The answer is $18.\n", "The answer is -7 dollars",
-            "The answer is 2.5 hours", "**The answer is 18**"]
-    open_ = ["The answer is 42", "The answer is 42.", "The answer is 3,0", "The answer is 2.", "The answer is", "42 is the answer"]
-    assert all(answered(t) for t in done) and not any(answered(t) for t in open_)
-    text = "Each box holds 6. The answer is 126.\nQuestion"  # once true, true for every longer text
-    flags = [answered(text[:k]) for k in range(len(text) + 1)]
-    assert flags == sorted(flags)
+def test_gsm8k_stop_of_the_generation_benchmark_is_the_scorers():
+    """--stop times the rows the GSM8K reader really generates: its stop rule is the scorer's
+    (tested on every prefix in tests/scoring/test_scorers.py), boxed answers included."""
+    from rys_search.scoring.probes import answered
+
+    stop = load("generation_speed").answered
+    assert stop is answered
+    assert stop("so the answer is \\boxed{126}") and not stop("so the answer is \\boxed{12")
 
 
 def test_the_study_loop_stub_finishes_a_study(tmp_path, monkeypatch, capsys):
