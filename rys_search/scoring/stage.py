@@ -100,8 +100,8 @@ class Stage:
         for key, stored in out.items():
             if (stored.get("cut_rate") or 0.0) >= CUT_WARNING:
                 log.warning("%s: %.0f%% of the unmodified model's answers ran out of new tokens before an answer "
-                            "could be read; its scores partly measure answer length (allow more new tokens)",
-                            key, 100 * stored["cut_rate"])
+                            "could be read, so its changes partly measure answer length (its max_new_tokens is "
+                            "short for this model)", key, 100 * stored["cut_rate"])
         return out
 
     def measure(self, loaded: Any, schedule: Any, baseline: dict[str, Any]) -> dict[str, Any]:
