@@ -29,6 +29,7 @@ class FrontView:
         self.front: dict[int, tuple[float, ...]] = {}  # trial number -> values, signs turned to maximise
         self.signs: list[float] = []
         self.gains = 0  # trials whose confirmation found a gain
+        self.confirmed = 0  # trials confirmed, the unmodified model's not counted (the budget's count)
 
     def read(self, study: Any) -> None:
         from optuna.trial import TrialState
@@ -42,6 +43,7 @@ class FrontView:
             self.seen.add(t.number)
             self.finished += 1
             self.gains += t.user_attrs.get("verdict") == "gain"
+            self.confirmed += "confirmed" in t.user_attrs and t.user_attrs.get("added_layers") != 0
             if t.state == TrialState.COMPLETE and t.values:
                 self.add(t.number, t.values)
 
@@ -70,14 +72,19 @@ class Progress:
         self.tty = hasattr(self.out, "isatty") and self.out.isatty() and not prefix
         self.names = config.objective_names()
         self.view = FrontView()
+        self.first: float | None = None  # when this process's first trial finished
+        self.after_first = [0, 0, 0.0]  # since then: trials, confirmations, their seconds
+        self.first_confirmation = 0.0  # the first trial's confirmation seconds (the unmodified model's)
 
     def update(self, study: Any, trial: Any, runner: Any) -> None:
         self.view.read(study)
         done = self.view.finished
         target = self.config.trials
-        new = max(1, done - self.already)
-        elapsed = time.perf_counter() - self.start
-        eta = elapsed / new * max(0, target - done)
+        now = time.perf_counter()
+        left_confirmations = 0
+        if getattr(runner, "confirmer", None) is not None:
+            left_confirmations = max(0, int(self.config.confirm.max_confirmed) - self.view.confirmed)
+        eta = self._eta(now, trial, max(0, target - done), left_confirmations)
         best = [f"{name} {value:.2f}" for name, value in zip(self.names, self.view.best) if value is not None]
         pareto = len(self.view.front)
         gains = self.view.gains
@@ -99,6 +106,28 @@ class Progress:
         else:
             self.out.write(line + "\n")
         self.out.flush()
+
+    def _eta(self, now: float, trial: Any, left: int, left_confirmations: int) -> float:
+        """Trials left at the cheap stage's pace, plus the confirmations the budget has left at theirs.
+
+        Paces are taken after this process's first trial, which carries one-off costs (the
+        unmodified model's confirmation baseline, warm-up); until a second trial is in, the first
+        one's time is all there is, and its confirmation (the baseline's) stands for one until another
+        is seen.
+        """
+        if self.first is None:
+            self.first = now
+            self.first_confirmation = float(trial.user_attrs.get("confirm_seconds") or 0.0)
+            return (now - self.start) * left
+        counts = self.after_first
+        counts[0] += 1
+        seconds = float(trial.user_attrs.get("confirm_seconds") or 0.0)
+        if seconds:
+            counts[1] += 1
+            counts[2] += seconds
+        cheap = max(0.0, now - self.first - counts[2]) / counts[0]
+        per_confirmation = counts[2] / counts[1] if counts[1] else self.first_confirmation
+        return cheap * left + per_confirmation * left_confirmations
 
     def close(self) -> None:
         if self.tty:

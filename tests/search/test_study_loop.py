@@ -125,3 +125,41 @@ def test_each_trial_run_gets_one_batch(tiny_folder, workdir, monkeypatch):
     logged = Tracker(cfg.tracking_location()).client.get_run(study.trials[1].user_attrs["mlflow_run"]).data
     assert logged.params["schedule"] == study.trials[1].user_attrs["schedule"] and logged.params["sampler"] == "random"
     assert "1_score/math_v1" in logged.metrics
+
+
+def test_eta_paces_cheap_trials_and_the_confirmations_left_apart(monkeypatch):
+    """The ETA leaves out the first trial's one-off costs and counts the confirmation budget left at
+    a confirmation's pace: after 4 trials of a 10-trial study (1 s each, one confirmed in 10 s, 2 in
+    the budget) it is 6 trials x 1 s + 1 confirmation x 10 s, where elapsed / done x left said 94 s."""
+    import io
+    from types import SimpleNamespace
+
+    import rys_search.search.progress as progress
+    from optuna.trial import TrialState
+
+    clock = [0.0]
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: clock[0])
+    config = SimpleNamespace(trials=10, objective_names=lambda: ["math@1"],
+                             confirm=SimpleNamespace(max_confirmed=2))
+    out = io.StringIO()
+    line = progress.Progress(config, already=0, out=out)
+    trials = []
+    study = SimpleNamespace(directions=[SimpleNamespace(name="MAXIMIZE")],
+                            get_trials=lambda deepcopy, states: list(trials))
+    runner = SimpleNamespace(confirmer=object())
+    # trial 0: the unmodified model, its confirmation the baseline (40 s); then 1 s each, trial 2 confirmed in 10 s
+    for number, at, attrs in ((0, 50.0, {"added_layers": 0, "confirmed": {}, "confirm_seconds": 40.0}),
+                              (1, 51.0, {"added_layers": 2}),
+                              (2, 62.0, {"added_layers": 2, "confirmed": {}, "confirm_seconds": 10.0}),
+                              (3, 63.0, {"added_layers": 2})):
+        clock[0] = at
+        trial = SimpleNamespace(number=number, state=TrialState.COMPLETE, values=[float(number)], user_attrs=attrs)
+        trials.append(trial)
+        line.update(study, trial, runner)
+    assert line.view.confirmed == 1
+    assert "4/10 trials, 6 left, ETA 0:16 |" in out.getvalue().splitlines()[-1]
+    runner.confirmer = None  # a study without the stage: the cheap pace alone
+    clock[0] = 64.0
+    trials.append(SimpleNamespace(number=4, state=TrialState.COMPLETE, values=[4.0], user_attrs={"added_layers": 2}))
+    line.update(study, trials[-1], runner)
+    assert "5/10 trials, 5 left, ETA 0:05 |" in out.getvalue().splitlines()[-1]
