@@ -340,10 +340,12 @@ def _log_to_stderr(level: int) -> None:
 def _comparisons(loaded: Any, objectives: list[Any], schedule: Any, split: str, limit: int | None) -> list[dict[str, Any]]:
     """Each objective on the unmodified model and under the schedule, with the paired change."""
     from .scoring import paired_change
+    from .scoring.stage import warn_cut
 
     rows = []
     for objective in objectives:
         base = objective.evaluate(loaded, _identity_of(loaded), split=split, limit=limit)
+        warn_cut(f"{objective.name}:{objective.mode}", base.metrics.get("cut"))
         row: dict[str, Any] = {"objective": objective.name, "version": objective.version, "mode": objective.mode,
                                "unmodified": base.to_dict()}
         if schedule.is_identity(loaded.n_layers):

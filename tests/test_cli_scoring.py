@@ -42,7 +42,7 @@ def test_eval_refuses_unknown_objective_before_loading(capsys):
     assert "unknown objective 'vibes'; available: eq, eq@1, eq@2, fixed_point, math, math@1" in capsys.readouterr().err
 
 
-def test_validate_reads_the_public_formats(tiny_folder, tmp_path, capsys):
+def test_validate_reads_the_public_formats(tiny_folder, tmp_path, capsys, caplog):
     gsm, bbh, eq = write_benchmarks(tmp_path)
     args = ["validate", "--model", tiny_folder, "--schedule", "0-3,2-5", "--bench", f"gsm8k={gsm}",
             "--bench", f"bbh={bbh}", "--bench", f"eqbench={eq}", "--json"]
@@ -55,8 +55,11 @@ def test_validate_reads_the_public_formats(tiny_folder, tmp_path, capsys):
     for row in rows.values():
         lo, hi = row["change"]["interval"]
         assert lo <= row["change"]["mean"] <= hi
+    assert "ran out of new tokens" not in caplog.text  # logprob mode generates nothing
     assert main(args[:-1] + ["--limit", "1", "--mode", "generate"]) == 0
     assert "bbh v3" in capsys.readouterr().out
+    # the random tiny model never ends a row: its answers are cut at the limit, which is said
+    assert "gsm8k:generate: 100% of the unmodified model's answers ran out of new tokens" in caplog.text
 
 
 def test_validate_bad_bench_arguments(tiny_folder, tmp_path, capsys):

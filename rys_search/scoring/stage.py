@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FIGURES", "Spec", "Stage", "above_zero", "gain_interval"]
+__all__ = ["FIGURES", "Spec", "Stage", "above_zero", "gain_interval", "warn_cut"]
 
 FIGURES = ("fixed_point", "fixed_point.kl", "fixed_point.contraction", "fixed_point.seam")
 
@@ -98,10 +98,7 @@ class Stage:
         results = self.evaluate(loaded, LayerSchedule.identity(loaded.n_layers))
         out = {k: _baseline_entry(r) for k, r in results.items() if k != "fixed_point"}
         for key, stored in out.items():
-            if (stored.get("cut_rate") or 0.0) >= CUT_WARNING:
-                log.warning("%s: %.0f%% of the unmodified model's answers ran out of new tokens before an answer "
-                            "could be read, so its changes partly measure answer length (its max_new_tokens is "
-                            "short for this model)", key, 100 * stored["cut_rate"])
+            warn_cut(key, stored.get("cut_rate"))
         return out
 
     def measure(self, loaded: Any, schedule: Any, baseline: dict[str, Any]) -> dict[str, Any]:
@@ -112,6 +109,14 @@ class Stage:
         if "fixed_point" in results:
             row.update({k: {"score": v, "change": v} for k, v in figures(results["fixed_point"]).items()})
         return row
+
+
+def warn_cut(key: str, cut_rate: float | None) -> None:
+    """Warn when CUT_WARNING or more of the unmodified model's answers were cut off at the new-token limit."""
+    if (cut_rate or 0.0) >= CUT_WARNING:
+        log.warning("%s: %.0f%% of the unmodified model's answers ran out of new tokens before an answer could be "
+                    "read, so its changes partly measure answer length (its max_new_tokens is short for this model)",
+                    key, 100 * cut_rate)
 
 
 def figures(result: Any) -> dict[str, float | None]:
