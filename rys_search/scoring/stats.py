@@ -108,32 +108,26 @@ def spearman_difference(a: Sequence[float], b: Sequence[float], y: Sequence[floa
     aa, ab, ay = (np.asarray(v, dtype=np.float64) for v in (a, b, y))
     if not aa.size == ab.size == ay.size:
         raise ValueError(f"spearman_difference needs triples: {aa.size}, {ab.size}, {ay.size} values")
-    value = spearman(aa, ay) - spearman(ab, ay)
-    if aa.size < 3:
-        return value, float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, aa.size, size=aa.size)
-        d = spearman(aa[idx], ay[idx]) - spearman(ab[idx], ay[idx])
-        if math.isfinite(d):
-            values.append(d)
-    if len(values) < n_boot // 2:
-        return value, float("nan"), float("nan")
-    return (value, *_percentiles(np.asarray(values), level))
+    lo, hi = _resampled(lambda i: spearman(aa[i], ay[i]) - spearman(ab[i], ay[i]), aa.size, n_boot, level, seed)
+    return spearman(aa, ay) - spearman(ab, ay), lo, hi
 
 
 def spearman_interval(x: Sequence[float], y: Sequence[float], n_boot: int = N_BOOT, level: float = LEVEL,
                       seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap interval of Spearman's correlation, resampling the pairs."""
     ax, ay = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    if ax.size < 3:
+    return _resampled(lambda i: spearman(ax[i], ay[i]), ax.size, n_boot, level, seed)
+
+
+def _resampled(statistic, size: int, n_boot: int, level: float, seed: int) -> tuple[float, float]:
+    """Percentile bootstrap interval of statistic(indices) over resamples of `size` units (nan below
+    3 units, or when most resamples give no finite value: constant columns)."""
+    if size < 3:
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
     values = []
     for _ in range(n_boot):
-        idx = rng.integers(0, ax.size, size=ax.size)
-        value = spearman(ax[idx], ay[idx])
+        value = statistic(rng.integers(0, size, size=size))
         if math.isfinite(value):
             values.append(value)
     if len(values) < n_boot // 2:  # most resamples constant: no interval worth the name
