@@ -48,7 +48,7 @@ from typing import Any, Callable, Sequence
 
 from .engine import _pad_id, _pad_left, batches_by_length, default_token_budget, digest
 
-__all__ = ["CHECK_EVERY", "end_tokens", "generate_ids", "generation_budget", "generation_plan", "greedy_generate"]
+__all__ = ["CHECK_EVERY", "decoded", "end_tokens", "generate_ids", "generation_budget", "generation_plan", "greedy_generate"]
 
 CHECK_EVERY = 8  # decode steps between two looks at the rows (end tokens, stop predicates)
 KV_CACHE_BYTES = 8 << 30  # the static cache a batch's plan may fill on a GPU (the unmodified model's layers)
@@ -97,7 +97,12 @@ def greedy_generate(
     stop: one predicate for every prompt, or one per prompt (None: none), called with the decoded
     new text; see the module's docstring. Also returns the tokens processed (prompts + new tokens).
     """
-    new = generate_ids(loaded, prompts, max_new_tokens, token_budget, stop)
+    return decoded(loaded, prompts, generate_ids(loaded, prompts, max_new_tokens, token_budget, stop))
+
+
+def decoded(loaded: Any, prompts: Sequence[Sequence[int]], new: Sequence[Sequence[int]]) -> tuple[list[str], int]:
+    """generate_ids' rows as greedy_generate gives them: texts without special tokens, stripped, and the
+    tokens processed (prompts + new tokens)."""
     texts = [loaded.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in new]
     return texts, sum(len(p) for p in prompts) + sum(len(ids) for ids in new)
 

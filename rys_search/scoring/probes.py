@@ -35,7 +35,7 @@ import numpy as np
 
 from ..chat import chat_ids
 from .engine import Request, token_logprobs
-from .generation import end_tokens, generate_ids
+from .generation import decoded, end_tokens, generate_ids
 from .objective import Objective
 from .scorers import (
     ANSWER_CHAR, ANSWER_MARK, BOXED, closing_brace, digit_credit, eq_bench_expected_score, eq_bench_score,
@@ -238,15 +238,15 @@ class ProbeObjective(Objective):
         prompts = [self._prompt_ids(tokenizer, item) for item in items]
         # with working, a row ends once its answer line is complete: the answer is read from there anyway
         new = generate_ids(loaded, prompts, self.max_new_tokens, stop=answered if self.working else None)
+        texts, tokens = decoded(loaded, prompts, new)
         ends = end_tokens(loaded)
         results = []
-        for item, ids in zip(items, new):
-            text = tokenizer.decode(ids, skip_special_tokens=True).strip()
+        for item, ids, text in zip(items, new, texts):
             scored = self._score_text(item, self.answer_prefix + text)
             # cut: no answer read because the row ran out of new tokens (no end token): the limit, not the model
             cut = not scored["parsed"] and len(ids) >= self.max_new_tokens and ids[-1] not in ends
             results.append({"id": item.id, "output": text, **scored, "cut": float(cut)})
-        return results, _summary(results), sum(len(p) for p in prompts) + sum(len(ids) for ids in new)
+        return results, _summary(results), tokens
 
     def _score_text(self, item: Item, text: str) -> dict[str, Any]:
         """An item's score from its generated answer, and whether the answer could be parsed."""
