@@ -40,7 +40,8 @@ from typing import Any
 
 from ..schedule import LayerSchedule
 
-__all__ = ["Confirmer", "VERDICTS", "confirmed_front", "confirmed_of", "paced_budget", "stage_specs", "verdict"]
+__all__ = ["Confirmer", "VERDICTS", "confirmed_front", "confirmed_of", "counts_against_budget", "paced_budget",
+           "stage_specs", "verdict"]
 
 log = logging.getLogger(__name__)
 VERDICTS = ("gain", "mixed", "worse", "no change", "broken output", "unconfirmed", "unmodified")
@@ -84,9 +85,15 @@ def paced_budget(budget: int, finished: int, trials: int) -> int:
     return min(budget, max(1, math.ceil(budget * finished / max(1, trials))))
 
 
+def counts_against_budget(trial: Any) -> bool:
+    """Whether a trial was confirmed inside the study at the budget's cost (the unmodified model's
+    confirmation, the baseline, is not)."""
+    return bool(trial.user_attrs.get("confirmed")) and not trial.user_attrs.get("unmodified")
+
+
 def _confirmed_in_trials(trials: list[Any]) -> int:
     """How many of these trials were confirmed inside the study, the unmodified model not counted."""
-    return sum(1 for t in trials if t.user_attrs.get("confirmed") and not t.user_attrs.get("unmodified"))
+    return sum(1 for t in trials if counts_against_budget(t))
 
 
 def _dominates(a: list[float], b: list[float], signs: list[int]) -> bool:

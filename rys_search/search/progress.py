@@ -10,6 +10,8 @@ import sys
 import time
 from typing import Any
 
+from .confirm import counts_against_budget
+
 __all__ = ["FrontView", "Progress"]
 
 
@@ -43,7 +45,7 @@ class FrontView:
             self.seen.add(t.number)
             self.finished += 1
             self.gains += t.user_attrs.get("verdict") == "gain"
-            self.confirmed += "confirmed" in t.user_attrs and t.user_attrs.get("added_layers") != 0
+            self.confirmed += counts_against_budget(t)
             if t.state == TrialState.COMPLETE and t.values:
                 self.add(t.number, t.values)
 

@@ -148,9 +148,11 @@ def test_eta_paces_cheap_trials_and_the_confirmations_left_apart(monkeypatch):
                             get_trials=lambda deepcopy, states: list(trials))
     runner = SimpleNamespace(confirmer=object())
     # trial 0: the unmodified model, its confirmation the baseline (40 s); then 1 s each, trial 2 confirmed in 10 s
-    for number, at, attrs in ((0, 50.0, {"added_layers": 0, "confirmed": {}, "confirm_seconds": 40.0}),
+    confirmed = {"math@2:generate": {"change": 0.0}}
+    for number, at, attrs in ((0, 50.0, {"unmodified": True, "added_layers": 0, "confirmed": confirmed,
+                                         "confirm_seconds": 40.0}),
                               (1, 51.0, {"added_layers": 2}),
-                              (2, 62.0, {"added_layers": 2, "confirmed": {}, "confirm_seconds": 10.0}),
+                              (2, 62.0, {"added_layers": 2, "confirmed": confirmed, "confirm_seconds": 10.0}),
                               (3, 63.0, {"added_layers": 2})):
         clock[0] = at
         trial = SimpleNamespace(number=number, state=TrialState.COMPLETE, values=[float(number)], user_attrs=attrs)
