@@ -13,8 +13,11 @@ among the schedules whose benchmark change lies outside its noise (its paired in
 excludes 0). A probe that ranks schedules unlike the benchmark cannot tell a real gain.
 
 The state is a JSON file written after every schedule, so a stopped calibration resumes where it
-stopped (same settings, same file); its summary table and a scatter plot per benchmark go beside
-it and into an MLflow run. `rys-search run` prints the calibration of its model's objectives.
+stopped (same settings, same file), and it grows: the same file asked for objectives or
+benchmarks it lacks (same schedules, limits and answer reading) scores only those, on the same
+schedules, so a new suite version is compared with the old ones without scoring the benchmarks
+again. Its summary table and a scatter plot per benchmark go beside it and into an MLflow run.
+`rys-search run` prints the calibration of its model's objectives.
 """
 
 from __future__ import annotations
@@ -182,26 +185,33 @@ def run_calibration(loaded: Any, schedules: list[LayerSchedule], specs: list[Spe
     """
     out = out or sys.stderr
     state = _open_state(path, settings, model=model, key=key, n_layers=loaded.n_layers, study=study)
-    stage = Stage(specs, suites)
-    if not state["baseline"]:
+    stages: dict[tuple[str, ...], Stage] = {}
+
+    def stage_for(missing: list[Spec]) -> Stage:  # one Stage per set of specs a row lacks
+        return stages.setdefault(tuple(s.key for s in missing), Stage(missing, suites))
+
+    unscored = [s for s in specs if s.kind != "figure" and s.key not in state["baseline"]]
+    if unscored:
         start = time.perf_counter()
-        state["baseline"] = retry_out_of_memory(loaded, lambda: stage.baseline(loaded))
-        state["baseline_seconds"] = time.perf_counter() - start
+        state["baseline"].update(retry_out_of_memory(loaded, lambda: stage_for(unscored).baseline(loaded)))
+        state["baseline_seconds"] = state.get("baseline_seconds", 0.0) + time.perf_counter() - start
         _save(path, state)
-        print(f"calibrate: unmodified model scored in {state['baseline_seconds']:.1f} s", file=out)
-    todo = [s for s in schedules if str(s) not in state["schedules"]]
+        print(f"calibrate: unmodified model scored in {time.perf_counter() - start:.1f} s", file=out)
+    todo = [(s, _lacking(state["schedules"].get(str(s), {}), specs)) for s in schedules]
+    todo = [(s, missing) for s, missing in todo if missing]
     done = len(schedules) - len(todo)
-    for schedule in todo:
+    for schedule, missing in todo:
         start = time.perf_counter()
-        row = retry_out_of_memory(loaded, lambda: stage.measure(loaded, schedule, state["baseline"]))
-        row["_seconds"] = time.perf_counter() - start
+        row = retry_out_of_memory(loaded, lambda: stage_for(missing).measure(loaded, schedule, state["baseline"]))
+        old = state["schedules"].get(str(schedule), {})
+        row = {**old, **row, "_seconds": old.get("_seconds", 0.0) + time.perf_counter() - start}
         state["schedules"][str(schedule)] = row
         _save(path, state)
         done += 1
-        print(f"calibrate: [{done}/{len(schedules)}] {schedule}  {row['_seconds']:.1f} s", file=out)
+        print(f"calibrate: [{done}/{len(schedules)}] {schedule}  {time.perf_counter() - start:.1f} s", file=out)
     state["table"] = summarize(state)
     state["versions"] = versions(state)
-    state["seconds_per_schedule"] = _seconds(state, specs)
+    state["seconds_per_schedule"] = _seconds(state)
     state["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     _save(path, state)
     return state
@@ -215,15 +225,39 @@ def _open_state(path: Path, settings: dict[str, Any], **facts: Any) -> dict[str,
             raise UserError(f"{path} is not a readable calibration file ({exc.msg}); move it away") from None
         if state.get("kind") != KIND:
             raise UserError(f"{path} is not a rys-search calibration file; choose another --out")
-        if state.get("settings") != settings or state.get("model_key") != facts["key"]:
+        grown = _grown(state.get("settings") or {}, settings)
+        if grown is None or state.get("model_key") != facts["key"]:
             raise UserError(f"{path} holds a calibration with other settings or another model; "
                             "use --out FILE for a new one (or remove it)")
+        if grown != state["settings"]:
+            state["settings"] = grown
+            state.pop("finished", None)  # finished again once its new entries are scored
         return state
     path.parent.mkdir(parents=True, exist_ok=True)
     return {"kind": KIND, "format": FORMAT, "model": facts["model"], "model_key": facts["key"],
             "n_layers": facts["n_layers"], "study": facts["study"], "settings": settings,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "baseline": {}, "schedules": {}}
+
+
+def _grown(stored: dict[str, Any], asked: dict[str, Any]) -> dict[str, Any] | None:
+    """The settings of a stored calibration grown by what is asked (more objectives or benchmarks),
+    or None when they differ otherwise: other schedules, limits, answer reading, or a benchmark name
+    on another path. Objectives and benchmarks stored but not asked stay."""
+    same = ("objectives", "benchmarks")
+    if {k: v for k, v in stored.items() if k not in same} != {k: v for k, v in asked.items() if k not in same}:
+        return None
+    benchmarks = stored.get("benchmarks", {})
+    if any(benchmarks.get(name, path) != path for name, path in asked["benchmarks"].items()):
+        return None
+    objectives = list(stored.get("objectives", []))
+    return {**stored, "objectives": objectives + [k for k in asked["objectives"] if k not in objectives],
+            "benchmarks": {**benchmarks, **asked["benchmarks"]}}
+
+
+def _lacking(row: dict[str, Any], specs: list[Spec]) -> list[Spec]:
+    """The specs a schedule's row has no entry for (all of them for a schedule not yet scored)."""
+    return [s for s in specs if s.key not in row]
 
 
 def _save(path: Path, state: dict[str, Any]) -> None:
@@ -233,16 +267,17 @@ def _save(path: Path, state: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def _seconds(state: dict[str, Any], specs: list[Spec]) -> dict[str, float]:
-    """Mean seconds per schedule of each scored spec (logprob probes: their share of the joint pass)."""
+def _seconds(state: dict[str, Any]) -> dict[str, float]:
+    """Mean seconds per schedule of each scored entry (logprob probes: their share of the joint pass),
+    the fixed-point figures' as what is left of each schedule's time, and all of it."""
     out = {}
     rows = list(state["schedules"].values())
-    for spec in specs:
-        values = [r[spec.key]["seconds"] for r in rows if spec.key in r and "seconds" in r[spec.key]]
+    for key in _keys(state):
+        values = [r[key]["seconds"] for r in rows if "seconds" in r.get(key, {})]
         if values:
-            out[spec.key] = sum(values) / len(values)
+            out[key] = sum(values) / len(values)
     fixed = [r["_seconds"] - sum(v.get("seconds", 0.0) for k, v in r.items() if isinstance(v, dict)) for r in rows]
-    if fixed and any(s.kind == "figure" for s in specs):
+    if fixed and any("fixed_point" in r for r in rows):
         out["fixed_point"] = max(0.0, sum(fixed) / len(fixed))
     if rows:
         out["all"] = sum(r["_seconds"] for r in rows) / len(rows)

@@ -74,6 +74,49 @@ def test_calibrate_end_to_end_and_resume(tiny_folder, tmp_path, capsys):
     assert path.read_bytes() == before
 
 
+def test_a_calibration_grows_by_the_objectives_and_benchmarks_it_lacks(tiny_folder, tmp_path, capsys):
+    """Asked again for more (a new suite version, another benchmark) on the same schedules, a calibration
+    file scores only what it lacks; what it holds stays as it was; a benchmark name on another path is
+    refused and leaves the file alone."""
+    gsm, bbh, _ = write_benchmarks(tmp_path)
+    path = tmp_path / "grow.calibration.json"
+
+    def run(objectives, *benches):
+        return main(["calibrate", "--model", tiny_folder, *[a for b in benches for a in ("--bench", b)],
+                     "--schedules", "3", "--limit", "2", "--bench-limit", "2", "--objectives", objectives,
+                     "--out", str(path), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--json"])
+
+    assert run("math@1:logprob", f"gsm8k:logprob={gsm}") == 0
+    first = json.loads(path.read_text())
+    capsys.readouterr()
+    assert run("reasoning@1:logprob,reasoning@2:logprob", f"gsm8k:logprob={gsm}", f"bbh={bbh}") == 0
+    captured = capsys.readouterr()
+    out, err = json.loads(captured.out), captured.err
+    assert err.count("calibrate: [") == 3 and "unmodified model scored" in err
+    state = json.loads(path.read_text())
+    assert state["settings"]["objectives"] == ["math@1:logprob", "reasoning@1:logprob", "reasoning@2:logprob"]
+    assert set(state["settings"]["benchmarks"]) == {"gsm8k:logprob", "bbh:logprob"}
+    for schedule, row in first["schedules"].items():  # the entries held before are kept as they were
+        grown = state["schedules"][schedule]
+        assert grown["math@1:logprob"] == row["math@1:logprob"] and grown["gsm8k:logprob"] == row["gsm8k:logprob"]
+        assert {"reasoning@1:logprob", "reasoning@2:logprob", "bbh:logprob"} <= set(grown)
+        assert grown["_seconds"] > row["_seconds"]
+    assert state["baseline"]["math@1:logprob"] == first["baseline"]["math@1:logprob"]
+    pairs = {(r["objective"], r["benchmark"]) for r in out["table"]}
+    assert pairs == {(o, b) for o in ("math@1:logprob", "reasoning@1:logprob", "reasoning@2:logprob")
+                     for b in ("gsm8k:logprob", "bbh:logprob")}
+    assert {(r["newer"], r["older"]) for r in out["versions"]} == {("reasoning@2:logprob", "reasoning@1:logprob")}
+    assert {"math@1:logprob", "reasoning@2:logprob", "all"} <= set(out["seconds_per_schedule"])
+
+    assert run("math@1:logprob", f"gsm8k:logprob={gsm}") == 0  # nothing lacking: nothing scored again
+    assert "calibrate: [" not in capsys.readouterr().err
+    before = path.read_bytes()
+    other = tmp_path / "other.jsonl"
+    other.write_text(gsm.read_text())
+    assert run("math@1:logprob", f"gsm8k:logprob={other}") == 2
+    assert "other settings" in capsys.readouterr().err and path.read_bytes() == before
+
+
 def test_calibrate_refuses_bad_requests(tiny_folder, tmp_path, capsys):
     assert main(["calibrate", "--model", tiny_folder]) == 2
     assert "name at least one benchmark" in capsys.readouterr().err
