@@ -242,6 +242,17 @@ def test_v2_suites_ask_for_working_only_in_generate_mode():
     assert suites["math"].version == suites["reasoning"].version == suites["eq"].version == 1
 
 
+@pytest.mark.parametrize("name,tokens", [("math", 320), ("reasoning", 384)])
+def test_v3_suites_are_v2_with_a_longer_answer_budget(name, tokens):
+    """v3 changes only the new-token budget: the same items, prompts, instructions and reading as v2."""
+    suites = load_suites()
+    v2, v3 = suites[f"{name}@2"], suites[f"{name}@3"]
+    assert (v2.max_new_tokens, v3.max_new_tokens) == (tokens, 512)
+    for split in ("search", "heldout"):
+        assert [(i.prompt, i.answer) for i in v3.items(split)] == [(i.prompt, i.answer) for i in v2.items(split)]
+    assert (v3.modes, v3.working, v3.unparsed, v3.instructions) == (v2.modes, v2.working, v2.unparsed, v2.instructions)
+
+
 @pytest.mark.parametrize("key", ["math@2", "reasoning@2"])
 def test_v2_generated_suites_are_deterministic_and_split_cleanly(key):
     suite = load_suites()[key]

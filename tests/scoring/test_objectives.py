@@ -154,7 +154,8 @@ def test_paired_change_and_registry(loaded):
     assert delta == pytest.approx(run.score - base.score) and lo <= delta <= hi
     assert loaded.runtime.schedule.is_identity(6)  # evaluate puts the schedule back
     with pytest.raises(UserError, match="unknown objective 'maths'; available: eq, eq@1, eq@2, fixed_point, math, "
-                                        "math@1, math@2, reasoning, reasoning@1, reasoning@2"):
+                                        "math@1, math@2, math@3, reasoning, reasoning@1, reasoning@2, "
+                                        "reasoning@3"):
         get_objective("maths")
     assert get_objective("math").version == 1 and get_objective("math@2", mode="generate").version == 2
     with pytest.raises(UserError, match="math@2 is scored in generate mode only"):
