@@ -17,7 +17,11 @@ Workloads: `objectives` (default): the default search objectives, math, eq and r
 logprob mode plus fixed_point, search split; `synthetic`: 512 random prompts of 128 tokens,
 one scored token each (the workload of ../shared/GPU.md). Schedules repeat one or two
 blocks of 3 to 8 layers (benchmarks/objectives_speed.py's generator, fixed seed); each variant
-first runs the unmodified model once (warm-up; for (a) it records the prefix states).
+first runs the unmodified model once (warm-up; for (a) it records the prefix states). The
+figures are means over the schedules after the first (on a GPU the first pays torch.compile's
+compiles for new shapes; every schedule's seconds are printed). Schedules are timed with no
+FLOP-counting hook installed (a global module hook changes what torch.compile builds: guard
+failures, recompiles, graph breaks); the FLOPs are counted in a second, untimed pass.
 
 FLOPs are counted from what each layer actually ran (2 x weights per token, attention at half
 the call's length, the LM head at the kept positions); the peak is an 8192^3 bf16 matrix
@@ -256,23 +260,29 @@ def measure(loaded, workload, schedules, variant, full_tokens=None):
     cache = runtime.prefix_cache
     if variant == "plain":
         runtime.prefix_cache = None
-    counter = Flops(loaded.model, runtime._original_layers, runtime.config)
     try:
         _, counts = timed(lambda: workload.run(loaded, _identity(loaded)), cuda)  # warm-up; records the prefix
         if cuda:
             torch.cuda.reset_peak_memory_stats()
-        for schedule in schedules:
-            counter.total = 0.0
+        for schedule in schedules:  # timed with no counting hook: a global hook would change what compiles
             t, counts = timed(lambda: workload.run(loaded, schedule), cuda)
             seconds.append(t)
             tokens.append(sum(counts.values()))
-            flops.append(counter.total)
         peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
+        counter = Flops(loaded.model, runtime._original_layers, runtime.config)
+        try:
+            for schedule in schedules:  # the FLOPs, counted in a second, untimed pass of the same work
+                counter.total = 0.0
+                workload.run(loaded, schedule)
+                flops.append(counter.total)
+        finally:
+            counter.remove()
     finally:
-        counter.remove()
         runtime.prefix_cache = cache
-    return dict(seconds=statistics.mean(seconds), tokens=statistics.mean(tokens), flops=statistics.mean(flops),
-                peak=peak, per_schedule=seconds, counts=counts)
+    steady = slice(1, None) if len(seconds) > 1 else slice(None)  # the first schedule pays torch.compile's compiles
+    return dict(seconds=statistics.mean(seconds[steady]), tokens=statistics.mean(tokens[steady]),
+                flops=statistics.mean(flops[steady]), peak=peak, per_schedule=seconds, counts=counts,
+                first=seconds[0])
 
 
 def memory_check(loaded, workload):
@@ -394,7 +404,8 @@ def report(loaded, workload_name, args, peak_tflops) -> None:
         if variant in variants or "copy" in variants:
             rows[variant] = measure(loaded, workload, schedules, variant)
             full_tokens = rows[variant]["counts"]
-            print(f"({variant}) per schedule: " + ", ".join(f"{t:.3f}" for t in rows[variant]["per_schedule"]) + " s")
+            print(f"({variant}) per schedule: " + ", ".join(f"{t:.3f}" for t in rows[variant]["per_schedule"]) + " s"
+                  + (" (the figures below leave out the first, which compiles)" if len(schedules) > 1 else ""))
     dense = rows["plain"]["flops"] if "plain" in rows else float("nan")
     if "copy" in variants:
         sub = Objectives(args.copy_limit) if workload_name == "objectives" else workload

@@ -67,3 +67,30 @@ def test_the_study_loop_stub_finishes_a_study(tmp_path, monkeypatch, capsys):
     load("study_loop").main()
     out = capsys.readouterr().out
     assert "4 finished trials" in out and "0 failed" in out and "status complete" in out, out[-800:]
+
+
+def test_throughput_times_schedules_without_its_flop_counting_hook(saved_tiny, monkeypatch):
+    """A global module hook changes what torch.compile builds (guard failures, recompiles), so the
+    throughput script times every schedule with none installed and counts FLOPs in a second pass;
+    its figures leave out the first schedule (the one that compiles)."""
+    from torch.nn.modules import module as torch_module
+
+    from rys_search.loading import load_model
+    from rys_search.schedule import LayerSchedule
+
+    throughput = load("throughput")
+    loaded = load_model(saved_tiny("llama"), device="cpu")
+    hooks_when_timed, times = [], iter([0.5, 0.25, 0.75])
+    real_timed = throughput.timed
+
+    def spy(fn, cuda):
+        hooks_when_timed.append(len(torch_module._global_forward_pre_hooks))
+        return next(times, 0.0), real_timed(fn, cuda)[1]
+
+    monkeypatch.setattr(throughput, "timed", spy)
+    workload = throughput.Synthetic(loaded, count=4, length=8)
+    schedules = [LayerSchedule.parse("0-2,3x2,4-5"), LayerSchedule.parse("0-1,2-3x2,4-5")]
+    row = throughput.measure(loaded, workload, schedules, "engine")
+    assert hooks_when_timed == [0, 0, 0]  # the warm-up and both schedules
+    assert row["per_schedule"] == [0.25, 0.75] and row["seconds"] == 0.75 and row["first"] == 0.25
+    assert row["flops"] > 0 and not torch_module._global_forward_pre_hooks
