@@ -256,9 +256,14 @@ class Tracker:
         keys: list[str] = []
         for run in self.trial_runs(study):
             keys += [k for k in run.data.metrics if k not in keys]
+        from mlflow.exceptions import MlflowException
+
         tags = saved_views(study, objectives, sorted(keys), extra_columns=list(extra_columns))
         for key, value in tags.items():
-            self.client.set_experiment_tag(self.experiment_id, key, value)
+            try:
+                self.client.set_experiment_tag(self.experiment_id, key, value)
+            except MlflowException:  # two workers ending at once: a server may refuse the second insert of
+                self.client.set_experiment_tag(self.experiment_id, key, value)  # the key; now it is an update
         return tags
 
     def log_export(self, run_id: str, result: dict[str, Any]) -> None:

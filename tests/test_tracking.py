@@ -74,6 +74,37 @@ def test_two_workers_tagging_the_same_pareto_member_at_once_is_not_an_error(trac
     assert tags == {runs[0]: "true", runs[1]: None, runs[2]: "true"}
 
 
+def test_two_workers_saving_the_study_views_at_once_is_not_an_error(tracker, monkeypatch):
+    """Both last workers publish the views; a server refuses the second insert of the same experiment
+    tag (PostgreSQL's unique key), and the refused write goes through as an update. A store that
+    refuses again is an error."""
+    from mlflow.exceptions import MlflowException
+
+    parent = tracker.study_run("s", {"a": 1})
+    tracker.open_trial_run(parent, "s", 0, schedule="0-1,x")
+    real = tracker.client.set_experiment_tag
+    refused = []
+
+    def set_experiment_tag(experiment_id, key, value):
+        if key not in refused:  # the other worker's insert lands first, and ours is refused
+            refused.append(key)
+            real(experiment_id, key, "the other worker's")
+            raise MlflowException('duplicate key value violates unique constraint "experiment_tag_pk"')
+        real(experiment_id, key, value)
+
+    monkeypatch.setattr(tracker.client, "set_experiment_tag", set_experiment_tag)
+    tags = tracker.save_views("s", ["math@1"])
+    stored = tracker.client.get_experiment(tracker.experiment_id).tags
+    assert refused and all(stored[k] == v for k, v in tags.items())
+
+    def never(experiment_id, key, value):
+        raise MlflowException("the store is read-only")
+
+    monkeypatch.setattr(tracker.client, "set_experiment_tag", never)
+    with pytest.raises(MlflowException):
+        tracker.save_views("s", ["math@1"])
+
+
 def test_a_pareto_tag_the_store_refuses_for_another_reason_is_an_error(tracker, monkeypatch):
     from mlflow.exceptions import MlflowException
 
