@@ -68,7 +68,7 @@ def inspect_gguf(path: str | os.PathLike) -> GGUFInfo:
     check_magic(path)
     size = path.stat().st_size
     try:
-        reader = plain_reader()(path)
+        reader = parsed(path)
     except Exception as exc:  # the reader fails in many ways on a cut file: report it as such
         raise ModelFileError(f"{path} is truncated or corrupt ({type(exc).__name__}: {exc})") from None
     end = max((t.data_offset + int(t.n_bytes) for t in reader.tensors), default=reader.data_offset)
@@ -101,6 +101,21 @@ def plain_reader() -> type:
     return PlainReader
 
 
+_LAST_PARSED: list[tuple[tuple[str, int, int], Any]] = []  # the newest file's parsed header, kept for its load
+
+
+def parsed(path: str | os.PathLike) -> Any:
+    """The plain reader of path, parsed once for the header check and the load that follows it (the
+    tokenizer's arrays make a parse take seconds); a file changed since (size, mtime) is parsed again."""
+    where = os.path.realpath(path)
+    stat = os.stat(where)
+    key = (where, stat.st_size, stat.st_mtime_ns)
+    if not _LAST_PARSED or _LAST_PARSED[0][0] != key:
+        reader = plain_reader()(where)
+        _LAST_PARSED[:] = [(key, reader)]
+    return _LAST_PARSED[0][1]
+
+
 @dataclass
 class FastLoadStats:
     """What fast_gguf_load did: files parsed, tensors dequantized ahead (hits, by name) or by the loader (misses)."""
@@ -131,7 +146,7 @@ def fast_gguf_load(path: str | os.PathLike, threads: int | None = None, window: 
         if mode != "r" or args or kwargs:
             return original["GGUFReader"](file, mode, *args, **kwargs)
         if where not in readers:
-            readers[where] = plain_reader()(file, mode)
+            readers[where] = parsed(where)
             stats.parsed += 1
         return readers[where]
 

@@ -105,3 +105,36 @@ def test_each_header_element_is_parsed_once_across_the_config_tokenizer_and_weig
     with fast_gguf_load(path):
         transformers_load(path), AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
     assert 0 < len(calls) <= elements and len(set(calls)) == len(calls)
+
+
+def test_a_first_load_parses_the_gguf_header_once(tmp_path, monkeypatch):
+    """The header check and the load share one parse (a parse reads the tokenizer's arrays, seconds
+    on a real model); a file changed since is parsed again."""
+    import os
+
+    from rys_search import ggufio
+    from rys_search.export.gguf import plan_from_hf, write_gguf
+
+    save_tiny(tmp_path / "hf", "llama", bpe=True)
+    source = load_model(str(tmp_path / "hf"), device="cpu")
+    path = tmp_path / "gguf" / "tiny.gguf"
+    path.parent.mkdir()
+    write_gguf(plan_from_hf(source.model, source.tokenizer, source.family, list(range(6)), "q8_0", {}, "tiny"), path)
+    real = plain_reader()
+    made = []
+
+    class Counting(real):
+        def __init__(self, *args, **kwargs):
+            made.append(args[0])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(ggufio, "plain_reader", lambda: Counting)
+    monkeypatch.setenv("RYS_SEARCH_CACHE", str(tmp_path / "cache"))
+    loaded = load_model(str(path), device="cpu")
+    assert loaded.from_cache is False and len(made) == 1
+    assert_same_state(loaded.model, transformers_load(path))
+    ggufio.inspect_gguf(path)
+    assert len(made) == 1
+    os.utime(path, ns=(0, 0))  # the file changed (its mtime): its header is read again
+    ggufio.inspect_gguf(path)
+    assert len(made) == 2
