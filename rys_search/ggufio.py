@@ -101,26 +101,24 @@ def plain_reader() -> type:
     return PlainReader
 
 
-_LAST_PARSED: list[tuple[tuple[str, int, int], Any]] = []  # the newest file's parsed header, kept for its load
-
-
 def parsed(path: str | os.PathLike) -> Any:
     """The plain reader of path, parsed once for the header check and the load that follows it (the
     tokenizer's arrays make a parse take seconds); a file changed since (size, mtime) is parsed again."""
     where = os.path.realpath(path)
     stat = os.stat(where)
-    key = (where, stat.st_size, stat.st_mtime_ns)
-    if not _LAST_PARSED or _LAST_PARSED[0][0] != key:
-        reader = plain_reader()(where)
-        _LAST_PARSED[:] = [(key, reader)]
-    return _LAST_PARSED[0][1]
+    return _parsed(where, stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=1)  # the newest file's header, kept for its load
+def _parsed(where: str, size: int, mtime_ns: int) -> Any:
+    return plain_reader()(where)
 
 
 @dataclass
 class FastLoadStats:
     """What fast_gguf_load did: files parsed, tensors dequantized ahead (hits, by name) or by the loader (misses)."""
 
-    parsed: int = 0
+    parsed: int = 0  # files read (a header the check parsed is reused, not parsed again)
     hits: int = 0
     misses: int = 0
     threads: int = 0
