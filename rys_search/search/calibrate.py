@@ -194,21 +194,22 @@ def run_calibration(loaded: Any, schedules: list[LayerSchedule], specs: list[Spe
     if unscored:
         start = time.perf_counter()
         state["baseline"].update(retry_out_of_memory(loaded, lambda: stage_for(unscored).baseline(loaded)))
-        state["baseline_seconds"] = state.get("baseline_seconds", 0.0) + time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        state["baseline_seconds"] = state.get("baseline_seconds", 0.0) + seconds
         _save(path, state)
-        print(f"calibrate: unmodified model scored in {time.perf_counter() - start:.1f} s", file=out)
+        print(f"calibrate: unmodified model scored in {seconds:.1f} s", file=out)
     todo = [(s, _lacking(state["schedules"].get(str(s), {}), specs)) for s in schedules]
     todo = [(s, missing) for s, missing in todo if missing]
     done = len(schedules) - len(todo)
     for schedule, missing in todo:
         start = time.perf_counter()
         row = retry_out_of_memory(loaded, lambda: stage_for(missing).measure(loaded, schedule, state["baseline"]))
+        seconds = time.perf_counter() - start
         old = state["schedules"].get(str(schedule), {})
-        row = {**old, **row, "_seconds": old.get("_seconds", 0.0) + time.perf_counter() - start}
-        state["schedules"][str(schedule)] = row
+        state["schedules"][str(schedule)] = {**old, **row, "_seconds": old.get("_seconds", 0.0) + seconds}
         _save(path, state)
         done += 1
-        print(f"calibrate: [{done}/{len(schedules)}] {schedule}  {time.perf_counter() - start:.1f} s", file=out)
+        print(f"calibrate: [{done}/{len(schedules)}] {schedule}  {seconds:.1f} s", file=out)
     state["table"] = summarize(state)
     state["versions"] = versions(state)
     state["seconds_per_schedule"] = _seconds(state)
