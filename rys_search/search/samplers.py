@@ -2,6 +2,17 @@
 
     >>> SAMPLERS                                    # ('tpe', 'nsga2', 'nsga3', 'gp', 'random', 'grid')
     >>> sampler = build_sampler("nsga2", seed=0)    # an Optuna sampler; optuna is imported here, lazily
+    >>> sampler = build_sampler("tpe", seed=None, shared=True)   # one of several workers on a study
+
+TPE's constant liar (a running trial of another worker counts as a bad one, so workers do not all
+sample the same region) is on only where several workers share the study (`shared`). With one
+worker the only running trial is the one being sampled, which the liar leaves out, so it proposes
+exactly what the liar would; but the liar makes TPE read the trials from storage again for each
+group of parameters instead of once per trial, and store each trial's relative parameters as
+extra attributes (tests/search/test_study_loop.py checks both proposals agree). A study is shared
+when `run --workers`/`--gpus` started its workers or its storage is a server; two processes started
+by hand on one SQLite file sample without the liar (correct: a schedule proposed twice is still
+pruned as a duplicate, only less spread out).
 
 `grid` sweeps the (i, j) pairs of search/space.py once each, in random order, and ends the study when
 none is left (search/sweep.py).
@@ -14,14 +25,14 @@ from typing import Any, Callable
 __all__ = ["SAMPLERS", "build_sampler"]
 
 
-_FACTORIES: dict[str, Callable[[Any, int | None, dict[str, list[Any]] | None], Any]] = {
-    "tpe": lambda optuna, seed, grid: optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
-                                                                  constant_liar=True),
-    "nsga2": lambda optuna, seed, grid: optuna.samplers.NSGAIISampler(seed=seed),
-    "nsga3": lambda optuna, seed, grid: optuna.samplers.NSGAIIISampler(seed=seed),
-    "gp": lambda optuna, seed, grid: optuna.samplers.GPSampler(seed=seed, warn_independent_sampling=False),
-    "random": lambda optuna, seed, grid: optuna.samplers.RandomSampler(seed=seed),
-    "grid": lambda optuna, seed, grid: _grid_sweep(seed, grid),
+_FACTORIES: dict[str, Callable[[Any, int | None, dict[str, list[Any]] | None, bool], Any]] = {
+    "tpe": lambda optuna, seed, grid, shared: optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
+                                                                          constant_liar=shared),
+    "nsga2": lambda optuna, seed, grid, shared: optuna.samplers.NSGAIISampler(seed=seed),
+    "nsga3": lambda optuna, seed, grid, shared: optuna.samplers.NSGAIIISampler(seed=seed),
+    "gp": lambda optuna, seed, grid, shared: optuna.samplers.GPSampler(seed=seed, warn_independent_sampling=False),
+    "random": lambda optuna, seed, grid, shared: optuna.samplers.RandomSampler(seed=seed),
+    "grid": lambda optuna, seed, grid, shared: _grid_sweep(seed, grid),
 }
 SAMPLERS = tuple(_FACTORIES)
 
@@ -34,8 +45,10 @@ def _grid_sweep(seed: int | None, grid: dict[str, list[Any]] | None) -> Any:
     return GridSweep(seed=seed, param=next(iter(grid)) if grid else "rys")
 
 
-def build_sampler(name: str, seed: int | None = None, grid: dict[str, list[Any]] | None = None) -> Any:
-    """The Optuna sampler called name (grid: over the search space given, {param: values}); seed None: fresh randomness."""
+def build_sampler(name: str, seed: int | None = None, grid: dict[str, list[Any]] | None = None,
+                  shared: bool = False) -> Any:
+    """The Optuna sampler called name (grid: over the search space given, {param: values}); seed None: fresh
+    randomness; shared: one of several workers on the study."""
     import warnings
 
     import optuna
@@ -43,4 +56,4 @@ def build_sampler(name: str, seed: int | None = None, grid: dict[str, list[Any]]
     if name not in _FACTORIES:
         raise ValueError(f"unknown sampler {name!r}; use one of {', '.join(SAMPLERS)}")
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    return _FACTORIES[name](optuna, seed, grid)
+    return _FACTORIES[name](optuna, seed, grid, shared)

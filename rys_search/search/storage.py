@@ -63,21 +63,25 @@ def storage_for(url: str):
     return url
 
 
-def make_sampler(config: StudyConfig, grid: list[str] | None = None, seed: int | None | str = "config"):
-    """The config's sampler; seed "config" means config.seed, None fresh randomness."""
+def make_sampler(config: StudyConfig, grid: list[str] | None = None, seed: int | None | str = "config",
+                 shared: bool = False):
+    """The config's sampler; seed "config" means config.seed, None fresh randomness; shared: several workers."""
     from .samplers import build_sampler
     from .space import GRID_PARAM
 
     try:
         return build_sampler(config.sampler, config.seed if seed == "config" else seed,
-                             {GRID_PARAM: grid} if grid is not None else None)
+                             {GRID_PARAM: grid} if grid is not None else None, shared=shared)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 
 
 def open_study(config: StudyConfig, create: bool = True, grid: list[str] | None = None,
-               on_create: Callable[[Any], None] | None = None, seed: int | None | str = "config"):
+               on_create: Callable[[Any], None] | None = None, seed: int | None | str = "config",
+               shared: bool = False):
     """The stored study of this name, or a new one; a stored one must measure the same things.
+
+    shared: this process is one of several workers on the study (the sampler's constant liar).
 
     When several workers start at once, one create_study wins; it runs on_create(study) (the
     MLflow parent run, the unmodified trial) and stores the config last. The others wait for
@@ -89,7 +93,7 @@ def open_study(config: StudyConfig, create: bool = True, grid: list[str] | None 
     if create:
         config = config.pinned()  # a study stores its objectives by name@version (run_study pins already)
     storage = storage_for(config.storage_url())
-    sampler = make_sampler(config, grid, seed) if create else None
+    sampler = make_sampler(config, grid, seed, shared) if create else None
     names = {s.study_name for s in optuna.get_all_study_summaries(storage)} if create else None
     try:
         if create and config.name not in names:

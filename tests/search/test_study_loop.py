@@ -165,3 +165,44 @@ def test_eta_paces_cheap_trials_and_the_confirmations_left_apart(monkeypatch):
     trials.append(SimpleNamespace(number=4, state=TrialState.COMPLETE, values=[4.0], user_attrs={"added_layers": 2}))
     line.update(study, trials[-1], runner)
     assert "5/10 trials, 5 left, ETA 0:05 |" in out.getvalue().splitlines()[-1]
+
+
+def _tpe_proposals(shared: bool, path: str) -> tuple[list[str], int]:
+    """40 TPE trials of the study's space on SQLite by one worker: the schedules, and storage reads of all trials."""
+    from rys_search.search.samplers import build_sampler
+    from rys_search.search.space import suggest_schedule
+
+    space = load_config().space
+    study = optuna.create_study(storage=f"sqlite:///{path}", directions=["maximize"] * 3,
+                                sampler=build_sampler("tpe", seed=3, shared=shared))
+    reads = []
+    original = study._storage.get_all_trials
+    study._storage.get_all_trials = lambda *a, **k: reads.append(1) or original(*a, **k)
+    proposals, seen = [], set()
+    for n in range(40):
+        trial = study.ask()
+        key = str(suggest_schedule(trial, 30, space))
+        proposals.append(key)
+        if key in seen:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            seen.add(key)
+            score = sum(map(ord, key)) % 17
+            study.tell(trial, [float(score), float(n % 5), float(len(key))])
+    return proposals, len(reads)
+
+
+def test_tpe_without_the_constant_liar_proposes_what_it_would_with_one_worker(workdir):
+    """The liar only matters beside other workers' running trials: alone it changes nothing but the reads."""
+    alone, alone_reads = _tpe_proposals(False, "alone.db")
+    liar, liar_reads = _tpe_proposals(True, "liar.db")
+    assert alone == liar
+    assert len(set(alone)) > 20  # past the 10 random start-up trials, TPE itself proposed
+    assert alone_reads < liar_reads
+
+
+def test_the_constant_liar_is_on_only_for_a_shared_study():
+    from rys_search.search.samplers import build_sampler
+
+    assert build_sampler("tpe", seed=0, shared=True)._constant_liar
+    assert not build_sampler("tpe", seed=0)._constant_liar
