@@ -548,7 +548,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if summary.get("confirmed_at_end"):
         print(f"confirmed at the end: {summary['confirmed_at_end']} front members the paced budget had left")
     print(f"time: load {sec['load']:.1f} s, evaluation {sec['evaluation']:.1f} s, sampler {sec['sampler']:.1f} s, "
-          f"tracking {sec['tracking']:.1f} s, total {sec['total']:.1f} s")
+          f"tracking {sec['tracking']:.1f} s (and {sec.get('tracking_beside', 0.0):.1f} s written beside the trials), "
+          f"total {sec['total']:.1f} s")
     print(f"see every trial: {summary['mlflow_ui']}")
     print(f"compare the Pareto front: rys-search ui --study {summary['study']}; "
           f"a report: rys-search report --study {summary['study']}")

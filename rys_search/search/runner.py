@@ -6,14 +6,16 @@
 A schedule that fails the fixed-point screen is pruned with its reason, without paying for the
 probes; a scored one records its scores, intervals and paired changes against the unmodified
 model as trial attributes, and a promising one is confirmed on the expensive stage before the
-trial ends (confirm.py). on_finished logs the finished trial to MLflow, updates the progress
-line and stops the study after MAX_CONSECUTIVE_FAILURES failures in a row.
+trial ends (confirm.py). on_finished queues the finished trial's MLflow run for the writer
+thread (trial_runs.py; wait_for_tracking after the loop), updates the progress line and stops
+the study after MAX_CONSECUTIVE_FAILURES failures in a row.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,8 +35,9 @@ class Timings:
     load: float = 0.0
     evaluation: float = 0.0  # objectives: inside trials, and the confirmations after the loop
     after_loop: float = 0.0  # the part of evaluation spent after the loop (the end-of-study confirmations)
-    tracking: float = 0.0  # MLflow, all of it
-    trial_tracking: float = 0.0  # MLflow, inside the optimisation loop
+    tracking: float = 0.0  # MLflow, all of it that the study waited for
+    trial_tracking: float = 0.0  # MLflow, inside the optimisation loop (the trials' runs: queueing and waits)
+    tracking_beside: float = 0.0  # the trials' runs written by the writer thread while trials ran (trial_runs.py)
     optimize: float = 0.0  # the whole loop
 
     def sampler(self) -> float:
@@ -76,6 +79,11 @@ class StudyRunner:
             from .space import grid_pairs
 
             self.grid = grid_pairs(self.n_layers, self.config.space, self.period)
+        self.runs = None
+        if self.tracker is not None:
+            from .trial_runs import TrialRuns
+
+            self.runs = TrialRuns(self.tracker)
 
     # ---- one trial ---------------------------------------------------------------------
 
@@ -124,15 +132,14 @@ class StudyRunner:
             run = self.tracker.open_trial_run(self.parent_run, self.config.name, trial.number, schedule=key,
                                               unmodified=schedule.is_identity(self.n_layers))  # params when it closes
             trial.set_user_attr("mlflow_run", run)
-            self.timings.tracking += time.perf_counter() - t0
-            self.timings.trial_tracking += time.perf_counter() - t0
+            self._tracked(t0)
         start = time.perf_counter()
         items: dict[str, Any] = {}
-        trial.set_user_attr("tokens", 0)
         try:
             from ..scoring.memory import retry_out_of_memory
 
-            return retry_out_of_memory(self.loaded, lambda: self._evaluate(trial, schedule, items))
+            with self.runs.beside() if self.runs is not None else nullcontext():  # earlier trials' runs written meanwhile
+                return retry_out_of_memory(self.loaded, lambda: self._evaluate(trial, schedule, items))
         except optuna.TrialPruned:
             raise
         except Exception as exc:
@@ -144,6 +151,19 @@ class StudyRunner:
             self.timings.evaluation += seconds
             trial.set_user_attr("seconds", seconds)
             self.items[trial.number] = items
+
+    def _tracked(self, since: float) -> None:
+        """Count the seconds since `since` as the loop's tracking."""
+        self.timings.tracking += time.perf_counter() - since
+        self.timings.trial_tracking += time.perf_counter() - since
+
+    def wait_for_tracking(self) -> None:
+        """Every trial run written (the loop's last tracking), the writer thread ended."""
+        if self.runs is not None:
+            t0 = time.perf_counter()
+            self.runs.finish()
+            self._tracked(t0)
+            self.timings.tracking_beside = self.runs.seconds
 
     def _evaluate(self, trial, schedule: LayerSchedule, items: dict[str, Any]) -> list[float]:
         import math
@@ -219,12 +239,11 @@ class StudyRunner:
         else:
             self.consecutive_failures = 0
         start = time.perf_counter()
-        if self.tracker is not None:
+        if self.runs is not None:
             from ..tracking import trial_params
 
-            self.tracker.close_trial_run(trial, self.config.name, self.parent_run, items=self.items.pop(trial.number, None),
-                                         params={**trial_params(trial), "sampler": self.config.sampler})
-        self.timings.tracking += time.perf_counter() - start
-        self.timings.trial_tracking += time.perf_counter() - start
+            self.runs.close(trial, self.config.name, self.parent_run, items=self.items.pop(trial.number, None),
+                            params={**trial_params(trial), "sampler": self.config.sampler})
+        self._tracked(start)
         if self.progress is not None:
             self.progress.update(study, trial, self)

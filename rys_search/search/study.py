@@ -72,8 +72,9 @@ def run_study(config: StudyConfig, loaded: Any = None, progress: bool = True, ou
         study.set_user_attr("tracking_uri", config.tracking_location())
         enqueue_unmodified(study, grid)
 
-    seed: int | None = None if is_server_storage(config.storage_url()) else config.seed + (worker_index or 0)
-    study = open_study(config, grid=grid, on_create=on_create, seed=seed)
+    server = is_server_storage(config.storage_url())
+    seed: int | None = None if server else config.seed + (worker_index or 0)
+    study = open_study(config, grid=grid, on_create=on_create, seed=seed, shared=server or worker_index is not None)
     parent = tracker.study_run(config.name, config.to_dict(), study.user_attrs.get("mlflow_parent_run"))
     if parent != study.user_attrs.get("mlflow_parent_run"):
         study.set_user_attr("mlflow_parent_run", parent)
@@ -99,6 +100,7 @@ def run_study(config: StudyConfig, loaded: Any = None, progress: bool = True, ou
         if runner.stopped_reason:
             status = "stopped"
             break
+    runner.wait_for_tracking()  # before reconcile reads the runs
     timings.optimize = time.perf_counter() - t0
     if runner.progress is not None:
         runner.progress.close()
@@ -148,7 +150,8 @@ def run_study(config: StudyConfig, loaded: Any = None, progress: bool = True, ou
         "tracking_uri": config.tracking_location(),
         "mlflow_ui": ui_command(config.tracking_location()),
         "seconds": {"load": timings.load, "evaluation": timings.evaluation, "sampler": timings.sampler(),
-                    "tracking": timings.tracking, "total": time.perf_counter() - started},
+                    "tracking": timings.tracking, "tracking_beside": timings.tracking_beside,
+                    "total": time.perf_counter() - started},
         "config": config.to_dict(),
     }
 
