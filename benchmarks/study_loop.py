@@ -14,7 +14,7 @@ same attributes and per-item records as real scores, so tracking writes what it 
 real study; --eval-seconds adds a sleep per scored trial. The stub study has no confirmation
 stage (there is no model to confirm on); its cost is evaluation, measured with --model. Per trial, from the runner's own
 timings: evaluation (objectives), tracking (MLflow inside the loop: queueing the trial's run for
-the writer thread and waiting for it, search/trial_runs.py) and sampler (the rest of the
+the writer process and waiting for it at the end, search/trial_runs.py) and sampler (the rest of the
 loop: Optuna's sampler and storage, the duplicate and admission checks, the progress line).
 The table gives each as the mean over the 10 trials ending at trial 50, 250 and 500 (and the
 last), then totals. Run it from another checkout (PYTHONPATH=OLD) to compare before and after.
@@ -254,7 +254,7 @@ def main() -> None:
         print(f"{mark:>6} {line[0]:>9.4f} {line[1]:>9.4f} {line[2]:>11.4f}")
     seconds = summary["seconds"]
     print(f"totals: {total:.1f} s in run_study = sampler {seconds['sampler']:.1f} s, tracking {seconds['tracking']:.1f} s "
-          f"(in the loop {sum(t['tracking'] for t in trials):.1f} s; the writer thread's {seconds.get('tracking_beside', 0.0):.1f} s "
+          f"(in the loop {sum(t['tracking'] for t in trials):.1f} s; the writer process's {seconds.get('tracking_beside', 0.0):.1f} s "
           f"beside the trials not counted), evaluation {seconds['evaluation']:.1f} s, "
           f"load {seconds['load']:.1f} s; sampler + tracking = "
           f"{(seconds['sampler'] + seconds['tracking']) / max(total, 1e-9):.0%} of the run")

@@ -7,7 +7,7 @@ A schedule that fails the fixed-point screen is pruned with its reason, without 
 probes; a scored one records its scores, intervals and paired changes against the unmodified
 model as trial attributes, and a promising one is confirmed on the expensive stage before the
 trial ends (confirm.py). on_finished queues the finished trial's MLflow run for the writer
-thread (trial_runs.py; wait_for_tracking after the loop), updates the progress line and stops
+process (trial_runs.py; wait_for_tracking after the loop), updates the progress line and stops
 the study after MAX_CONSECUTIVE_FAILURES failures in a row.
 """
 
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +36,7 @@ class Timings:
     after_loop: float = 0.0  # the part of evaluation spent after the loop (the end-of-study confirmations)
     tracking: float = 0.0  # MLflow, all of it that the study waited for
     trial_tracking: float = 0.0  # MLflow, inside the optimisation loop (the trials' runs: queueing and waits)
-    tracking_beside: float = 0.0  # the trials' runs written by the writer thread while trials ran (trial_runs.py)
+    tracking_beside: float = 0.0  # the trials' runs written by the writer process while trials ran (trial_runs.py)
     optimize: float = 0.0  # the whole loop
 
     def sampler(self) -> float:
@@ -83,7 +82,7 @@ class StudyRunner:
         if self.tracker is not None:
             from .trial_runs import TrialRuns
 
-            self.runs = TrialRuns(self.tracker)
+            self.runs = TrialRuns(self.tracker.uri)
 
     # ---- one trial ---------------------------------------------------------------------
 
@@ -138,8 +137,7 @@ class StudyRunner:
         try:
             from ..scoring.memory import retry_out_of_memory
 
-            with self.runs.beside() if self.runs is not None else nullcontext():  # earlier trials' runs written meanwhile
-                return retry_out_of_memory(self.loaded, lambda: self._evaluate(trial, schedule, items))
+            return retry_out_of_memory(self.loaded, lambda: self._evaluate(trial, schedule, items))
         except optuna.TrialPruned:
             raise
         except Exception as exc:
@@ -158,7 +156,7 @@ class StudyRunner:
         self.timings.trial_tracking += time.perf_counter() - since
 
     def wait_for_tracking(self) -> None:
-        """Every trial run written (the loop's last tracking), the writer thread ended."""
+        """Every trial run written (the loop's last tracking), the writer process ended."""
         if self.runs is not None:
             t0 = time.perf_counter()
             self.runs.finish()

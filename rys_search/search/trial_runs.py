@@ -1,102 +1,111 @@
-"""Finished trials' MLflow runs written on a thread of their own, while later trials evaluate.
+"""Finished trials' MLflow runs written by a process of their own while later trials run.
 
-    >>> runs = TrialRuns(tracker)
+    >>> runs = TrialRuns("sqlite:///mlruns/mlflow.db")
     >>> runs.close(trial, study, parent, items=items, params=params)   # queued: written in order
-    >>> with runs.beside():                                           # a trial's evaluation: write now
-    ...     scores = evaluate(...)
-    >>> runs.wait()                                                   # every queued run written
-    >>> runs.finish()                                                 # and the writer thread ended
+    >>> runs.finish()                                                 # every run written, the writer gone
 
 Closing a trial's run (its params, metrics and tags in one log_batch, its items file, its end)
-takes MLflow's SQL store some 25 ms of Python per trial, which the study loop used to pay
-between trials. On a GPU a trial's evaluation mostly waits for the device with Python's lock
-released, so the writer thread writes then: it starts a write only inside `beside()`. Writing
-at any moment instead made the loop slower, not faster: the writer then ran beside the sampler,
-and the two took turns at Python's lock (benchmarks/study_loop.py --eval-seconds).
+costs MLflow's SQL store some 25 ms of Python per trial on the development CPU and about twice
+that on the GPU host, which the study loop paid between trials. A thread could not take it
+off the loop: the writer and the evaluation took turns at Python's lock, and on the H100 the
+trials' evaluation grew by as much as the loop saved (closing note of this change). A process
+has its own lock: the loop only queues the trial (pickled by the queue's feeder thread) and
+goes on.
 
-Runs are written one at a time, in the order queued. A write that fails is raised again in the
-study's thread at the next close, `beside()` or wait, so an unreachable tracking server stops the
-study as it did when the loop wrote itself. A process killed with writes still queued loses only
-those: the next run's reconcile (tracking.py) gives every finished trial its run, as after any
-crash. At a normal exit, Ctrl-C included, the queued runs are written before Python exits.
+Runs are written one at a time, in the order queued. A write that fails is raised in the
+study's process at the next close or at finish, as a UserError naming the failure, so an
+unreachable tracking server stops the study as it did when the loop wrote itself. The writer
+ignores Ctrl-C: the study's process asks it to finish at exit, so the queued runs are written
+even then. A study process killed outright loses only the queued runs (the writer sees it gone
+and stops): the next run's reconcile (tracking.py) gives every finished trial its run, as after
+any crash.
 """
 
 from __future__ import annotations
 
 import atexit
-import functools
+import os
 import queue
-import threading
 import time
-from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any
+
+from ..errors import UserError
 
 __all__ = ["TrialRuns"]
 
+EXIT_WAIT = 120  # seconds the study's process waits at exit for the queued runs
+
 
 class TrialRuns:
-    def __init__(self, tracker: Any):
-        self.tracker = tracker
-        self.queue: queue.Queue[Callable[[], None] | None] = queue.Queue()
-        self.writing = threading.Event()  # set: the writer may start a write
-        self.errors: list[BaseException] = []
-        self.seconds = 0.0  # the writer's seconds of writing
-        threading.Thread(target=self._write, name="rys-mlflow", daemon=True).start()
-        self._at_exit = functools.partial(_drain, self.writing, self.queue)
-        atexit.register(self._at_exit)  # before Python stops its daemon threads
+    def __init__(self, tracking_uri: str):
+        import multiprocessing
 
-    def _write(self) -> None:
-        while True:
-            write = self.queue.get()
-            if write is None:  # finish()
-                self.queue.task_done()
-                return
-            self.writing.wait()
-            start = time.perf_counter()
-            try:
-                write()
-            except BaseException as exc:  # raised again in the study's thread
-                self.errors.append(exc)
-            finally:
-                self.seconds += time.perf_counter() - start
-                self.queue.task_done()
+        context = multiprocessing.get_context("spawn")  # never fork a process that holds CUDA and SQL connections
+        self.requests = context.Queue()
+        self.errors = context.Queue()
+        self._seconds = context.Value("d", 0.0)
+        self.process = context.Process(target=_serve, name="rys-mlflow", daemon=True,
+                                       args=(tracking_uri, self.requests, self.errors, self._seconds, os.getpid()))
+        self.process.start()
+        atexit.register(self._at_exit)  # runs before multiprocessing's own exit handler stops the writer
+
+    @property
+    def seconds(self) -> float:
+        """The writer's seconds of writing so far."""
+        return self._seconds.value
 
     def close(self, trial: Any, study: str, parent: str, items: dict[str, Any] | None = None,
               params: dict[str, Any] | None = None) -> None:
         """Queue Tracker.close_trial_run for a finished (frozen) trial."""
         self._raise_failed()
-        self.queue.put(lambda: self.tracker.close_trial_run(trial, study, parent, items=items, params=params))
-
-    @contextmanager
-    def beside(self) -> Iterator[None]:
-        """While the block runs, queued runs are written."""
-        self._raise_failed()
-        self.writing.set()
-        try:
-            yield
-        finally:
-            self.writing.clear()
-
-    def wait(self) -> None:
-        """Write every queued run now; raise the first write that failed."""
-        self.writing.set()
-        self.queue.join()
-        self._raise_failed()
+        self.requests.put((trial, study, parent, items, params))
 
     def finish(self) -> None:
-        """wait(), then end the writer thread."""
-        try:
-            self.wait()
-        finally:
-            self.queue.put(None)
-            atexit.unregister(self._at_exit)
+        """Return once every queued run is written and the writer has ended; raise the first write that failed."""
+        atexit.unregister(self._at_exit)
+        if self.process.is_alive():
+            self.requests.put(None)
+            self.process.join()
+        self._raise_failed()
+        if self.process.exitcode not in (0, None):
+            raise UserError(f"the MLflow writer process ended with exit code {self.process.exitcode}")
 
     def _raise_failed(self) -> None:
-        if self.errors:
-            raise self.errors.pop(0)
+        try:
+            message = self.errors.get_nowait()
+        except queue.Empty:
+            return
+        raise UserError(f"cannot write a trial's MLflow run: {message}")
+
+    def _at_exit(self) -> None:
+        if self.process.is_alive():
+            self.requests.put(None)
+            self.process.join(EXIT_WAIT)
 
 
-def _drain(writing: threading.Event, pending: queue.Queue) -> None:
-    """At exit (a loop left by an exception, Ctrl-C): write what is queued."""
-    writing.set()
-    pending.join()
+def _serve(tracking_uri: str, requests: Any, errors: Any, seconds: Any, parent: int) -> None:
+    """The writer process: close the queued trials' runs until told to stop or its parent is gone."""
+    import signal
+
+    from ..tracking import Tracker
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the study finishes us
+    tracker = Tracker(tracking_uri)
+    while True:
+        try:
+            request = requests.get(timeout=1.0)
+        except queue.Empty:
+            if os.getppid() != parent:  # the study's process was killed: nobody will ask us to stop
+                return
+            continue
+        if request is None:
+            return
+        trial, study, run_parent, items, params = request
+        start = time.perf_counter()
+        try:
+            tracker.close_trial_run(trial, study, run_parent, items=items, params=params)
+        except Exception as exc:  # raised in the study's process
+            text = str(exc).strip()
+            errors.put(f"trial {trial.number}: {type(exc).__name__}: {text.splitlines()[0] if text else ''}")
+        with seconds.get_lock():
+            seconds.value += time.perf_counter() - start

@@ -1,91 +1,111 @@
-"""The writer thread of trials' MLflow runs: in order, only beside an evaluation or when waited for, errors raised."""
+"""The writer process of trials' MLflow runs: every run written in order, errors raised in the study, nothing left running."""
 
+import os
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import optuna
 import pytest
 
+from rys_search.errors import UserError
 from rys_search.search.trial_runs import TrialRuns
+from rys_search.tracking import Tracker
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
-class Recorder:
-    """A Tracker's close_trial_run that records its calls (and fails for a trial named 'bad')."""
-
-    def __init__(self):
-        self.closed = []
-
-    def close_trial_run(self, trial, study, parent, items=None, params=None):
-        if trial == "bad":
-            raise RuntimeError("tracking server gone")
-        time.sleep(0.01)
-        self.closed.append((trial, study, parent, items, params))
+def _trial(number: int, run: str | None = None) -> optuna.trial.FrozenTrial:
+    attrs = {"schedule": f"0-{number}", "blocks": "none", "added_layers": number}
+    if run:
+        attrs["mlflow_run"] = run
+    trial = optuna.trial.create_trial(params={}, distributions={}, values=[float(number)], user_attrs=attrs)
+    trial.number = number
+    return trial
 
 
-def test_runs_are_written_in_order_only_beside_an_evaluation_or_when_waited_for():
-    tracker = Recorder()
-    runs = TrialRuns(tracker)
-    for n in range(3):
-        runs.close(n, "s", "p", items={"n": n}, params={"k": n})
-    time.sleep(0.3)
-    assert tracker.closed == []  # the sampler's turn: nothing written
-    with runs.beside():
-        deadline = time.monotonic() + 5
-        while len(tracker.closed) < 3 and time.monotonic() < deadline:
-            time.sleep(0.01)
-    assert [c[0] for c in tracker.closed] == [0, 1, 2]
-    assert tracker.closed[1] == (1, "s", "p", {"n": 1}, {"k": 1})
-    runs.close(3, "s", "p")
-    runs.close(4, "s", "p")
-    runs.wait()
-    assert [c[0] for c in tracker.closed] == [0, 1, 2, 3, 4]
-    assert runs.seconds > 0
+def _runs(uri: str) -> dict[int, object]:
+    return {int(r.data.tags["rys.trial"]): r for r in Tracker(uri).trial_runs("s")}
 
 
-def test_a_failed_write_is_raised_in_the_study_thread():
-    tracker = Recorder()
-    runs = TrialRuns(tracker)
-    runs.close("bad", "s", "p")
-    runs.close(1, "s", "p")
-    with pytest.raises(RuntimeError, match="tracking server gone"):
-        runs.wait()
-    assert [c[0] for c in tracker.closed] == [1]  # the runs after it are still written
-    runs.wait()  # raised once
-
-
-def test_queued_runs_are_written_when_python_exits_without_waiting(tmp_path):
-    out = tmp_path / "closed.txt"
-    code = f"""
-import sys
-sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
-from rys_search.search.trial_runs import TrialRuns
-
-class Tracker:
-    def close_trial_run(self, trial, study, parent, items=None, params=None):
-        with open({str(out)!r}, "a") as f:
-            f.write(f"{{trial}}\\n")
-
-runs = TrialRuns(Tracker())
-for n in range(4):
-    runs.close(n, "s", "p")
-raise SystemExit(3)  # a loop left by an error: no wait()
-"""
-    done = subprocess.run([sys.executable, "-c", code], timeout=60)
-    assert done.returncode == 3
-    assert out.read_text().split() == ["0", "1", "2", "3"]
-
-
-def test_finish_writes_the_rest_and_ends_the_writer_thread():
-    import threading
-
-    tracker = Recorder()
-    runs = TrialRuns(tracker)
-    before = threading.active_count()
-    runs.close(0, "s", "p")
+def test_every_queued_run_is_written_in_order_and_the_writer_ends(workdir):
+    uri = f"sqlite:///{workdir}/mlflow.db"
+    tracker = Tracker(uri)
+    parent = tracker.study_run("s", {"x": 1})
+    opened = tracker.open_trial_run(parent, "s", 0, schedule="0-0")
+    runs = TrialRuns(uri)
+    runs.close(_trial(0, opened), "s", parent, items={"math": [{"id": "a", "score": 1.0}]}, params={"schedule": "0-0"})
+    for n in range(1, 6):
+        runs.close(_trial(n), "s", parent, params={"schedule": f"0-{n}"})
     runs.finish()
-    assert [c[0] for c in tracker.closed] == [0]
-    deadline = time.monotonic() + 5
-    while threading.active_count() >= before and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert threading.active_count() == before - 1
+    assert not runs.process.is_alive() and runs.process.exitcode == 0
+    assert runs.seconds > 0
+    written = _runs(uri)
+    assert sorted(written) == list(range(6))
+    assert written[0].info.run_id == opened  # the run opened while the trial ran is the one closed
+    assert all(r.info.status == "FINISHED" and r.data.tags["rys.state"] == "COMPLETE" for r in written.values())
+    assert written[3].data.params["schedule"] == "0-3"
+    starts = [written[n].info.start_time for n in range(1, 6)]
+    assert starts == sorted(starts)  # written in the order queued
+
+
+def test_a_failed_write_stops_the_study_with_one_line(workdir):
+    uri = f"sqlite:///{workdir}/mlflow.db"
+    parent = Tracker(uri).study_run("s", {})
+    runs = TrialRuns(uri)
+    runs.close(_trial(1, run="0" * 32), "s", parent)  # a run the store does not have
+    runs.close(_trial(2), "s", parent)
+    with pytest.raises(UserError, match=r"cannot write a trial's MLflow run: trial 1: .*"):
+        runs.finish()
+    assert sorted(_runs(uri)) == [2]  # the runs after it are still written
+
+
+def _script(uri: str, ending: str) -> str:
+    return f"""
+import sys, time
+sys.path.insert(0, {str(ROOT)!r})
+import optuna
+from rys_search.search.trial_runs import TrialRuns
+from rys_search.tracking import Tracker
+
+if __name__ == "__main__":
+    parent = Tracker({uri!r}).study_run("s", {{}})
+    runs = TrialRuns({uri!r})
+    for n in range(4):
+        trial = optuna.trial.create_trial(params={{}}, distributions={{}}, values=[1.0], user_attrs={{"schedule": "x"}})
+        trial.number = n
+        runs.close(trial, "s", parent)
+    print(runs.process.pid, flush=True)
+    {ending}
+"""
+
+
+def test_queued_runs_are_written_when_the_study_exits_on_an_error(workdir):
+    uri = f"sqlite:///{workdir}/mlflow.db"
+    script = Path(workdir) / "exits.py"
+    script.write_text(_script(uri, "raise SystemExit(3)  # a loop left by an error: no finish()"))
+    done = subprocess.run([sys.executable, str(script)], timeout=120, capture_output=True, text=True)
+    assert done.returncode == 3, done.stderr
+    assert sorted(_runs(uri)) == [0, 1, 2, 3]
+
+
+def test_the_writer_stops_when_the_study_process_is_killed(workdir):
+    uri = f"sqlite:///{workdir}/mlflow.db"
+    script = Path(workdir) / "killed.py"
+    script.write_text(_script(uri, "time.sleep(60)"))
+    study = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    writer = int(study.stdout.readline())
+    study.send_signal(signal.SIGKILL)
+    study.wait(timeout=30)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            os.kill(writer, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        os.kill(writer, signal.SIGKILL)
+        pytest.fail("the writer process outlived the killed study process")
