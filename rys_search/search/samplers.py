@@ -14,6 +14,13 @@ when `run --workers`/`--gpus` started its workers or its storage is a server; tw
 by hand on one SQLite file sample without the liar (correct: a schedule proposed twice is still
 pruned as a duplicate, only less spread out).
 
+In the fixed encoding (search/encoding.py) the samplers that need every trial to have the same
+parameters (NSGA-II and -III evolve, GP models, only the intersection of the trials' parameters)
+see the study without its unmodified trial, which has none (`HideUnmodified`): with it in view
+the intersection was empty, and NSGA-II and GP proposed exactly what the random sampler did
+with the same seed (benchmarks/search_efficiency.py on Qwen2.5-Coder-1.5B; the test in
+tests/search/test_encoding.py fails without the view).
+
 `grid` sweeps the (i, j) pairs of search/space.py once each, in random order, and ends the study when
 none is left (search/sweep.py).
 """
@@ -22,7 +29,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-__all__ = ["SAMPLERS", "build_sampler"]
+__all__ = ["SAMPLERS", "HideUnmodified", "build_sampler"]
 
 
 _FACTORIES: dict[str, Callable[[Any, int | None, dict[str, list[Any]] | None, bool], Any]] = {
@@ -46,9 +53,10 @@ def _grid_sweep(seed: int | None, grid: dict[str, list[Any]] | None) -> Any:
 
 
 def build_sampler(name: str, seed: int | None = None, grid: dict[str, list[Any]] | None = None,
-                  shared: bool = False) -> Any:
+                  shared: bool = False, fixed: bool = False) -> Any:
     """The Optuna sampler called name (grid: over the search space given, {param: values}); seed None: fresh
-    randomness; shared: one of several workers on the study."""
+    randomness; shared: one of several workers on the study; fixed: the fixed encoding (the unmodified
+    trial hidden from the sampler)."""
     import warnings
 
     import optuna
@@ -56,4 +64,54 @@ def build_sampler(name: str, seed: int | None = None, grid: dict[str, list[Any]]
     if name not in _FACTORIES:
         raise ValueError(f"unknown sampler {name!r}; use one of {', '.join(SAMPLERS)}")
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    return _FACTORIES[name](optuna, seed, grid, shared)
+    sampler = _FACTORIES[name](optuna, seed, grid, shared)
+    return HideUnmodified(sampler) if fixed and name != "grid" else sampler
+
+
+class _WithoutUnmodified:
+    """A study as a sampler sees it, less the unmodified trial (everything else is the study's own)."""
+
+    def __init__(self, study: Any):
+        self._study = study
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+    def _get_trials(self, deepcopy: bool = True, states: Any = None, use_cache: bool = False) -> list[Any]:
+        from .space import UNMODIFIED
+
+        return [t for t in self._study._get_trials(deepcopy, states, use_cache) if not t.user_attrs.get(UNMODIFIED)]
+
+    def get_trials(self, deepcopy: bool = True, states: Any = None) -> list[Any]:
+        return self._get_trials(deepcopy, states)
+
+    @property
+    def trials(self) -> list[Any]:
+        return self.get_trials()
+
+
+def _hiding(method: str) -> Callable[..., Any]:
+    def call(self, study: Any, *args: Any) -> Any:
+        return getattr(self.base, method)(_WithoutUnmodified(study), *args)
+
+    call.__name__ = method
+    return call
+
+
+class HideUnmodified:
+    """A sampler that never sees the study's unmodified trial (enqueued with no parameters)."""
+
+    def __init__(self, base: Any):
+        self.base = base
+
+    infer_relative_search_space = _hiding("infer_relative_search_space")
+    sample_relative = _hiding("sample_relative")
+    sample_independent = _hiding("sample_independent")
+    before_trial = _hiding("before_trial")
+    after_trial = _hiding("after_trial")
+
+    def reseed_rng(self) -> None:
+        self.base.reseed_rng()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.base, name)

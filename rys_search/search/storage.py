@@ -71,7 +71,8 @@ def make_sampler(config: StudyConfig, grid: list[str] | None = None, seed: int |
 
     try:
         return build_sampler(config.sampler, config.seed if seed == "config" else seed,
-                             {GRID_PARAM: grid} if grid is not None else None, shared=shared)
+                             {GRID_PARAM: grid} if grid is not None else None, shared=shared,
+                             fixed=config.encoding() == "fixed")
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 

@@ -124,3 +124,29 @@ def test_a_study_keeps_its_encoding(workdir):
 
     pinned = load_config(overrides={"name": "kept", "sampler": "nsga2", "space": replace(tpe.space, encoding="define-by-run")})
     assert open_study(pinned.resolve(cuda=False)).study_name == "kept"  # the same space: it may go on with NSGA-II
+
+
+def _fixed_proposals(sampler_name: str, hide: bool) -> list[str]:
+    """70 trials of the study's space in the fixed encoding after the enqueued unmodified trial, on a stub landscape."""
+    from rys_search.search.samplers import build_sampler
+    from rys_search.search.space import UNMODIFIED
+
+    space = load_config().space
+    sampler = build_sampler(sampler_name, seed=0, fixed=hide)
+    study = optuna.create_study(directions=["maximize"] * 3, sampler=sampler)
+    study.enqueue_trial({}, user_attrs={UNMODIFIED: True})
+    proposals = []
+    for n in range(70):
+        trial = study.ask()
+        key = str(suggest_fixed(trial, 28, space))
+        proposals.append(key)
+        study.tell(trial, [float(sum(map(ord, key)) % 13), float(len(key)), float(n % 7)])
+    return proposals
+
+
+@pytest.mark.parametrize("name", ["nsga2", "gp"])
+def test_nsga2_and_gp_learn_in_the_fixed_encoding_beside_the_unmodified_trial(name):
+    """The unmodified trial has no parameters; seen by the sampler it emptied the intersection of the
+    trials' parameters, and NSGA-II and GP then proposed what random sampling with their seed does."""
+    random = _fixed_proposals("random", hide=False)
+    assert _fixed_proposals(name, hide=True) != random  # without the view: equal
