@@ -144,9 +144,9 @@ def _fixed_proposals(sampler_name: str, hide: bool) -> list[str]:
     return proposals
 
 
-@pytest.mark.parametrize("name", ["nsga2", "gp"])
-def test_nsga2_and_gp_learn_in_the_fixed_encoding_beside_the_unmodified_trial(name):
+@pytest.mark.parametrize("name", ["nsga2", "nsga3"])
+def test_nsga_samplers_learn_in_the_fixed_encoding_beside_the_unmodified_trial(name):
     """The unmodified trial has no parameters; seen by the sampler it emptied the intersection of the
-    trials' parameters, and NSGA-II and GP then proposed what random sampling with their seed does."""
+    trials' parameters, and NSGA-II and -III then proposed what random sampling with their seed does."""
     random = _fixed_proposals("random", hide=False)
     assert _fixed_proposals(name, hide=True) != random  # without the view: equal

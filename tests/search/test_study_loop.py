@@ -106,7 +106,18 @@ def test_sqlite_storages_write_ahead_without_an_fsync_per_commit(workdir):
 
 
 def test_each_trial_run_gets_one_batch(tiny_folder, workdir, monkeypatch):
-    from rys_search.tracking import Tracker
+    """The study's runs carry what one batch logs; closing a trial's run (what the writer process
+    does, search/trial_runs.py) makes exactly one log_batch call."""
+    from rys_search.tracking import Tracker, trial_params
+
+    cfg = load_config(overrides={"model": tiny_folder, "limit": 2, "trials": 4, "name": "batched",
+                                 "sampler": "random", "objectives": "math"})
+    run_study(cfg, progress=False)
+    study = open_study(cfg, create=False)
+    tracker = Tracker(cfg.tracking_location())
+    logged = tracker.client.get_run(study.trials[1].user_attrs["mlflow_run"]).data
+    assert logged.params["schedule"] == study.trials[1].user_attrs["schedule"] and logged.params["sampler"] == "random"
+    assert "1_score/math_v1" in logged.metrics
 
     calls = Counter()
     original = Tracker._batch
@@ -116,15 +127,12 @@ def test_each_trial_run_gets_one_batch(tiny_folder, workdir, monkeypatch):
         return original(self, run_id, params=params, metrics=metrics, tags=tags)
 
     monkeypatch.setattr(Tracker, "_batch", counting)
-    cfg = load_config(overrides={"model": tiny_folder, "limit": 2, "trials": 4, "name": "batched",
-                                 "sampler": "random", "objectives": "math"})
-    run_study(cfg, progress=False)
-    study = open_study(cfg, create=False)
-    runs = {t.user_attrs.get("mlflow_run") for t in study.trials} - {None}
-    assert runs and all(calls[r] == 1 for r in runs)
-    logged = Tracker(cfg.tracking_location()).client.get_run(study.trials[1].user_attrs["mlflow_run"]).data
-    assert logged.params["schedule"] == study.trials[1].user_attrs["schedule"] and logged.params["sampler"] == "random"
-    assert "1_score/math_v1" in logged.metrics
+    parent = study.user_attrs["mlflow_parent_run"]
+    for trial in study.trials:
+        run = tracker.open_trial_run(parent, "batched-again", trial.number, schedule=trial.user_attrs.get("schedule", ""))
+        assert calls[run] == 0  # params come when it closes
+        tracker.close_trial_run(trial, "batched-again", parent, run_id=run, params=trial_params(trial))
+        assert calls[run] == 1
 
 
 def test_eta_paces_cheap_trials_and_the_confirmations_left_apart(monkeypatch):
