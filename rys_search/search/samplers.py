@@ -57,10 +57,10 @@ def _grid_sweep(seed: int | None, grid: dict[str, list[Any]] | None) -> Any:
 
 
 def build_sampler(name: str, seed: int | None = None, grid: dict[str, list[Any]] | None = None,
-                  shared: bool = False, fixed: bool = False) -> Any:
+                  shared: bool = False, hide: str | None = None) -> Any:
     """The Optuna sampler called name (grid: over the search space given, {param: values}); seed None: fresh
-    randomness; shared: one of several workers on the study; fixed: the fixed encoding (the unmodified
-    trial hidden from NSGA-II and -III)."""
+    randomness; shared: one of several workers on the study; hide: in the fixed encoding, the user
+    attribute of the trial NSGA-II and -III are not shown (space.UNMODIFIED)."""
     import warnings
 
     import optuna
@@ -69,22 +69,21 @@ def build_sampler(name: str, seed: int | None = None, grid: dict[str, list[Any]]
         raise ValueError(f"unknown sampler {name!r}; use one of {', '.join(SAMPLERS)}")
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     sampler = _FACTORIES[name](optuna, seed, grid, shared)
-    return HideUnmodified(sampler) if fixed and name in HIDING else sampler
+    return HideUnmodified(sampler, hide) if hide and name in HIDING else sampler
 
 
 class _WithoutUnmodified:
-    """A study as a sampler sees it, less the unmodified trial (everything else is the study's own)."""
+    """A study as a sampler sees it, less the trials with the user attribute `hide` (all else is the study's)."""
 
-    def __init__(self, study: Any):
+    def __init__(self, study: Any, hide: str):
         self._study = study
+        self._hide = hide
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._study, name)
 
     def _get_trials(self, deepcopy: bool = True, states: Any = None, use_cache: bool = False) -> list[Any]:
-        from .space import UNMODIFIED
-
-        return [t for t in self._study._get_trials(deepcopy, states, use_cache) if not t.user_attrs.get(UNMODIFIED)]
+        return [t for t in self._study._get_trials(deepcopy, states, use_cache) if not t.user_attrs.get(self._hide)]
 
     def get_trials(self, deepcopy: bool = True, states: Any = None) -> list[Any]:
         return self._get_trials(deepcopy, states)
@@ -96,17 +95,19 @@ class _WithoutUnmodified:
 
 def _hiding(method: str) -> Callable[..., Any]:
     def call(self, study: Any, *args: Any) -> Any:
-        return getattr(self.base, method)(_WithoutUnmodified(study), *args)
+        return getattr(self.base, method)(_WithoutUnmodified(study, self.hide), *args)
 
     call.__name__ = method
     return call
 
 
 class HideUnmodified:
-    """A sampler that never sees the study's unmodified trial (enqueued with no parameters)."""
+    """A sampler that never sees the study's unmodified trial (enqueued with no parameters, marked by
+    the user attribute `hide`)."""
 
-    def __init__(self, base: Any):
+    def __init__(self, base: Any, hide: str):
         self.base = base
+        self.hide = hide
 
     infer_relative_search_space = _hiding("infer_relative_search_space")
     sample_relative = _hiding("sample_relative")

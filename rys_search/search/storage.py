@@ -67,12 +67,12 @@ def make_sampler(config: StudyConfig, grid: list[str] | None = None, seed: int |
                  shared: bool = False):
     """The config's sampler; seed "config" means config.seed, None fresh randomness; shared: several workers."""
     from .samplers import build_sampler
-    from .space import GRID_PARAM
+    from .space import GRID_PARAM, UNMODIFIED
 
     try:
         return build_sampler(config.sampler, config.seed if seed == "config" else seed,
                              {GRID_PARAM: grid} if grid is not None else None, shared=shared,
-                             fixed=config.encoding() == "fixed")
+                             hide=UNMODIFIED if config.encoding() == "fixed" else None)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 

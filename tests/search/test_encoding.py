@@ -132,7 +132,7 @@ def _fixed_proposals(sampler_name: str, hide: bool) -> list[str]:
     from rys_search.search.space import UNMODIFIED
 
     space = load_config().space
-    sampler = build_sampler(sampler_name, seed=0, fixed=hide)
+    sampler = build_sampler(sampler_name, seed=0, hide=UNMODIFIED if hide else None)
     study = optuna.create_study(directions=["maximize"] * 3, sampler=sampler)
     study.enqueue_trial({}, user_attrs={UNMODIFIED: True})
     proposals = []
