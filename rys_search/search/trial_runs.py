@@ -5,13 +5,13 @@
     >>> runs.finish()                                                 # every run written, the writer gone
 
 Closing a trial's run (its params, metrics and tags in one log_batch, its items file, its end)
-costs MLflow's SQL store some 25 ms of Python per trial on the development CPU and about twice
-that on the GPU host, which the study loop paid between trials. A thread could not take it
-off the loop: the writer and the evaluation took turns at Python's lock, and in a 500-trial study
-of Qwen2.5-Coder-1.5B on the H100 the trials' evaluation grew by 16 s while the loop saved 12.5 s
-(on a 2-core CPU, `benchmarks/study_loop.py --trials 300 --eval-seconds 0.3`: 94.6 s without
-the thread, 93.7 s with it). A process has its own lock: the loop only queues the trial (pickled by the queue's feeder thread) and
-goes on.
+costs MLflow's SQL store tens of milliseconds of Python per trial, which the study loop paid
+between trials (a 500-trial study on the H100: about 20 s of tracking). A thread could not take
+it off the loop: the writer and the evaluation took turns at Python's lock, and in a 500-trial
+study of Qwen2.5-Coder-1.5B on the H100 the trials' evaluation grew by 16 s while the loop saved
+12.5 s (on a 2-core CPU, `benchmarks/study_loop.py --trials 300 --eval-seconds 0.3`: 94.6 s
+without the thread, 93.7 s with it). A process has its own lock: the loop only queues the trial
+(pickled by the queue's feeder thread) and goes on.
 
 Runs are written one at a time, in the order queued. A write that fails is raised in the
 study's process at the next close or at finish, as a UserError naming the failure, so an
