@@ -152,8 +152,9 @@ class StudyRunner:
 
     def _tracked(self, since: float) -> None:
         """Count the seconds since `since` as the loop's tracking."""
-        self.timings.tracking += time.perf_counter() - since
-        self.timings.trial_tracking += time.perf_counter() - since
+        seconds = time.perf_counter() - since
+        self.timings.tracking += seconds
+        self.timings.trial_tracking += seconds
 
     def wait_for_tracking(self) -> None:
         """Every trial run written (the loop's last tracking), the writer process ended."""

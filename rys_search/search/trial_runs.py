@@ -64,9 +64,7 @@ class TrialRuns:
     def finish(self) -> None:
         """Return once every queued run is written and the writer has ended; raise the first write that failed."""
         atexit.unregister(self._at_exit)
-        if self.process.is_alive():
-            self.requests.put(None)
-            self.process.join()
+        self._stop(None)
         self._raise_failed()
         if self.process.exitcode not in (0, None):
             raise UserError(f"the MLflow writer process ended with exit code {self.process.exitcode}")
@@ -79,9 +77,13 @@ class TrialRuns:
         raise UserError(f"cannot write a trial's MLflow run: {message}")
 
     def _at_exit(self) -> None:
+        self._stop(EXIT_WAIT)
+
+    def _stop(self, timeout: float | None) -> None:
+        """Ask the writer to end once the queued runs are written; wait up to timeout (None: until it has)."""
         if self.process.is_alive():
             self.requests.put(None)
-            self.process.join(EXIT_WAIT)
+            self.process.join(timeout)
 
 
 def _serve(tracking_uri: str, requests: Any, errors: Any, seconds: Any, parent: int) -> None:
