@@ -254,8 +254,9 @@ def main() -> None:
         print(f"{mark:>6} {line[0]:>9.4f} {line[1]:>9.4f} {line[2]:>11.4f}")
     seconds = summary["seconds"]
     print(f"totals: {total:.1f} s in run_study = sampler {seconds['sampler']:.1f} s, tracking {seconds['tracking']:.1f} s "
-          f"(in the loop {sum(t['tracking'] for t in trials):.1f} s; the writer process's {seconds.get('tracking_beside', 0.0):.1f} s "
-          f"beside the trials not counted), evaluation {seconds['evaluation']:.1f} s, "
+          f"(in the loop {sum(t['tracking'] for t in trials):.1f} s; the writer process's "
+          f"{seconds.get('tracking_beside', 0.0):.1f} s of MLflow runs and {seconds.get('storing_beside', 0.0):.1f} s "
+          f"storing trials beside them not counted), evaluation {seconds['evaluation']:.1f} s, "
           f"load {seconds['load']:.1f} s; sampler + tracking = "
           f"{(seconds['sampler'] + seconds['tracking']) / max(total, 1e-9):.0%} of the run")
     print(f"study folder: {folder}")

@@ -543,12 +543,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(line)
     _print_pareto(summary["pareto"], summary["config"]["objectives"])
     sec = summary["seconds"]
+    beside = sec.get("tracking_beside", 0.0) + sec.get("storing_beside", 0.0)  # MLflow runs; trials of a study run alone
     print(f"study {summary['study']}: {summary['finished_trials']}/{summary['trials_target']} finished trials "
           f"({summary['status']}); storage {summary['storage']}")
     if summary.get("confirmed_at_end"):
         print(f"confirmed at the end: {summary['confirmed_at_end']} front members the paced budget had left")
     print(f"time: load {sec['load']:.1f} s, evaluation {sec['evaluation']:.1f} s, sampler {sec['sampler']:.1f} s, "
-          f"tracking {sec['tracking']:.1f} s (and {sec.get('tracking_beside', 0.0):.1f} s written beside the trials), "
+          f"tracking {sec['tracking']:.1f} s (and {beside:.1f} s written beside the trials), "
           f"total {sec['total']:.1f} s")
     print(f"see every trial: {summary['mlflow_ui']}")
     print(f"compare the Pareto front: rys-search ui --study {summary['study']}; "

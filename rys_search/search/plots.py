@@ -40,13 +40,17 @@ def study_figures(study: Any, config: Any, n_layers: int) -> dict[str, Any]:
 
     pairs = list(itertools.combinations(range(len(names)), 2)) or [(0, 0)]
     fig, axes = plt.subplots(1, len(pairs), figsize=(5 * len(pairs), 4.2), squeeze=False)
+    groups = {  # one scatter per group, not per trial: a figure of hundreds of artists draws slowly
+        "front": ([t for t in trials if t.number in best], {"c": "tab:red", "s": 30, "alpha": 0.9}),
+        "rest": ([t for t in trials if t.number not in best], {"c": "tab:gray", "s": 12, "alpha": 0.5}),
+        "unmodified": ([t for t in trials if t.user_attrs.get("added_layers", 1) == 0],
+                       {"marker": "*", "s": 160, "c": "black", "label": "unmodified"}),
+    }
     for ax, (a, b) in zip(axes[0], pairs):
-        for t in trials:
-            on = t.number in best
-            ax.scatter(t.values[a], t.values[b], c="tab:red" if on else "tab:gray", s=30 if on else 12,
-                       alpha=0.9 if on else 0.5)
-            if t.user_attrs.get("added_layers", 1) == 0:
-                ax.scatter(t.values[a], t.values[b], marker="*", s=160, c="black", label="unmodified")
+        for group in ("rest", "front", "unmodified"):  # drawn in this order: the front over the rest
+            members, style = groups[group]
+            if members:
+                ax.scatter([t.values[a] for t in members], [t.values[b] for t in members], **style)
         ax.set_xlabel(names[a])
         ax.set_ylabel(names[b])
         ax.grid(alpha=0.3)

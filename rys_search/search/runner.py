@@ -1,13 +1,14 @@
 """One trial: suggest a schedule, refuse a duplicate, screen it, score the probes, record it.
 
-    >>> runner = StudyRunner(config, loaded, study, tracker, parent_run)
+    >>> runner = StudyRunner(config, loaded, study, tracker, parent_run, runs=TrialRuns(tracker.uri))
     >>> study.optimize(runner, n_trials=1, callbacks=[runner.on_finished])
+    >>> runner.wait_for_tracking()
 
 A schedule that fails the fixed-point screen is pruned with its reason, without paying for the
 probes; a scored one records its scores, intervals and paired changes against the unmodified
 model as trial attributes, and a promising one is confirmed on the expensive stage before the
-trial ends (confirm.py). on_finished queues the finished trial's MLflow run for the writer
-process (trial_runs.py; wait_for_tracking after the loop), updates the progress line and stops
+trial ends (confirm.py). on_finished queues the finished trial for the writer process (its
+MLflow run; in a study run alone, the trial itself: trial_runs.py, alone.py), updates the progress line and stops
 the study after MAX_CONSECUTIVE_FAILURES failures in a row.
 """
 
@@ -37,6 +38,7 @@ class Timings:
     tracking: float = 0.0  # MLflow, all of it that the study waited for
     trial_tracking: float = 0.0  # MLflow, inside the optimisation loop (the trials' runs: queueing and waits)
     tracking_beside: float = 0.0  # the trials' runs written by the writer process while trials ran (trial_runs.py)
+    storing_beside: float = 0.0  # a study run alone: its trials stored by the writer process (alone.py)
     optimize: float = 0.0  # the whole loop
 
     def sampler(self) -> float:
@@ -53,6 +55,7 @@ class StudyRunner:
     parent_run: str | None = None
     progress: Any = None
     timings: Timings = field(default_factory=Timings)
+    runs: Any = None  # the writer process (trial_runs.TrialRuns) that each finished trial is queued to
 
     def __post_init__(self) -> None:
         from ..scoring import get_objective
@@ -78,11 +81,8 @@ class StudyRunner:
             from .space import grid_pairs
 
             self.grid = grid_pairs(self.n_layers, self.config.space, self.period)
-        self.runs = None
-        if self.tracker is not None:
-            from .trial_runs import TrialRuns
-
-            self.runs = TrialRuns(self.tracker.uri)
+        self.first_new = len(self.study.get_trials(deepcopy=False))  # trials from here on are this run's
+        self.queued: set[int] = set()
 
     # ---- one trial ---------------------------------------------------------------------
 
@@ -156,13 +156,33 @@ class StudyRunner:
         self.timings.tracking += seconds
         self.timings.trial_tracking += seconds
 
-    def wait_for_tracking(self) -> None:
-        """Every trial run written (the loop's last tracking), the writer process ended."""
-        if self.runs is not None:
-            t0 = time.perf_counter()
+    def wait_for_tracking(self, stored_study: Any = None, quiet: bool = False) -> None:
+        """Every finished trial written (the loop's last tracking), the writer process ended.
+
+        stored_study: the study's storage when the loop ran on an in-memory copy (alone.py): the
+        loop's finished trials not yet queued (the one a Ctrl-C failed) are queued first, and the
+        study attributes set during the loop are stored. quiet: a failed write is logged, not raised.
+        """
+        if self.runs is None:
+            return
+        t0 = time.perf_counter()
+        if stored_study is not None:
+            for trial in self.study.get_trials(deepcopy=False)[self.first_new:]:
+                if trial.state.is_finished() and trial.number not in self.queued:
+                    self._queue(trial)
+        try:
             self.runs.finish()
-            self._tracked(t0)
-            self.timings.tracking_beside = self.runs.seconds
+        except Exception as exc:
+            if not quiet:
+                raise
+            log.warning("%s", exc)
+        if stored_study is not None:
+            from .alone import copy_study_attrs
+
+            copy_study_attrs(self.study, stored_study)
+        self._tracked(t0)
+        self.timings.tracking_beside = self.runs.seconds
+        self.timings.storing_beside = self.runs.stored_seconds
 
     def _evaluate(self, trial, schedule: LayerSchedule, items: dict[str, Any]) -> list[float]:
         import math
@@ -239,10 +259,15 @@ class StudyRunner:
             self.consecutive_failures = 0
         start = time.perf_counter()
         if self.runs is not None:
-            from ..tracking import trial_params
-
-            self.runs.close(trial, self.config.name, self.parent_run, items=self.items.pop(trial.number, None),
-                            params={**trial_params(trial), "sampler": self.config.sampler})
+            self._queue(trial)
         self._tracked(start)
         if self.progress is not None:
             self.progress.update(study, trial, self)
+
+    def _queue(self, trial) -> None:
+        """Queue a finished trial for the writer process: stored (a study run alone), its MLflow run closed."""
+        from ..tracking import trial_params
+
+        self.queued.add(trial.number)
+        self.runs.close(trial, self.config.name, self.parent_run, items=self.items.pop(trial.number, None),
+                        params={**trial_params(trial), "sampler": self.config.sampler})

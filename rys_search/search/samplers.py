@@ -10,9 +10,8 @@ worker the only running trial is the one being sampled, which the liar leaves ou
 exactly what the liar would; but the liar makes TPE read the trials from storage again for each
 group of parameters instead of once per trial, and store each trial's relative parameters as
 extra attributes (tests/search/test_study_loop.py checks both proposals agree). A study is shared
-when `run --workers`/`--gpus` started its workers or its storage is a server; two processes started
-by hand on one SQLite file sample without the liar (correct: a schedule proposed twice is still
-pruned as a duplicate, only less spread out).
+when `run --workers`/`--gpus` started its workers, its storage is a server, or a process found
+workers at work on its SQLite file (search/alone.py).
 
 In the fixed encoding (search/encoding.py) NSGA-II and NSGA-III see the study without its
 unmodified trial, which has no parameters (`HideUnmodified`): they evolve only the intersection

@@ -23,6 +23,7 @@ import logging
 import time
 from typing import Any
 
+from .alone import claim_study, in_memory, waiting_trials
 from .config import StudyConfig
 from .parallel import WORKER, has_room, is_server_storage
 from .recovery import enqueue_unmodified, fail_dead, owner_may_still_log
@@ -51,8 +52,7 @@ def run_study(config: StudyConfig, loaded: Any = None, progress: bool = True, ou
     (None: a process of its own). It only offsets the sampler's seed; on a server storage every
     worker draws fresh randomness, since workers on other machines may hold the same index.
     """
-    from ..tracking import Tracker, ui_command
-    from .progress import Progress
+    from ..tracking import Tracker
 
     started = time.perf_counter()
     timings = Timings()
@@ -66,6 +66,19 @@ def run_study(config: StudyConfig, loaded: Any = None, progress: bool = True, ou
     grid = grid_pairs(loaded.n_layers, config.space, loaded.family.repeat_period) if config.sampler == "grid" else None
     t0 = time.perf_counter()
     tracker = Tracker(config.tracking_location())
+    alone = not is_server_storage(config.storage_url()) and worker_index is None
+    claim = claim_study(config.storage_url(), config.name, alone=alone)  # exclusive: the loop on a copy (alone.py)
+    try:
+        return _run(config, loaded, claim, tracker, grid, timings, started, progress, out, worker_index, t0)
+    finally:
+        claim.release()
+
+
+def _run(config: StudyConfig, loaded: Any, claim: Any, tracker: Any, grid: list[str] | None, timings: Timings,
+         started: float, progress: bool, out: Any, worker_index: int | None, t0: float) -> dict[str, Any]:
+    from ..tracking import ui_command
+    from .progress import Progress
+    from .trial_runs import TrialRuns
 
     def on_create(study) -> None:  # only in the worker that created the study
         study.set_user_attr("mlflow_parent_run", tracker.study_run(config.name, config.to_dict()))
@@ -74,7 +87,7 @@ def run_study(config: StudyConfig, loaded: Any = None, progress: bool = True, ou
 
     server = is_server_storage(config.storage_url())
     seed: int | None = None if server else config.seed + (worker_index or 0)
-    study = open_study(config, grid=grid, on_create=on_create, seed=seed, shared=server or worker_index is not None)
+    study = open_study(config, grid=grid, on_create=on_create, seed=seed, shared=not claim.exclusive)
     parent = tracker.study_run(config.name, config.to_dict(), study.user_attrs.get("mlflow_parent_run"))
     if parent != study.user_attrs.get("mlflow_parent_run"):
         study.set_user_attr("mlflow_parent_run", parent)
@@ -83,27 +96,39 @@ def run_study(config: StudyConfig, loaded: Any = None, progress: bool = True, ou
     tracker.reconcile(study, config.name, parent, skip=owner_may_still_log)  # what a killed run left
     timings.tracking += time.perf_counter() - t0
     enqueue_unmodified(study, grid)
-    runner = StudyRunner(config, loaded, study, tracker, parent, timings=timings)
-    done = finished_count(study)
+    t0 = time.perf_counter()
+    loop_study, store = study, None
+    if claim.exclusive:  # alone: the loop on an in-memory copy, each finished trial stored by the writer
+        loop_study = in_memory(study)
+        store = (config.storage_url(), config.name, waiting_trials(study))
+    runs = TrialRuns(tracker.uri, store=store, lock_fd=claim.fd if claim.exclusive else None)
+    runner = StudyRunner(config, loaded, loop_study, tracker, parent, timings=timings, runs=runs)
+    done = finished_count(loop_study)
     if progress:
         prefix = f"[worker {worker_index}] " if worker_index is not None else ""
         runner.progress = Progress(config, done, out=out, prefix=prefix)
     status = "already complete"
     _quiet_surplus()
-    t0 = time.perf_counter()
-    while has_room(study, config.trials, fail_dead=fail_dead):  # exactly config.trials in all workers
-        if grid is not None and study.sampler.left(study, grid) == 0:  # every pair scored or being scored
-            status = "grid exhausted"
-            break
-        status = "complete"
-        study.optimize(runner, n_trials=1, callbacks=[runner.on_finished], catch=(Exception,), gc_after_trial=False)
-        if runner.stopped_reason:
-            status = "stopped"
-            break
-    runner.wait_for_tracking()  # before reconcile reads the runs
+    try:
+        while has_room(loop_study, config.trials, fail_dead=fail_dead):  # exactly config.trials in all workers
+            if grid is not None and loop_study.sampler.left(loop_study, grid) == 0:  # every pair scored or being scored
+                status = "grid exhausted"
+                break
+            status = "complete"
+            loop_study.optimize(runner, n_trials=1, callbacks=[runner.on_finished], catch=(Exception,),
+                                gc_after_trial=False)
+            if runner.stopped_reason:
+                status = "stopped"
+                break
+    except BaseException:  # Ctrl-C: what the loop finished is stored (a failed write only logged) before it goes on
+        runner.wait_for_tracking(study if claim.exclusive else None, quiet=True)
+        raise
+    runner.wait_for_tracking(study if claim.exclusive else None)  # before reconcile reads the runs
     timings.optimize = time.perf_counter() - t0
     if runner.progress is not None:
         runner.progress.close()
+    if runner.confirmer is not None:
+        runner.confirmer.study = study  # the stored study from here on (the confirmations after the loop)
     t0 = time.perf_counter()
     fail_dead(study, wait=True)
     tracker.reconcile(study, config.name, parent, skip=owner_may_still_log)
@@ -151,6 +176,7 @@ def run_study(config: StudyConfig, loaded: Any = None, progress: bool = True, ou
         "mlflow_ui": ui_command(config.tracking_location()),
         "seconds": {"load": timings.load, "evaluation": timings.evaluation, "sampler": timings.sampler(),
                     "tracking": timings.tracking, "tracking_beside": timings.tracking_beside,
+                    "storing_beside": timings.storing_beside,
                     "total": time.perf_counter() - started},
         "config": config.to_dict(),
     }

@@ -1,6 +1,8 @@
-"""Finished trials' MLflow runs written by a process of their own while later trials run.
+"""Finished trials written by a process of their own while later trials run: their MLflow runs,
+and, for a study run alone on a SQLite file, the trials themselves (alone.py).
 
     >>> runs = TrialRuns("sqlite:///mlruns/mlflow.db")
+    >>> runs = TrialRuns(uri, store=(storage_url, study, waiting), lock_fd=claim.fd)   # a study run alone
     >>> runs.close(trial, study, parent, items=items, params=params)   # queued: written in order
     >>> runs.finish()                                                 # every run written, the writer gone
 
@@ -13,13 +15,13 @@ study of Qwen2.5-Coder-1.5B on the H100 the trials' evaluation grew by 16 s whil
 without the thread, 93.7 s with it). A process has its own lock: the loop only queues the trial
 (pickled by the queue's feeder thread) and goes on.
 
-Runs are written one at a time, in the order queued. A write that fails is raised in the
-study's process at the next close or at finish, as a UserError naming the failure, so an
-unreachable tracking server stops the study as it did when the loop wrote itself. The writer
-ignores Ctrl-C: the study's process asks it to finish at exit, so the queued runs are written
-even then. A study process killed outright loses only the queued runs (the writer sees it gone
-and stops): the next run's reconcile (tracking.py) gives every finished trial its run, as after
-any crash.
+Trials are written one at a time, in the order queued: stored first, then their run closed. A
+write that fails is raised in the study's process at the next close or at finish, as a
+UserError naming the failure, so an unreachable tracking server stops the study as it did when
+the loop wrote itself. The writer ignores Ctrl-C: the study's process asks it to finish, so the
+queued trials are written even then. A study process killed outright loses only what its queue
+had not yet handed over (the writer writes what it has, sees its parent gone and stops): the
+next run's reconcile (tracking.py) gives every stored trial its run, as after any crash.
 """
 
 from __future__ import annotations
@@ -38,26 +40,40 @@ EXIT_WAIT = 120  # seconds the study's process waits at exit for the queued runs
 
 
 class TrialRuns:
-    def __init__(self, tracking_uri: str):
+    """The writer process. tracking_uri None: no MLflow runs; store (storage URL, study name, waiting
+    trials): also store each finished trial in that study (a study run alone, alone.py); lock_fd: the
+    study's lock, held by the writer too until its last trial is stored."""
+
+    def __init__(self, tracking_uri: str | None, store: tuple[str, str, dict[int, int]] | None = None,
+                 lock_fd: int | None = None):
         import multiprocessing
+        from multiprocessing.reduction import DupFd
 
         context = multiprocessing.get_context("spawn")  # never fork a process that holds CUDA and SQL connections
         self.requests = context.Queue()
         self.errors = context.Queue()
         self._seconds = context.Value("d", 0.0)
-        self.process = context.Process(target=_serve, name="rys-mlflow", daemon=True,
-                                       args=(tracking_uri, self.requests, self.errors, self._seconds, os.getpid()))
+        self._stored = context.Value("d", 0.0)
+        lock = DupFd(lock_fd) if lock_fd is not None else None  # the same open lock, passed to the child
+        self.process = context.Process(target=_serve, name="rys-writer", daemon=True,
+                                       args=(tracking_uri, store, lock, self.requests, self.errors, self._seconds,
+                                             self._stored, os.getpid()))
         self.process.start()
         atexit.register(self._at_exit)  # runs before multiprocessing's own exit handler stops the writer
 
     @property
     def seconds(self) -> float:
-        """The writer's seconds of writing so far."""
+        """The writer's seconds of writing MLflow runs so far."""
         return self._seconds.value
+
+    @property
+    def stored_seconds(self) -> float:
+        """The writer's seconds of storing trials in the study's storage so far."""
+        return self._stored.value
 
     def close(self, trial: Any, study: str, parent: str, items: dict[str, Any] | None = None,
               params: dict[str, Any] | None = None) -> None:
-        """Queue Tracker.close_trial_run for a finished (frozen) trial."""
+        """Queue a finished (frozen) trial: stored in the study (when storing), then Tracker.close_trial_run."""
         self._raise_failed()
         self.requests.put((trial, study, parent, items, params))
 
@@ -67,14 +83,14 @@ class TrialRuns:
         self._stop(None)
         self._raise_failed()
         if self.process.exitcode not in (0, None):
-            raise UserError(f"the MLflow writer process ended with exit code {self.process.exitcode}")
+            raise UserError(f"the writer process of the trials ended with exit code {self.process.exitcode}")
 
     def _raise_failed(self) -> None:
         try:
             message = self.errors.get_nowait()
         except queue.Empty:
             return
-        raise UserError(f"cannot write a trial's MLflow run: {message}")
+        raise UserError(message)
 
     def _at_exit(self) -> None:
         self._stop(EXIT_WAIT)
@@ -86,14 +102,20 @@ class TrialRuns:
             self.process.join(timeout)
 
 
-def _serve(tracking_uri: str, requests: Any, errors: Any, seconds: Any, parent: int) -> None:
-    """The writer process: close the queued trials' runs until told to stop or its parent is gone."""
+def _serve(tracking_uri: str | None, store: tuple[str, str, dict[int, int]] | None, lock: Any, requests: Any,
+           errors: Any, seconds: Any, stored: Any, parent: int) -> None:
+    """The writer process: store and close the queued trials until told to stop or its parent is gone."""
     import signal
 
-    from ..tracking import Tracker
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the study finishes us
-    tracker = Tracker(tracking_uri)
+    if lock is not None:
+        lock.detach()  # held open until this process ends
+    tracker = None
+    if tracking_uri is not None:
+        from ..tracking import Tracker
+
+        tracker = Tracker(tracking_uri)
+    storage = study_id = None
     while True:
         try:
             request = requests.get(timeout=1.0)
@@ -104,11 +126,30 @@ def _serve(tracking_uri: str, requests: Any, errors: Any, seconds: Any, parent: 
         if request is None:
             return
         trial, study, run_parent, items, params = request
-        start = time.perf_counter()
-        try:
-            tracker.close_trial_run(trial, study, run_parent, items=items, params=params)
-        except Exception as exc:  # raised in the study's process
-            text = str(exc).strip()
-            errors.put(f"trial {trial.number}: {type(exc).__name__}: {text.splitlines()[0] if text else ''}")
-        with seconds.get_lock():
-            seconds.value += time.perf_counter() - start
+        if store is not None:
+            start = time.perf_counter()
+            try:
+                if storage is None:
+                    from .alone import store as store_trial
+                    from .storage import storage_for
+
+                    storage = storage_for(store[0])
+                    study_id = storage.get_study_id_from_name(store[1])
+                store_trial(storage, study_id, trial, store[2])
+            except Exception as exc:  # raised in the study's process
+                errors.put(f"cannot store trial {trial.number} in the study's storage: {_line(exc)}")
+            with stored.get_lock():
+                stored.value += time.perf_counter() - start
+        if tracker is not None:
+            start = time.perf_counter()
+            try:
+                tracker.close_trial_run(trial, study, run_parent, items=items, params=params)
+            except Exception as exc:  # raised in the study's process
+                errors.put(f"cannot write a trial's MLflow run: trial {trial.number}: {_line(exc)}")
+            with seconds.get_lock():
+                seconds.value += time.perf_counter() - start
+
+
+def _line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
