@@ -120,4 +120,4 @@ def test_bad_runs_leave_the_stored_study_untouched(tiny_folder, tmp_path):
     assert_one_line(cli("run", "--model", tiny_folder, "--study", "nowhere", "--storage",
                         f"sqlite:///{tmp_path}/no/such/folder/x.db", cwd=tmp_path), "cannot open storage")
     assert not (tmp_path / "no").exists()
-    assert sorted(p.name for p in (tmp_path / "studies").iterdir()) == ["kept.db"]
+    assert sorted(p.name for p in (tmp_path / "studies").iterdir()) == [".kept.db.kept.lock", "kept.db"]  # the first run's

@@ -80,9 +80,8 @@ def claim_study(url: str, study: str, alone: bool, wait: float | None = None) ->
         import fcntl
     except ImportError:  # no flock (Windows): every process writes to the file, as workers do
         return Claim()
-    if path is None:
+    if path is None or not path.parent.is_dir():  # no folder: opening the storage fails with its own message
         return Claim()
-    path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     deadline = time.monotonic() + (LOCK_WAIT if wait is None else wait)
     while True:
