@@ -119,6 +119,15 @@ def call_cost(loaded: Any) -> int:
 _CALL_COSTS: "weakref.WeakKeyDictionary[Any, int]" = weakref.WeakKeyDictionary()
 
 
+def to_device(tensor: Any, device: Any) -> Any:
+    """A CPU tensor on device. To a GPU it goes from pinned memory without waiting: torch's plain copy
+    from pageable memory synchronises the stream, so the GPU would drain its queue and idle while
+    the host prepares the next batch (the Qwen3-8B shape's profile: 65 waits a schedule)."""
+    if getattr(device, "type", str(device)) != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
 def _pad_left(rows: list[Sequence[int]], pad_id: int, device: Any, keyed: bool = False):
     """Left-padded ids, attention mask and position ids on device (and with keyed, their digest)."""
     import torch
@@ -131,7 +140,7 @@ def _pad_left(rows: list[Sequence[int]], pad_id: int, device: Any, keyed: bool =
             ids[r, width - len(row):] = torch.as_tensor(list(row), dtype=torch.long)
             mask[r, width - len(row):] = 1
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    out = ids.to(device), mask.to(device), positions.to(device)
+    out = to_device(ids, device), to_device(mask, device), to_device(positions, device)
     return (*out, digest("left", ids, mask)) if keyed else out
 
 
@@ -165,12 +174,14 @@ def _check(requests: Sequence[Request]) -> None:
 
 
 class _Picker:
-    """Collects (row, position, tokens) picks from one batch's logits and reads them all in one
-    gather and one device-to-host copy, instead of one small copy per target."""
+    """Collects (row, position, tokens) picks from each batch's logits: read on the device after each
+    batch (one gather), copied to the host once the call's last batch is queued (finish), so no
+    batch waits for the device to finish the one before."""
 
     def __init__(self) -> None:
         self.tokens: list[int] = []
         self.spans: list[tuple[int, int, int, int, Any]] = []  # (start, stop, row, col, put)
+        self.pending: list[tuple[Any, Any, list]] = []  # (values, argmax tokens, spans), on the device
 
     def add(self, row: int, col: int, wanted: Sequence[int], put) -> None:
         start = len(self.tokens)
@@ -184,15 +195,22 @@ class _Picker:
         if not self.spans:
             return
         dev = logits.device
-        at = torch.as_tensor([[r, c] for _, _, r, c, _ in self.spans], dtype=torch.long, device=dev)
+        at = to_device(torch.as_tensor([[r, c] for _, _, r, c, _ in self.spans], dtype=torch.long), dev)
         logprobs = torch.log_softmax(logits[at[:, 0], at[:, 1]].float(), dim=-1)  # (spans, vocab)
         owner = torch.as_tensor([k for k, (start, stop, *_) in enumerate(self.spans) for _ in range(stop - start)],
-                                dtype=torch.long, device=dev)
-        toks = torch.as_tensor(self.tokens, dtype=torch.long, device=dev)
-        values = logprobs[owner, toks].double().cpu().numpy()
-        tops = logprobs.argmax(dim=-1).cpu().tolist()
-        for (start, stop, _, _, put), top in zip(self.spans, tops):
-            put((values[start:stop], int(top)))
+                                dtype=torch.long)
+        toks = torch.as_tensor(self.tokens, dtype=torch.long)
+        self.pending.append((logprobs[to_device(owner, dev), to_device(toks, dev)].double(), logprobs.argmax(dim=-1),
+                             self.spans))
+        self.tokens, self.spans = [], []
+
+    def finish(self) -> None:
+        """Every read's values to the host and to their slots."""
+        for values, tops, spans in self.pending:
+            values, tops = values.cpu().numpy(), tops.cpu().tolist()
+            for (start, stop, _, _, put), top in zip(spans, tops):
+                put((values[start:stop], int(top)))
+        self.pending = []
 
 
 def _setter(slots: list, k: int):
@@ -221,10 +239,12 @@ def token_logprobs(
     plain = [i for i in range(len(requests)) if i not in shared]
     start = _Start.of(loaded, requests, [requests[i].prefix for i in shared])
     tokens = start.n if start else 0
-    tokens += _score_whole(loaded, requests, plain, budget, results, start)
+    picker = _Picker()
+    tokens += _score_whole(loaded, requests, plain, budget, results, picker, start)
     prefixed = {k: v for k, v in groups.items() if len(v) > 1}
     if prefixed:
-        tokens += _score_shared(loaded, requests, prefixed, budget, results, start)
+        tokens += _score_shared(loaded, requests, prefixed, budget, results, picker, start)
+    picker.finish()
     return results, tokens
 
 
@@ -269,7 +289,7 @@ class _Start:
 
         dev = self.loaded.device
         if start not in self.caches:
-            ids = self.ids.to(dev)
+            ids = to_device(self.ids, dev)
             with torch.no_grad():
                 out, _ = self.loaded.runtime.forward(
                     self.key, start=start, input_ids=ids, attention_mask=torch.ones_like(ids),
@@ -285,7 +305,7 @@ class _Start:
         return torch.cat([ones, mask], dim=1), positions + self.n
 
 
-def _score_whole(loaded, requests, indices, budget, results, start: _Start | None = None) -> int:
+def _score_whole(loaded, requests, indices, budget, results, picker: _Picker, start: _Start | None = None) -> int:
     import torch
 
     pad = _pad_id(loaded.tokenizer)
@@ -297,7 +317,7 @@ def _score_whole(loaded, requests, indices, budget, results, start: _Start | Non
         width = ids.shape[1]
         # padded index of the logits that predict position p of row r: p - 1 + (width - len)
         first = min(p - 1 - skip + width - (len(requests[i].ids) - skip) for i in batch for p, _ in requests[i].targets)
-        tokens += int(mask.sum())
+        tokens += sum(len(requests[i].ids) - skip for i in batch)  # the mask's ones, counted without a device wait
         inputs = {"attention_mask": mask, "position_ids": positions, "use_cache": False}
         if start:  # continue from the shared start's KV cache, from a boundary both have recorded
             key = digest("after", start.key, key)
@@ -307,7 +327,6 @@ def _score_whole(loaded, requests, indices, budget, results, start: _Start | Non
                       "past_key_values": start.cache(at, len(batch))}
         with torch.no_grad():
             logits = loaded.runtime.forward(key, input_ids=ids, logits_to_keep=width - first, **inputs)[0].logits
-        picker = _Picker()
         for row, i in enumerate(batch):
             shift = width - (len(requests[i].ids) - skip) - first
             results[i] = [None] * len(requests[i].targets)
@@ -326,7 +345,7 @@ def _select_rows(cache: Any, rows):
     return sub
 
 
-def _score_shared(loaded, requests, groups, budget, results, shared: _Start | None = None) -> int:
+def _score_shared(loaded, requests, groups, budget, results, picker: _Picker, shared: _Start | None = None) -> int:
     """Run each distinct prefix once (keeping its KV cache), then every continuation from it."""
     import torch
 
@@ -347,7 +366,7 @@ def _score_shared(loaded, requests, groups, budget, results, shared: _Start | No
         # the prompt and its continuations start at one boundary: the continuations read its KV cache
         start = runtime.start_for([key] + [part.key for part in parts if part.key is not None]
                                   + ([shared.key] if shared else []))
-        tokens += int(mask.sum())
+        tokens += sum(len(prefixes[c]) - skip for c in chunk)  # the mask's ones, counted without a device wait
         past = None
         if shared:
             past = shared.cache(start, len(chunk))
@@ -358,7 +377,6 @@ def _score_shared(loaded, requests, groups, budget, results, shared: _Start | No
         last = out.logits  # (prefixes, 1, vocab)
         cache = out.past_key_values
         for part in parts:
-            picker = _Picker()
             for row, i in part.members:  # the target right after the prompt comes from the prompt's last logits
                 results[i] = [None] * len(requests[i].targets)
                 for k, (p, w) in enumerate(requests[i].targets):
@@ -368,8 +386,8 @@ def _score_shared(loaded, requests, groups, budget, results, shared: _Start | No
             if part.key is None:  # nothing after the prompt
                 continue
             dev = loaded.device
-            rows = torch.as_tensor([row for row, _ in part.members], dtype=torch.long, device=dev)
-            tail_ids, tail_mask = part.ids.to(dev), part.mask.to(dev)
+            rows = to_device(torch.as_tensor([row for row, _ in part.members], dtype=torch.long), dev)
+            tail_ids, tail_mask = to_device(part.ids, dev), to_device(part.mask, dev)
             start_at = mask[rows].sum(dim=1, keepdim=True)  # each row's real prompt length (with the shared start)
             tail_positions = start_at + torch.arange(tail_ids.shape[1], device=dev)
             with torch.no_grad():
@@ -382,8 +400,7 @@ def _score_shared(loaded, requests, groups, budget, results, shared: _Start | No
                     past_key_values=_select_rows(cache, rows),
                     use_cache=True,
                 )[0].logits
-            tokens += int(tail_mask.sum())
-            picker = _Picker()
+            tokens += int(part.mask.sum())  # on the host
             for r, (_, i) in enumerate(part.members):
                 prefix = requests[i].prefix
                 for k, (p, w) in enumerate(requests[i].targets):

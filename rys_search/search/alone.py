@@ -7,13 +7,13 @@
 Optuna's SQLite storage pays for every step of a trial in SQL: ask, each suggested parameter
 and tell are about 30 statements, each user attribute is a transaction of its own, and each read
 of the trials (which the loop's checks, the progress line and the sampler make five times a
-trial) is seven statements. On this project's 2-core CPU that was about 40 ms of a stub trial's
-45 ms in a 500-trial study. When one process has the study to itself, nobody else needs to see
+trial) is seven statements. When one process has the study to itself, nobody else needs to see
 a trial before it ends, so the loop runs on a copy of the study in Optuna's in-memory storage
 and the writer process (trial_runs.py) stores each finished trial back into the file, in order,
 in one transaction, beside the next trial. The copy holds every trial the file had, so the
 sampler, the checks and the trial numbers are the same as on the file (tests/search/
-test_alone.py compares the two).
+test_alone.py compares the two). A 500-trial study of Qwen2.5-Coder-1.5B on the H100: sampler
+31.9 s -> 7.3 s, 165.0 s -> 133.5 s in all, the same 500 schedules proposed.
 
 Who runs a study is settled by a lock file beside the SQLite file, one per study: a process
 started alone takes it exclusively (its writer process holds it too, so the lock outlives a
