@@ -71,7 +71,7 @@ class ScheduledModel:
         _install_output_hooks(model)
         from .compiling import compile_layers, compile_setting  # fused elementwise work; RYS_SEARCH_COMPILE=0: off
 
-        mode = compile_setting(next(model.parameters()).device)
+        mode = compile_setting(next(model.parameters()).device, sum(p.numel() for p in model.parameters()))
         self.compiled = compile_layers(self._original_layers, mode) if mode else 0  # before any clone is made
 
     # ---- switching -------------------------------------------------------------------

@@ -101,12 +101,16 @@ def test_the_setting(monkeypatch):
     monkeypatch.delenv("RYS_SEARCH_COMPILE", raising=False)
     assert compile_setting(torch.device("cpu")) is None
     assert compile_setting(torch.device("cuda")) == "default"
+    assert compile_setting(torch.device("cuda"), 8_000_000_000) == "default"
+    assert compile_setting(torch.device("cuda"), 135_000_000) is None  # SmolLM2: its layers run faster eagerly
+    assert compile_setting(torch.device("cpu"), 8_000_000_000) is None
     for value, want in [("0", None), ("off", None), ("1", "default"), ("on", "default"),
                         ("reduce-overhead", "reduce-overhead")]:
         monkeypatch.setenv("RYS_SEARCH_COMPILE", value)
         assert compile_setting(torch.device("cuda")) == want
     monkeypatch.setenv("RYS_SEARCH_COMPILE", "1")
     assert compile_setting(torch.device("cpu")) == "default"
+    assert compile_setting(torch.device("cuda"), 135_000_000) == "default"  # asked for: on whatever the size
 
 
 @pytest.mark.slow
