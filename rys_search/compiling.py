@@ -26,11 +26,13 @@ Dynamo cannot trace) logs one warning, and that class runs eagerly from then on;
 call is recomputed eagerly. RYS_SEARCH_COMPILE unset: on for models of at least
 COMPILE_MIN_PARAMETERS on a GPU, off on a CPU (compiling takes minutes there, more than a short
 CPU study gains) and off for smaller models: their layers' GPU work is too little to hide the
-host's, and each compiled call adds a guard check and a wrapper (SmolLM2, 135M, on the H100 with
-`benchmarks/throughput.py --model SmolLM2 --variants engine`: 0.307 s a schedule eager against
-0.400 s compiled, and 0.307 s against 0.438 s on another machine, eager faster in 14 of the 16
-schedules compared; the Qwen3-8B shape gains from it). 0/off/false: off; 1/on/true/default: on;
-any other value is passed to torch.compile as its mode.
+host's, and each compiled call adds a guard check and a wrapper. SmolLM2 (135M) on the H100,
+`benchmarks/throughput.py --model SmolLM2 --variants engine --schedules 10`, seconds a schedule,
+eager against compiled: 0.307 / 0.400 and 0.307 / 0.438 on two machines; on two more, runs
+interleaved, 0.317, 0.323 / 0.514, 0.365, 0.427 and 0.350, 0.427 / 0.391, 0.525; one machine
+measured the opposite (0.304 eager without the shared start against 0.232 compiled with it, not
+interleaved). The Qwen3-8B shape gains from compiling (issue 6). 0/off/false: off;
+1/on/true/default: on; any other value is passed to torch.compile as its mode.
 """
 
 from __future__ import annotations
