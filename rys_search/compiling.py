@@ -31,7 +31,7 @@ host's, and each compiled call adds a guard check and a wrapper. SmolLM2 (135M) 
 eager against compiled: 0.307 / 0.400 and 0.307 / 0.438 on two machines; on two more, runs
 interleaved, 0.317, 0.323 / 0.514, 0.365, 0.427 and 0.350, 0.427 / 0.391, 0.525; one machine
 measured the opposite (0.304 eager without the shared start against 0.232 compiled with it, not
-interleaved). The Qwen3-8B shape gains from compiling (issue 6). 0/off/false: off;
+interleaved). Compiling was built for the Qwen3-8B shape (the profile above). 0/off/false: off;
 1/on/true/default: on; any other value is passed to torch.compile as its mode.
 """
 
