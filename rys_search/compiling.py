@@ -32,7 +32,8 @@ eager against compiled: 0.307 / 0.400 and 0.307 / 0.438 on two machines; on two 
 interleaved, 0.317, 0.323 / 0.514, 0.365, 0.427 and 0.350, 0.427 / 0.391, 0.525; one machine
 measured the opposite (0.304 eager without the shared start against 0.232 compiled with it, not
 interleaved). Compiling was built for the Qwen3-8B shape (the profile above). 0/off/false: off;
-1/on/true/default: on; any other value is passed to torch.compile as its mode.
+1/on/true/default: on; a mode that captures CUDA graphs (reduce-overhead, max-autotune) is
+refused with one line; any other value is passed to torch.compile as its mode.
 """
 
 from __future__ import annotations
@@ -41,10 +42,16 @@ import logging
 import os
 from typing import Any, Iterable
 
+from .errors import UserError
+
 __all__ = ["COMPILE_MIN_PARAMETERS", "compile_layers", "compile_setting", "uncompile_layers"]
 
 log = logging.getLogger(__name__)
 COMPILE_MIN_PARAMETERS = 1_000_000_000  # unset RYS_SEARCH_COMPILE: smaller models run eagerly on a GPU
+# modes with CUDA graphs: SmolLM2 on the H100 with reduce-overhead failed in the shared start's cache pass
+# ("accessing tensor output of CUDAGraphs that has been overwritten by a subsequent run"); max-autotune
+# captures CUDA graphs too (torch.compile's documentation)
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 _CLASSES: dict[tuple[type, str, str, bool], type] = {}
 
 
@@ -60,6 +67,10 @@ def compile_setting(device: Any, parameters: int | None = None) -> str | None:
         return None
     if value.lower() in ("1", "on", "true", "yes", "default"):
         return "default"
+    if value.lower() in CUDA_GRAPH_MODES:
+        raise UserError(f"RYS_SEARCH_COMPILE={value}: this torch.compile mode captures CUDA graphs, whose outputs "
+                        "the next call overwrites while the engine still holds them; use 1, "
+                        "max-autotune-no-cudagraphs or 0")
     return value
 
 

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 
@@ -15,9 +16,9 @@ def tiny_folder(saved_tiny):
     return saved_tiny("mistral")
 
 
-def cli(*args, cwd=None):
+def cli(*args, cwd=None, env=None):
     return subprocess.run([sys.executable, "-m", "rys_search.cli", *args], capture_output=True, text=True,
-                          timeout=600, cwd=cwd)
+                          timeout=600, cwd=cwd, env=None if env is None else {**os.environ, **env})
 
 
 def assert_one_line(done, message):
@@ -46,6 +47,11 @@ def assert_one_line(done, message):
 )
 def test_malformed_schedules(tiny_folder, schedule, message):
     assert_one_line(cli("chat", "--model", tiny_folder, f"--schedule={schedule}", "hi"), message)
+
+
+def test_a_compile_mode_with_cuda_graphs_is_refused(tiny_folder):
+    assert_one_line(cli("eval", "--model", tiny_folder, "--schedule", "0-3", env={"RYS_SEARCH_COMPILE": "reduce-overhead"}),
+                    "RYS_SEARCH_COMPILE=reduce-overhead: this torch.compile mode captures CUDA graphs")
 
 
 def test_out_of_range_unsupported_and_bad_files(tiny_folder, tmp_path):

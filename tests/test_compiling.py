@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from rys_search.compiling import compile_layers, compile_setting, uncompile_layers
+from rys_search.errors import UserError
 from rys_search.loading import load_model
 from rys_search.schedule import LayerSchedule
 from rys_search.scoring.engine import token_logprobs
@@ -105,9 +106,13 @@ def test_the_setting(monkeypatch):
     assert compile_setting(torch.device("cuda"), 135_000_000) is None  # SmolLM2: its layers run faster eagerly
     assert compile_setting(torch.device("cpu"), 8_000_000_000) is None
     for value, want in [("0", None), ("off", None), ("1", "default"), ("on", "default"),
-                        ("reduce-overhead", "reduce-overhead")]:
+                        ("max-autotune-no-cudagraphs", "max-autotune-no-cudagraphs")]:
         monkeypatch.setenv("RYS_SEARCH_COMPILE", value)
         assert compile_setting(torch.device("cuda")) == want
+    for value in ("reduce-overhead", "max-autotune"):  # CUDA graphs: their outputs are overwritten under the engine
+        monkeypatch.setenv("RYS_SEARCH_COMPILE", value)
+        with pytest.raises(UserError, match=f"RYS_SEARCH_COMPILE={value}: this torch.compile mode captures CUDA graphs"):
+            compile_setting(torch.device("cuda"))
     monkeypatch.setenv("RYS_SEARCH_COMPILE", "1")
     assert compile_setting(torch.device("cpu")) == "default"
     assert compile_setting(torch.device("cuda"), 135_000_000) == "default"  # asked for: on whatever the size
