@@ -21,7 +21,8 @@ UserError naming the failure, so an unreachable tracking server stops the study 
 the loop wrote itself. The writer ignores Ctrl-C: the study's process asks it to finish, so the
 queued trials are written even then. A study process killed outright loses only what its queue
 had not yet handed over (the writer writes what it has, sees its parent gone and stops): the
-next run's reconcile (tracking.py) gives every stored trial its run, as after any crash.
+next run's reconcile (tracking.py) gives every stored trial its run, as after any crash. A
+writer that dies stops the study at the next trial it would have written.
 """
 
 from __future__ import annotations
@@ -73,8 +74,14 @@ class TrialRuns:
 
     def close(self, trial: Any, study: str, parent: str, items: dict[str, Any] | None = None,
               params: dict[str, Any] | None = None) -> None:
-        """Queue a finished (frozen) trial: stored in the study (when storing), then Tracker.close_trial_run."""
+        """Queue a finished (frozen) trial: stored in the study (when storing), then Tracker.close_trial_run.
+
+        A writer that has died (killed, out of memory) stops the study here, at the first trial it
+        would lose: for a study run alone, the trials it has not stored exist only in this process."""
         self._raise_failed()
+        if not self.process.is_alive():
+            raise UserError(f"the writer process of the trials ended (exit code {self.process.exitcode}) before "
+                            f"trial {trial.number} was written; run the study again to go on from what it stored")
         self.requests.put((trial, study, parent, items, params))
 
     def finish(self) -> None:

@@ -109,3 +109,11 @@ def test_the_writer_stops_when_the_study_process_is_killed(workdir):
     else:
         os.kill(writer, signal.SIGKILL)
         pytest.fail("the writer process outlived the killed study process")
+
+
+def test_a_dead_writer_stops_the_study_at_the_next_trial(workdir):
+    runs = TrialRuns(None)
+    runs.process.kill()
+    runs.process.join()
+    with pytest.raises(UserError, match=r"the writer process of the trials ended \(exit code -9\) before trial 3 was written"):
+        runs.close(_trial(3), "s", "parent")
