@@ -273,19 +273,19 @@ def _print_families(as_json: bool) -> int:
     rows = [{
         "family": f.name, "model_types": list(f.model_types), "gguf_arch": f.gguf_arch,
         "gguf_from_hf": f.gguf_from_hf,
-        # a GGUF of the family loads as a source (and GGUF exports are checked through transformers too)
-        "gguf_source": f.gguf_source,
+        # who reads a GGUF of the family: transformers, or rys-search's own reader
+        "gguf_reader": f.gguf_reader,
         "gguf_repeat_period": f.repeat_period,
         "per_layer_config": list(f.per_layer_config) + [s.entry for s in f.layer_sets],
     } for f in families().values()]
     if as_json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'family':<11}{'model_type':<13}{'GGUF arch':<11}{'GGUF from HF':<14}{'GGUF source':<13}"
+    print(f"{'family':<11}{'model_type':<13}{'GGUF arch':<11}{'GGUF from HF':<14}{'GGUF read by':<14}"
           f"{'GGUF period':<13}per-layer entries")
     for r in rows:
         print(f"{r['family']:<11}{','.join(r['model_types']):<13}{r['gguf_arch']:<11}"
-              f"{'yes' if r['gguf_from_hf'] else 'no':<14}{'yes' if r['gguf_source'] else 'no':<13}"
+              f"{'yes' if r['gguf_from_hf'] else 'no':<14}{r['gguf_reader']:<14}"
               f"{r['gguf_repeat_period']:<13}{', '.join(r['per_layer_config'])}")
     return 0
 

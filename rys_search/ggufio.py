@@ -1,4 +1,4 @@
-"""Reading GGUF files: the one place (with export) that imports the gguf package.
+"""Reading GGUF files (gguf is imported here, in ggufmap and in export/gguf.py only).
 
     >>> info = inspect_gguf("SmolLM2-135M-Instruct.Q4_1.gguf")
     >>> info.arch, info.block_count
@@ -34,7 +34,7 @@ from typing import Any, Iterator
 
 from .errors import UserError
 
-__all__ = ["FastLoadStats", "GGUFInfo", "ModelFileError", "fast_gguf_load", "inspect_gguf"]
+__all__ = ["FastLoadStats", "GGUFInfo", "ModelFileError", "dequantized", "fast_gguf_load", "inspect_gguf", "parsed"]
 
 GGUF_MAGIC = b"GGUF"
 
@@ -131,8 +131,7 @@ def fast_gguf_load(path: str | os.PathLike, threads: int | None = None, window: 
     dequantized ahead by `threads` threads (default: every core this process may use)."""
     import gguf
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    stats = FastLoadStats(threads=threads or cores)
+    stats = FastLoadStats(threads=threads or _cores())
     target = os.path.realpath(path)
     original = {name: getattr(gguf, name) for name in ("GGUFReader", "dequantize", "get_tensor_name_map")}
     readers: dict[str, Any] = {}
@@ -173,6 +172,25 @@ def fast_gguf_load(path: str | os.PathLike, threads: int | None = None, window: 
             original["GGUFReader"], original["dequantize"], original["get_tensor_name_map"])
         for prefetcher in ahead.values():
             prefetcher.close()
+
+
+def dequantized(reader: Any, threads: int | None = None, window: int = 2 << 30) -> Iterator[tuple[Any, Any]]:
+    """(tensor, its values as a float32 ndarray) for each tensor of a parsed file, in file order; the
+    quantized ones dequantized ahead by the pool fast_gguf_load uses, at most `window` bytes ahead."""
+    import gguf
+
+    stats = FastLoadStats(threads=threads or _cores())
+    prefetcher = _Prefetcher(reader, stats, gguf.dequantize, window)
+    try:
+        for tensor in reader.tensors:
+            values = prefetcher.take(tensor.data, tensor.tensor_type)
+            yield tensor, (values if values is not None else gguf.dequantize(tensor.data, tensor.tensor_type))
+    finally:
+        prefetcher.close()
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 @contextmanager

@@ -4,8 +4,9 @@
     >>> loaded.runtime.set_schedule("0-9,10-12x2,13-29")
     >>> loaded.model(...)
 
-A GGUF file is dequantized through transformers once (the file parsed once, the tensors
-dequantized on all cores: ggufio.fast_gguf_load) and cached as safetensors under
+A GGUF file is dequantized once, through transformers (the file parsed once, the tensors
+dequantized on all cores: ggufio.fast_gguf_load) or, for an architecture transformers does
+not read (the family's gguf_reader), through rys-search's own reader (ggufread), and cached as safetensors under
 $RYS_SEARCH_CACHE (default ~/.cache/rys-search), keyed by the file's path, size and
 modification time, so the next load takes seconds. Several processes loading the same new
 GGUF at once (the workers of `rys-search run --workers`) dequantize it once: the first holds a
@@ -30,6 +31,7 @@ from typing import Any
 from .architectures import Family, UnsupportedFamily, families, family_for
 from .errors import UserError
 from .ggufio import ModelFileError, check_magic, fast_gguf_load, inspect_gguf
+from .ggufread import GGUFCheckpoint, read_config
 
 __all__ = [
     "LoadedModel", "ModelSource", "ensure_cached", "gguf_family", "load_config", "load_model", "pick_device", "pick_dtype",
@@ -155,18 +157,12 @@ def gguf_family(path: str) -> tuple[Family, Any]:
     # llama.expert_count); the others are the files without it
     marked = [f for f in matching if f.gguf_marker and f"{info.arch}.{f.gguf_marker}" in info.keys]
     matching = marked or [f for f in matching if not f.gguf_marker] or matching
-    family = next((f for f in matching if f.gguf_source), None)
-    if family is None and matching:
-        raise UnsupportedFamily(
-            f"a GGUF of architecture {info.arch!r} ({matching[0].name}) cannot be loaded: rys-search loads models "
-            f"through transformers, which does not read it as {matching[0].name}; use the model's Hugging Face checkpoint"
-        )
-    if family is None:
+    if not matching:
         raise UnsupportedFamily(
             f"GGUF architecture {info.arch!r} is not supported; supported families: "
             f"{', '.join(sorted(families()))}"
         )
-    return family, info
+    return matching[0], info
 
 
 def _hf_error(source: ModelSource, exc: Exception) -> ModelFileError:
@@ -184,7 +180,9 @@ def load_config(spec: str | None = "default") -> tuple[Any, ModelSource]:
             cached = _cached(source)
             if cached is not None:
                 return AutoConfig.from_pretrained(cached), source
-            inspect_gguf(source.location)
+            family, _ = gguf_family(source.location)
+            if family.gguf_reader == "rys-search":
+                return read_config(source.location, family), source
             path = Path(source.location)
             return AutoConfig.from_pretrained(path.parent, gguf_file=path.name), source
         return AutoConfig.from_pretrained(source.location), source
@@ -233,17 +231,21 @@ def _dequantize_to_cache(source: ModelSource) -> Path:
     tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        with fast_gguf_load(path):  # transformers' loader, with the file parsed once and tensors dequantized on all cores
-            gguf_family(source.location)  # refuse an unsupported architecture before paying for the load
-            log.info("dequantizing %s once; the copy is cached in %s", path.name, folder)
-            model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
-            tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-        family_for(model.config.model_type)
-        model.hf_quantizer = None  # transformers refuses to save a GGUF-loaded model otherwise
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        family, _ = gguf_family(source.location)  # refuse an unsupported architecture before paying for the load
+        own = GGUFCheckpoint(path, family) if family.gguf_reader == "rys-search" else None  # (its tensors checked)
+        log.info("dequantizing %s once; the copy is cached in %s", path.name, folder)
+        if own is not None:
+            own.write(tmp)
+        else:
+            with fast_gguf_load(path):  # transformers' loader, the file parsed once and tensors dequantized on all cores
+                model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+                tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+            family_for(model.config.model_type)
+            model.hf_quantizer = None  # transformers refuses to save a GGUF-loaded model otherwise
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
         stat = path.stat()
         (tmp / _CACHE_MARKER).write_text(
             json.dumps({"source": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}, indent=1)

@@ -40,14 +40,14 @@ def test_info_lists_the_families(capsys):
     assert set(rows) == set(families()) and {"phi3", "gemma2", "qwen3_moe", "gpt_oss"} <= set(rows)
     assert rows["qwen2_moe"]["per_layer_config"] == ["layer_types", "mlp_only_layers"]
     assert rows["gemma2"]["gguf_repeat_period"] == 2 and rows["mixtral"]["gguf_arch"] == "llama"
-    for name in ("gpt_oss", "granite", "mixtral", "olmo2"):  # GGUF from HF, checked by llama.cpp; no GGUF source
-        assert rows[name]["gguf_from_hf"] and not rows[name]["gguf_source"]
-    assert rows["llama"]["gguf_source"] and not rows["gemma3"]["gguf_from_hf"]
+    for name in ("gpt_oss", "granite", "mixtral", "olmo2"):  # architectures transformers does not read as GGUF
+        assert rows[name]["gguf_from_hf"] and rows[name]["gguf_reader"] == "rys-search"
+    assert rows["llama"]["gguf_reader"] == "transformers" and not rows["gemma3"]["gguf_from_hf"]
     assert main(["info", "--families"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("family") and len(lines) == len(rows) + 1
     assert any(line.split()[:3] == ["gpt_oss", "gpt_oss", "gpt-oss"] for line in lines)
-    assert any(line.split()[:6] == ["olmo2", "olmo2", "olmo2", "yes", "no", "1"] for line in lines)
+    assert any(line.split()[:6] == ["olmo2", "olmo2", "olmo2", "yes", "rys-search", "1"] for line in lines)
 
 
 def test_info_says_unsupported(tmp_path, capsys):

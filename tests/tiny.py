@@ -70,6 +70,32 @@ TINY = {
 }
 
 
+# What a GGUF can say about these families: no sliding windows (but Gemma 2's, by position);
+# transformers' GGUF reader assumes Qwen3's head size of 128, Gemma 2's query scale of 256, and
+# the Qwen MoE expert sizes of its config defaults; llama.cpp gives every Qwen MoE layer experts
+# and normalises Qwen3-MoE's routing weights.
+GGUF_SAFE = {  # config overrides for a GGUF export's round trip, by family
+    "llama": {},
+    "mistral": {"sliding_window": None},  # (a mistral config with layer_types reloads as "ministral")
+    "qwen2": {"sliding_window": None, "use_sliding_window": False, "layer_types": None},
+    "qwen3": {"sliding_window": None, "use_sliding_window": False, "layer_types": None, "head_dim": 128},
+    "phi3": {"sliding_window": None},
+    "gemma2": {"tie_word_embeddings": True, "head_dim": 256, "query_pre_attn_scalar": 256},
+    "qwen2_moe": {"mlp_only_layers": [], "decoder_sparse_step": 1, "use_sliding_window": False, "layer_types": None,
+                  "moe_intermediate_size": 1408, "shared_expert_intermediate_size": 5632},
+    "qwen3_moe": {"mlp_only_layers": [], "norm_topk_prob": True, "moe_intermediate_size": 768},
+    # GGUFs transformers does not read (rys-search's reader, ggufread, does)
+    "granite": {},
+    "mixtral": {"sliding_window": None},
+    "olmo2": {},
+    # YaRN with the correction range rounded, as llama.cpp runs it (gpt-oss's checkpoints say
+    # truncate = false: see test_gpt_oss_yarn_without_truncation_is_exported_with_a_warning)
+    "gpt_oss": {"rope_parameters": {"rope_type": "yarn", "factor": 32.0, "beta_fast": 32.0, "beta_slow": 1.0,
+                                    "truncate": True, "original_max_position_embeddings": 4096,
+                                    "rope_theta": 150000.0}},
+}
+
+
 def tiny_config(family: str, **overrides):
     spec = dict(TINY[family])
     model_type = spec.pop("model_type")

@@ -28,6 +28,9 @@ from ..errors import UserError
 __all__ = ["Family", "LayerSet", "UnsupportedFamily", "families", "family_for", "supported_names"]
 
 
+GGUF_READERS = ("transformers", "rys-search")
+
+
 class UnsupportedFamily(UserError, ValueError):
     """The model's family has no data file here."""
 
@@ -48,7 +51,7 @@ _KEYS = {
 # Keys a family file may leave out: their kind and default.
 _OPTIONAL = {
     "layer_sets": (dict, {}),
-    "gguf_source": (bool, True),
+    "gguf_reader": (str, "transformers"),
     "gguf_config": (dict, {}),
     "gguf_requires": (dict, {}),
     "gguf_norm_offset": (float, 0.0),
@@ -98,7 +101,9 @@ class Family:
     gguf_rope_permute: bool  # llama.cpp wants q/k rows in its interleaved rotary order
     gguf_tokenizer_pre: str  # llama.cpp's pre-tokenizer name for a GGUF written from a HF tokenizer
     layer_sets: tuple[LayerSet, ...] = ()
-    gguf_source: bool = True  # a GGUF of this family loads (transformers reads its architecture)
+    # who reads a GGUF of this family: "transformers", or "rys-search" (ggufread, the exporter's map
+    # run backwards) for an architecture transformers does not read
+    gguf_reader: str = "transformers"
     # GGUF written from a Hugging Face model (see the data files' comments):
     gguf_config: tuple[tuple[str, str, str], ...] = ()  # (metadata key after "<arch>.", config entry, type or "")
     gguf_requires: tuple[tuple[str, Any], ...] = ()  # (config entry, the value every GGUF reader assumes)
@@ -201,6 +206,8 @@ def _load(text: str, source: str) -> Family:
     if not all(isinstance(v, str) for v in extra["gguf_rename"].values()):
         raise ValueError(f"{source}: gguf_rename maps a tensor name's ending to another")
     extra["gguf_rename"] = tuple(extra["gguf_rename"].items())
+    if extra["gguf_reader"] not in GGUF_READERS:
+        raise ValueError(f"{source}: gguf_reader must be one of {', '.join(GGUF_READERS)}")
     return Family(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}, **extra)
 
 

@@ -240,9 +240,7 @@ def export_schedule(
         result["bytes"] = _size(staged)
         if verify:
             t0 = time.perf_counter()
-            unreadable = None if fmt == "hf" or family.gguf_source else (
-                f"transformers cannot load a {family.name} GGUF (llama.cpp architecture {family.gguf_arch!r})")
-            result["verification"] = _verify(model, schedule, staged, fmt, result["written_as"], unreadable)
+            result["verification"] = _verify(model, schedule, staged, fmt, result["written_as"])
             result["verify_seconds"] = time.perf_counter() - t0
         if fmt == "hf":
             card = model_card(provenance, fmt, target.name, verification_lines(result.get("verification")))
@@ -276,13 +274,8 @@ def _tolerance_kind(written_as: str, reference_dtype: Any) -> str:
     return _LOSSY.get(written_as, "exact")
 
 
-def _verify(loaded: Any, schedule: LayerSchedule, path: Path, fmt: str, written_as: str,
-            no_transformers: str | None = None) -> dict[str, Any]:
-    """Reference outputs from the source, then the source freed, then the export loaded back.
-
-    no_transformers: why the export cannot be loaded back through transformers (a GGUF of an
-    architecture it does not read); llama.cpp's check is then the only one, and says so.
-    """
+def _verify(loaded: Any, schedule: LayerSchedule, path: Path, fmt: str, written_as: str) -> dict[str, Any]:
+    """Reference outputs from the source, then the source freed, then the export loaded back."""
     import gc
 
     from .verify import TOLERANCES, Reference, verify_llama_cpp, verify_transformers
@@ -291,11 +284,8 @@ def _verify(loaded: Any, schedule: LayerSchedule, path: Path, fmt: str, written_
     kind = _tolerance_kind(written_as, loaded.dtype)
     loaded.model = loaded.runtime = None  # consumed: the weights go before the export is loaded
     gc.collect()
-    if no_transformers:
-        checks: dict[str, Any] = {"transformers": {"skipped": no_transformers}}
-    else:
-        checks = {"transformers": verify_transformers(ref, path, fmt, TOLERANCES[kind])}
-        checks["transformers"]["tolerance_kind"] = kind
+    checks: dict[str, Any] = {"transformers": verify_transformers(ref, path, fmt, TOLERANCES[kind])}
+    checks["transformers"]["tolerance_kind"] = kind
     if fmt == "gguf":
         checks["llama_cpp"] = verify_llama_cpp(ref, path)
     return checks
@@ -307,9 +297,7 @@ def verification_lines(verification: dict[str, Any] | None) -> dict[str, str]:
         return {"not verified": "exported with --no-verify"}
     lines = {}
     t = verification.get("transformers")
-    if t and "skipped" in t:
-        lines["transformers"] = f"not run: {t['skipped']}"
-    elif t:
+    if t:
         lines["transformers"] = (f"max logit difference {t['max_abs_logit_diff']:.3g} (tolerance {t['tolerance']:.3g}) "
                                  f"over {t['positions']} positions, top-1 agreement {t['top1_agreement']:.3f}")
     c = verification.get("llama_cpp")

@@ -1,4 +1,4 @@
-"""Write a schedule as one GGUF file: the only module (with ggufio) that imports gguf.
+"""Write a schedule as one GGUF file (gguf is imported here, in ggufio and in ggufmap only).
 
     >>> plan = plan_from_gguf("SmolLM2.Q4_1.gguf", order, family, provenance)   # bytes copied
     >>> plan = plan_from_hf(loaded, order, "q8_0", provenance)                  # converted
@@ -7,8 +7,8 @@
 From a GGUF source every tensor of layer s is copied byte for byte to each position that
 runs s (quantized data is never re-quantized), read from the file in chunks so memory
 stays flat; `block_count` and the per-layer metadata arrays the family data names are
-remapped. From a Hugging Face model the tensors are renamed with gguf-py's name map,
-converted one at a time (f32, f16, bf16 or q8_0), and the tokenizer and chat template are
+remapped. From a Hugging Face model the tensors are renamed with gguf-py's name map and cut
+as ggufmap says (the map rys-search's own GGUF reader runs backwards), converted one at a time (f32, f16, bf16 or q8_0), and the tokenizer and chat template are
 written from the model's own tokenizer files; what differs by family (extra metadata, norm
 offsets, fused tensors written as parts, config values the GGUF reader assumes) comes from
 the family's data file. Provenance goes under the `rys.` keys.
@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from ..errors import UserError
+from ..ggufmap import config_kv, tensor_pieces
 from .hf import tensor_plan
 
 __all__ = ["GGUFPlan", "OUT_TYPES", "gguf_fields", "plan_from_gguf", "plan_from_hf", "write_gguf"]
@@ -169,11 +170,6 @@ def _qtype_for(data_shape: Sequence[int], out_type: str) -> Any:
     return {"f16": T.F16, "bf16": T.BF16}[out_type]
 
 
-def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
-    """llama.cpp's rotary layout for q/k of the llama architecture (its converter does the same)."""
-    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
-
-
 # YaRN settings llama.cpp reads (rope.scaling.*); any other one in a model's rope_parameters is refused.
 _YARN_KEYS = {"rope_type", "rope_theta", "factor", "original_max_position_embeddings", "beta_fast", "beta_slow",
               "truncate"}
@@ -258,7 +254,6 @@ def plan_from_hf(model: Any, tokenizer: Any, family: Any, order: Sequence[int], 
                  provenance: dict[str, Any], name: str) -> GGUFPlan:
     """GGUF tensors and metadata for a transformers model (loaded, no schedule applied) run as `order`."""
     import gguf
-    import torch
 
     if out_type not in OUT_TYPES:
         raise UserError(f"unknown GGUF type {out_type!r}; use one of {', '.join(OUT_TYPES)}")
@@ -272,8 +267,7 @@ def plan_from_hf(model: Any, tokenizer: Any, family: Any, order: Sequence[int], 
         log.warning("a GGUF carries no sliding windows: llama.cpp runs this model's sliding-window layers with "
                     "full attention (the same output up to the window's length)")
     arch = family.gguf_arch
-    arch_enum = next(a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == arch)
-    n_head, n_kv = config.num_attention_heads, config.num_key_value_heads
+    n_head = config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // n_head
     V = gguf.GGUFValueType
     plan = GGUFPlan(arch=arch)
@@ -284,92 +278,25 @@ def plan_from_hf(model: Any, tokenizer: Any, family: Any, order: Sequence[int], 
         ("general.file_type", int(gguf.LlamaFileType[_FILE_TYPES[out_type]]), V.UINT32, None),
         ("general.quantization_version", gguf.GGML_QUANT_VERSION, V.UINT32, None),
         (f"{arch}.block_count", len(order), V.UINT32, None),
-        (f"{arch}.context_length", int(config.max_position_embeddings), V.UINT32, None),
-        (f"{arch}.embedding_length", int(config.hidden_size), V.UINT32, None),
-        (f"{arch}.feed_forward_length", int(config.intermediate_size), V.UINT32, None),
-        (f"{arch}.attention.head_count", int(n_head), V.UINT32, None),
-        (f"{arch}.attention.head_count_kv", int(n_kv), V.UINT32, None),
+        *config_kv(config, family, arch),  # the config entries a GGUF holds, the family's own included
         (f"{arch}.attention.key_length", int(head_dim), V.UINT32, None),
         (f"{arch}.attention.value_length", int(head_dim), V.UINT32, None),
-        (f"{arch}.attention.layer_norm_rms_epsilon", float(config.rms_norm_eps), V.FLOAT32, None),
         *_rope_kv(config, family, arch),
         (f"{arch}.rope.dimension_count", int(head_dim), V.UINT32, None),
-        (f"{arch}.vocab_size", int(config.vocab_size), V.UINT32, None),
     ]
-    for key, entry, kind in family.gguf_config:  # the family's own metadata, from its config
-        value = getattr(config, entry, None)
-        if value is not None:
-            if kind == "f32":
-                value, vtype = float(value), V.FLOAT32
-            else:
-                vtype = V.BOOL if isinstance(value, bool) else V.UINT32 if isinstance(value, int) else V.FLOAT32
-            kv.append((f"{arch}.{key}", value, vtype, None))
     _tokenizer_kv(tokenizer, int(config.vocab_size), family.gguf_tokenizer_pre, kv)
     kv += _provenance_kv(provenance)
 
-    names = gguf.get_tensor_name_map(arch_enum, len(order))
     state, items = tensor_plan(model, family, order)
-    for src_key, key, tensor in _split(family, state, items):
-        gguf_name = names.get_name(key, try_suffixes=(".weight", ".bias"))
-        if gguf_name is None:
-            raise UserError(f"no GGUF name for tensor {src_key!r} of this {family.name} model")
-        if not gguf_name.endswith((".weight", ".bias")):  # a bare parameter (experts, sinks)
-            gguf_name += ".weight"
-        shape = tuple(int(d) for d in tensor.shape)
-        if _BLOCK.match(gguf_name) and _BLOCK.match(gguf_name).group(2).rpartition(".")[0] in family.gguf_flatten:
-            shape = (int(np.prod(shape)),)
-        qtype = _qtype_for(shape, out_type)
-        permute = None
-        if family.gguf_rope_permute and re.search(r"\.attn_(q|k)\.weight$", gguf_name):
-            permute = n_head if ".attn_q." in gguf_name else n_kv
-        offset = family.gguf_norm_offset if gguf_name.endswith("norm.weight") else 0.0
-        nbytes = int(np.prod(gguf.quant_shape_to_byte_shape(shape, qtype)))
+    for piece in tensor_pieces(state, items, family, config, len(order)):
+        qtype = _qtype_for(piece.shape, out_type)
+        nbytes = int(np.prod(gguf.quant_shape_to_byte_shape(piece.shape, qtype)))
 
-        def convert(tensor=tensor, qtype=qtype, permute=permute, offset=offset, shape=shape) -> Iterator[np.ndarray]:
-            data = tensor.detach().to(device="cpu", dtype=torch.float32).reshape(shape).numpy()
-            if permute is not None:
-                data = _permute(data, permute)
-            if offset:
-                data = data + np.float32(offset)
-            yield np.ascontiguousarray(gguf.quants.quantize(data, qtype))
+        def convert(piece=piece, qtype=qtype) -> Iterator[np.ndarray]:
+            yield np.ascontiguousarray(gguf.quants.quantize(piece.from_hf(state[piece.src_key]), qtype))
 
-        plan.tensors.append(OutTensor(gguf_name, shape, int(qtype), nbytes, convert))
+        plan.tensors.append(OutTensor(piece.name, piece.shape, int(qtype), nbytes, convert))
     return plan
-
-
-def _split(family: Any, state: dict[str, Any], items: Sequence[tuple[str, str]]) -> Iterator[tuple[str, str, Any]]:
-    """(source key, key to name in GGUF, tensor), as the family's data says.
-
-    A tensor stored input-major is transposed (rows become the outputs, as in GGUF); a fused
-    tensor is cut into its row parts, halves or alternate rows (a bias's rows are its last
-    axis); a name gguf-py's map does not know is renamed.
-    """
-    import torch
-
-    split = dict(family.gguf_split)
-    rename = dict(family.gguf_rename)
-
-    def ending(key: str, names: Any) -> str | None:
-        return next((f for f in names if key.endswith("." + f)), None)
-
-    for src_key, new_key in items:
-        tensor = state[src_key]
-        if ending(new_key, family.gguf_transpose):
-            tensor = tensor.transpose(-1, -2)
-        if (old := ending(new_key, rename)) is not None:
-            new_key = new_key[: -len(old)] + rename[old]
-        fused = ending(new_key, split)
-        if fused is None:
-            yield src_key, new_key, tensor
-            continue
-        prefix, parts = new_key[: -len(fused)], split[fused]
-        for k, part in enumerate(parts):
-            dim = -1 if part.endswith(".bias") else -2
-            if fused in family.gguf_interleaved:
-                rows = tensor.index_select(dim, torch.arange(k, tensor.shape[dim], len(parts)))
-            else:
-                rows = tensor.chunk(len(parts), dim=dim)[k]
-            yield src_key, prefix + part, rows
 
 
 def _check_expressible(config: Any, family: Any) -> None:

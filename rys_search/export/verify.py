@@ -76,13 +76,21 @@ class Reference:
 
 
 def verify_transformers(ref: Reference, path: str | Path, fmt: str, tolerance: tuple[float, float]) -> dict[str, Any]:
-    """Load the export through transformers and compare logits on the reference sequences."""
+    """Load the export into a transformers model and compare logits on the reference sequences (a GGUF of
+    an architecture transformers does not read is read by rys-search's own reader, ggufread)."""
     import torch
     from transformers import AutoModelForCausalLM
 
     path = Path(path)
     if fmt == "gguf":
-        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+        from ..ggufread import read_model
+        from ..loading import gguf_family
+
+        family, _ = gguf_family(str(path))
+        if family.gguf_reader == "rys-search":  # an architecture transformers does not read: rys-search's reader
+            model, _ = read_model(path, family)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
     else:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     model.eval()
