@@ -35,7 +35,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import UserError
+from .errors import UserError, first_line
 
 __all__ = ["main"]
 
@@ -663,7 +663,7 @@ def cmd_pareto(args: argparse.Namespace) -> int:
     try:
         _publish(study, located)
     except Exception as exc:  # the Pareto set is printed even when the tracking store is out of reach
-        logging.getLogger("rys_search").warning("MLflow's Pareto tags not updated: %s", str(exc).splitlines()[0] if str(exc) else exc)
+        logging.getLogger("rys_search").warning("MLflow's Pareto tags not updated: %s", first_line(exc))
     if args.json:
         print(json.dumps({"study": study.study_name, "pareto": rows}, indent=1, default=str))
         return 0

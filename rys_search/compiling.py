@@ -42,7 +42,7 @@ import logging
 import os
 from typing import Any, Iterable
 
-from .errors import UserError
+from .errors import UserError, first_line
 
 __all__ = ["COMPILE_MIN_PARAMETERS", "compile_layers", "compile_setting", "uncompile_layers"]
 
@@ -141,7 +141,7 @@ def _compiled_class(base: type, mode: str, backend: str, whole_layer: bool) -> t
             if out_of_memory(exc):
                 raise
             state["broken"] = True
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            first = first_line(exc, "")
             log.warning("torch.compile of %s failed (%s: %s); it runs eagerly", base.__name__, type(exc).__name__, first[:300])
             return base.forward(self, *args, **kwargs)
 

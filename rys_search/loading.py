@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .architectures import Family, UnsupportedFamily, families, family_for
-from .errors import UserError
+from .errors import UserError, first_line
 from .ggufio import ModelFileError, check_magic, fast_gguf_load, inspect_gguf
 from .ggufread import GGUFCheckpoint, read_config
 
@@ -166,8 +166,7 @@ def gguf_family(path: str) -> tuple[Family, Any]:
 
 
 def _hf_error(source: ModelSource, exc: Exception) -> ModelFileError:
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return ModelFileError(f"cannot load model {source.spec!r}: {first}")
+    return ModelFileError(f"cannot load model {source.spec!r}: {first_line(exc)}")
 
 
 def load_config(spec: str | None = "default") -> tuple[Any, ModelSource]:

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import UserError
+from .errors import UserError, first_line
 from .views import EXPERIMENT_KIND, pareto_markdown, saved_views, study_run_name, trial_metrics, trial_run_name
 
 __all__ = ["EXPERIMENT", "Tracker", "trial_metrics", "trial_params", "ui_command"]
@@ -131,7 +131,7 @@ class Tracker:
                 error = exc
             if attempt < READ_TRIES - 1:
                 time.sleep(READ_WAIT * 2**attempt)
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = first_line(error)
         raise UserError(f"cannot read the study's MLflow parent run {run_id} at {self.uri} "
                         f"({READ_TRIES} tries): {reason}")
 

@@ -127,3 +127,10 @@ def test_bad_runs_leave_the_stored_study_untouched(tiny_folder, tmp_path):
                         f"sqlite:///{tmp_path}/no/such/folder/x.db", cwd=tmp_path), "cannot open storage")
     assert not (tmp_path / "no").exists()
     assert sorted(p.name for p in (tmp_path / "studies").iterdir()) == [".kept.db.kept.lock", "kept.db"]  # the first run's
+
+
+def test_first_line_of_an_exception():
+    from rys_search.errors import first_line
+
+    assert first_line(ValueError("  cannot read it\nTraceback ...\n")) == "cannot read it"
+    assert first_line(KeyError()) == "KeyError" and first_line(OSError("  "), "") == ""

@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, TypeVar
 
+from ..errors import first_line
+
 __all__ = ["OOM_RETRIES", "out_of_memory", "retry_out_of_memory", "shrink_batches"]
 
 log = logging.getLogger(__name__)
@@ -36,8 +38,8 @@ def shrink_batches(loaded: Any, exc: BaseException) -> None:
         loaded.runtime.prefix_cache.clear()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    log.warning("out of memory (%s); retrying with %d tokens per batch", str(exc).strip().splitlines()[0][:200]
-                if str(exc).strip() else type(exc).__name__, loaded.token_budget)
+    log.warning("out of memory (%s); retrying with %d tokens per batch", first_line(exc)[:200],
+                loaded.token_budget)
 
 
 def retry_out_of_memory(loaded: Any, call: Callable[[], T], retries: int = OOM_RETRIES) -> T:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 
+from ..errors import first_line
 from .parallel import WORKER, is_local, owner_may_still_close, pid_alive
 from .storage import GRACE
 
@@ -110,4 +111,4 @@ def fail_stale(study) -> None:
     try:
         optuna.storages.fail_stale_trials(study)  # a no-op for storages without a heartbeat
     except OperationalError as exc:  # the database busy or away for a moment: the next check catches up
-        log.warning("could not check for stale trials now: %s", str(exc).splitlines()[0])
+        log.warning("could not check for stale trials now: %s", first_line(exc))

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import first_line
 from ..schedule import LayerSchedule
 from .config import StudyConfig
 from .parallel import WORKER, Surplus, admitted, live_trials, original_of, utc_offset
@@ -141,7 +142,7 @@ class StudyRunner:
         except optuna.TrialPruned:
             raise
         except Exception as exc:
-            reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            reason = f"{type(exc).__name__}: {first_line(exc, '')}"
             trial.set_user_attr("fail_reason", reason[:500])
             raise
         finally:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from ..errors import UserError
+from ..errors import UserError, first_line
 from ..fastsqlite import fast_commits
 from .config import ConfigError, StudyConfig, config_from_dict
 
@@ -58,8 +58,7 @@ def storage_for(url: str):
                     raise
                 time.sleep(0.2 + random.random())  # another worker is creating the same tables
             except (SQLAlchemyError, ImportError, ValueError, OSError) as exc:  # unreachable, bad URL, no driver
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise UserError(f"cannot open storage {shown}: {first}") from None
+                raise UserError(f"cannot open storage {shown}: {first_line(exc)}") from None
     return url
 
 

@@ -33,7 +33,7 @@ import queue
 import time
 from typing import Any
 
-from ..errors import UserError
+from ..errors import UserError, first_line
 
 __all__ = ["TrialRuns"]
 
@@ -158,5 +158,4 @@ def _serve(tracking_uri: str | None, store: tuple[str, str, dict[int, int]] | No
 
 
 def _line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+    return f"{type(exc).__name__}: {first_line(exc, '')}"
