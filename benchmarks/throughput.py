@@ -362,6 +362,7 @@ def main() -> None:
     parser.add_argument("--copy-limit", type=int, default=20, help="items per probe for the copy's subsample")
     parser.add_argument("--profile", action="store_true", help="also profile the engine on two schedules")
     parser.add_argument("--device", default=None)
+    parser.add_argument("--token-budget", type=int, help="padded tokens per batch (default: the engine's for the device)")
     args = parser.parse_args()
 
     import torch
@@ -383,6 +384,7 @@ def main() -> None:
     else:
         loaded = load_model(args.model, device=args.device)
         print(f"loaded {loaded.source.name} in {loaded.load_seconds:.1f} s")
+    loaded.token_budget = args.token_budget
     cuda = loaded.device.type == "cuda"
     peak_tflops = matmul_peak() if cuda else float("nan")
     print(f"model {loaded.source.name}: {loaded.family.name}, {loaded.n_layers} layers, {loaded.device}, {loaded.dtype}; "
