@@ -193,7 +193,7 @@ def test_a_wrong_layer_map_fails_the_check_of_a_gguf_rys_search_reads(family, bp
 
 def test_gpt_oss_yarn_without_truncation_is_exported_with_a_warning(tmp_path, capsys, caplog):
     """gpt-oss's own configs say truncate = false, which llama.cpp cannot run (it rounds YaRN's correction
-    range); the export says so and the greedy check decides, as for llama.cpp's own conversions."""
+    range); the export says so and llama.cpp's greedy check decides, as for llama.cpp's own conversions."""
     from rys_search.export.gguf import gguf_fields
 
     folder = tmp_path / "gpt-oss"
@@ -210,6 +210,19 @@ def test_gpt_oss_yarn_without_truncation_is_exported_with_a_warning(tmp_path, ca
     fields = gguf_fields(exported(out))
     assert fields["gpt-oss.rope.scaling.type"] == "yarn" and fields["gpt-oss.rope.scaling.factor"] == 32.0
     assert fields["gpt-oss.rope.scaling.original_context_length"] == 4096
+    # read back, the GGUF runs YaRN rounded, as llama.cpp does: not the source's logits (so that comparison is
+    # not run, and says why), but those of the same model with truncate = true
+    assert "truncate = false" in result["verification"]["transformers"]["skipped"]
+    from rys_search.architectures import family_for
+    from rys_search.ggufread import read_model
+
+    reloaded, _ = read_model(exported(out), family_for("gpt_oss"))
+    path = LayerSchedule.parse(GGUF_SCHEDULE["gpt_oss"]).expand()
+    unrounded = logits_of(physically_duplicated(model, path), IDS)
+    model.config.rope_parameters["truncate"] = True
+    rounded = logits_of(physically_duplicated(model, path), IDS)
+    assert float((logits_of(reloaded, IDS) - rounded).abs().max()) <= 1e-4
+    assert float((logits_of(reloaded, IDS) - unrounded).abs().max()) > 1e-3
 
 
 def test_granite_multipliers_are_written_as_llama_cpp_reads_them(tmp_path):

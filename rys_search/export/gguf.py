@@ -53,6 +53,8 @@ class GGUFPlan:
     kv: list[tuple[str, Any, Any, Any]] = field(default_factory=list)  # key, value, type, array sub-type
     tensors: list[OutTensor] = field(default_factory=list)
     alignment: int | None = None
+    # why the GGUF, read back, cannot reproduce the source's logits exactly ("" when it can)
+    inexact: str = ""
 
     @property
     def nbytes(self) -> int:
@@ -175,7 +177,7 @@ _YARN_KEYS = {"rope_type", "rope_theta", "factor", "original_max_position_embedd
               "truncate"}
 
 
-def _rope_kv(config: Any, family: Any, arch: str) -> list[tuple[str, Any, Any, Any]]:
+def _rope_kv(config: Any, family: Any, arch: str, plan: GGUFPlan) -> list[tuple[str, Any, Any, Any]]:
     """rope.freq_base, and rope.scaling.* where the family's llama.cpp runs the model's scaling (YaRN)."""
     import gguf
 
@@ -198,6 +200,8 @@ def _rope_kv(config: Any, family: Any, arch: str) -> list[tuple[str, Any, Any, A
         raise UserError(f"a {arch} GGUF cannot hold the YaRN settings {unknown} of this model: "
                         f"export --format hf instead")
     if params.get("truncate", True) is False:  # gpt-oss's own checkpoints; llama.cpp's converter writes them so too
+        plan.inexact = ("a GGUF cannot hold YaRN without rounding its correction range (this model's truncate = "
+                        "false), and read back it runs rounded, as llama.cpp does")
         log.warning("llama.cpp rounds YaRN's correction range to whole dimensions, this model does not (truncate = "
                     "false): llama.cpp's logits drift slightly from the model's with position (0.02 in 16 tokens on "
                     "a tiny test model); the greedy check tells whether that changes tokens on its prompts")
@@ -281,7 +285,7 @@ def plan_from_hf(model: Any, tokenizer: Any, family: Any, order: Sequence[int], 
         *config_kv(config, family, arch),  # the config entries a GGUF holds, the family's own included
         (f"{arch}.attention.key_length", int(head_dim), V.UINT32, None),
         (f"{arch}.attention.value_length", int(head_dim), V.UINT32, None),
-        *_rope_kv(config, family, arch),
+        *_rope_kv(config, family, arch, plan),
         (f"{arch}.rope.dimension_count", int(head_dim), V.UINT32, None),
     ]
     _tokenizer_kv(tokenizer, int(config.vocab_size), family.gguf_tokenizer_pre, kv)
