@@ -24,7 +24,7 @@ import numpy as np
 
 from .errors import UserError
 
-__all__ = ["CONFIG_KEYS", "Piece", "config_from_fields", "config_kv", "tensor_pieces"]
+__all__ = ["CONFIG_KEYS", "TOKEN_ID_KEYS", "Piece", "config_from_fields", "config_kv", "tensor_pieces"]
 
 _BLOCK = re.compile(r"^blk\.(\d+)\.(.+)$")
 # (metadata key after "<arch>.", config entry, GGUF value type): the config entries every family's GGUF
@@ -41,6 +41,7 @@ CONFIG_KEYS = (
 # special token ids a GGUF keeps under tokenizer.ggml.*, read back into the config
 _TOKEN_IDS = (("bos_token_id", "bos_token_id"), ("eos_token_id", "eos_token_id"),
               ("padding_token_id", "pad_token_id"))
+TOKEN_ID_KEYS = tuple(f"tokenizer.ggml.{key}" for key, _ in _TOKEN_IDS)
 
 
 def _value_type(kind: str, value: Any) -> tuple[Any, Any]:

@@ -16,22 +16,21 @@ tokenizer is transformers' own reading of the file's tokenizer metadata.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 from .errors import UserError
 from .ggufio import ModelFileError, dequantized, parsed
-from .ggufmap import config_from_fields, tensor_pieces
+from .ggufmap import TOKEN_ID_KEYS, config_from_fields, tensor_pieces
 
 __all__ = ["GGUFCheckpoint", "read_config", "read_gguf", "read_model"]
-
-_TOKEN_ID_KEYS = ("tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id", "tokenizer.ggml.padding_token_id")
 
 
 def _fields(reader: Any, arch: str) -> dict[str, Any]:
     """The metadata config_from_fields reads (the architecture's keys, token ids, the vocabulary's size)."""
     fields = {name: f.contents() for name, f in reader.fields.items()
-              if name.startswith(arch + ".") or name in _TOKEN_ID_KEYS}
+              if name.startswith(arch + ".") or name in TOKEN_ID_KEYS}
     if "tokenizer.ggml.tokens" in reader.fields:
         fields["tokenizer.ggml.tokens"] = range(len(reader.fields["tokenizer.ggml.tokens"].data))
     return fields
@@ -66,13 +65,17 @@ class GGUFCheckpoint:
         self.items = [(k, k) for k in self.shapes if not (k == "lm_head.weight" and config.tie_word_embeddings)]
         self.pieces = {p.name: p for p in tensor_pieces(self.shapes, self.items, family, config,
                                                         config.num_hidden_layers)}
-        found = {t.name for t in parsed(self.path).tensors}
-        missing, extra = sorted(set(self.pieces) - found), sorted(found - set(self.pieces))
+        found = {t.name: int(t.n_elements) for t in parsed(self.path).tensors}
+        missing, extra = sorted(set(self.pieces) - set(found)), sorted(set(found) - set(self.pieces))
         if missing or extra:
             raise ModelFileError(
-                f"{self.path.name} does not hold the tensors of a {family.name} model as rys-search reads it"
+                f"{self.path.name} does not hold the tensors rys-search reads for {family.name}"
                 + (f"; missing: {', '.join(missing[:5])}" if missing else "")
                 + (f"; not placed: {', '.join(extra[:5])}" if extra else ""))
+        for name, piece in self.pieces.items():
+            if found[name] != math.prod(piece.shape):
+                raise ModelFileError(f"{self.path.name}: tensor {name} has {found[name]} values; the {family.name} "
+                                     f"config its metadata describes needs {math.prod(piece.shape)}")
 
     def state(self) -> dict[str, Any]:
         """The float32 state dict (a tied output matrix left out, as the model ties it)."""
@@ -81,9 +84,6 @@ class GGUFCheckpoint:
         state = {src: torch.empty(self.shapes[src].shape, dtype=torch.float32) for src, _ in self.items}
         for tensor, values in dequantized(parsed(self.path)):
             piece = self.pieces[tensor.name]
-            if values.size != _numel(piece.shape):
-                raise ModelFileError(f"{self.path.name}: tensor {tensor.name} has {values.size} values, a "
-                                     f"{self.family.name} model of this config needs {_numel(piece.shape)}")
             piece.into_hf(state[piece.src_key], values)
         return state
 
@@ -140,9 +140,3 @@ def read_model(path: str | Path, family: Any) -> tuple[Any, Any]:
     checkpoint = GGUFCheckpoint(path, family)
     return checkpoint.model(), checkpoint.tokenizer()
 
-
-def _numel(shape: tuple[int, ...]) -> int:
-    out = 1
-    for d in shape:
-        out *= d
-    return out

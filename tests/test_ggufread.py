@@ -151,11 +151,20 @@ def _set(key, value):
     return edit
 
 
+def _number(key, value):
+    def edit(plan):
+        import gguf
+
+        plan.kv = [kv for kv in plan.kv if kv[0] != key] + [(key, value, gguf.GGUFValueType.UINT32, None)]
+    return edit
+
+
 @pytest.mark.parametrize("edits, message", [
     ((_drop_tensor("blk.3.attn_k_norm.weight"),), "missing: blk.3.attn_k_norm.weight"),
     ((_per_layer("olmo2.attention.head_count_kv", [2, 2, 2, 2, 2, 1]),),
      "has a different attention.head_count_kv per layer"),
     ((_set("olmo2.rope.scaling.type", "longrope"),), "uses 'longrope' RoPE scaling"),
+    ((_number("olmo2.feed_forward_length", 96),), "tensor blk.0.ffn_gate.weight has 8192 values; the olmo2 config its metadata describes needs 6144"),
 ])
 def test_a_gguf_the_reader_cannot_place_is_refused_in_one_line(edits, message, exported):
     path, _, _ = exported("olmo2", "f32", edits=edits)
