@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["chat_ids", "chat_input_ids", "greedy_answer"]
+__all__ = ["chat_ids", "chat_input_ids", "chat_text", "greedy_answer"]
 
 
 def chat_ids(tokenizer: Any, prompt: str) -> list[int]:
@@ -27,6 +27,14 @@ def chat_ids(tokenizer: Any, prompt: str) -> list[int]:
     else:
         ids = tokenizer(prompt)["input_ids"]
     return [int(i) for i in ids]
+
+
+def chat_text(tokenizer: Any, prompt: str) -> str:
+    """The text chat_ids tokenizes: the user turn in the chat template (the prompt itself if it has none)."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                             enable_thinking=False, tokenize=False)
+    return prompt
 
 
 def chat_input_ids(tokenizer: Any, prompt: str):

@@ -128,6 +128,7 @@ def test_gguf_from_hf_loads_in_transformers_and_llama_cpp(family, bpe_tiny, tmp_
     llama = result["verification"]["llama_cpp"]
     assert llama["passed"] and llama["mismatches"] == 0 and llama["greedy_tokens_checked"] >= 32
     assert llama["near_ties"] < llama["greedy_tokens_checked"] / 4  # sharp logits: the check has teeth
+    assert llama["prompts_tokenized_alike"] == llama["prompts_tokenized"] == 4
     assert result["verification"]["transformers"]["max_abs_logit_diff"] <= 1e-4
     target = exported(out)
     if family in RYS_READ:
@@ -189,6 +190,25 @@ def test_a_wrong_layer_map_fails_the_check_of_a_gguf_rys_search_reads(family, bp
     err = capsys.readouterr().err
     assert "verification failed, nothing kept: through transformers the export's logits differ" in err
     assert list(out.iterdir()) == []
+
+
+def test_llama_cpp_reading_text_otherwise_than_the_tokenizer_is_reported(tmp_path, capsys, caplog):
+    """A GGUF names its pre-tokenizer, and llama.cpp splits text by it before the merges; a tokenizer
+    that splits otherwise (here not at all, so its merges cross spaces) is read differently by
+    llama.cpp. That is reported with a warning, not failed: the schedule's check is on token ids."""
+    from tiny import tiny_bpe_tokenizer
+
+    folder = tmp_path / "whole"
+    save_tiny(folder, "llama", bpe=True, sharpen=30.0)
+    tiny_bpe_tokenizer(split=False).save_pretrained(folder)
+    out = tmp_path / "out"
+    args = ["export", "--model", str(folder), "--schedule", SCHEDULE, "--format", "gguf", "--type", "f32",
+            "--out", str(out), "--json"]
+    assert main(args) == 0
+    (result,) = json.loads(capsys.readouterr().out)
+    llama = result["verification"]["llama_cpp"]
+    assert llama["passed"] and llama["prompts_tokenized"] == 4 and llama["prompts_tokenized_alike"] < 4
+    assert "into other tokens than the model's tokenizer" in caplog.text
 
 
 def test_gpt_oss_yarn_without_truncation_is_exported_with_a_warning(tmp_path, capsys, caplog):

@@ -80,9 +80,8 @@ def test_a_gguf_reads_back_as_the_model_it_was_written_from(family, exported):
     assert config.rope_parameters["rope_theta"] == model.config.rope_parameters["rope_theta"]
     original = AutoTokenizer.from_pretrained(folder)
     assert tokenizer.chat_template == original.chat_template and tokenizer.eos_token == original.eos_token
-    if family_for(family).gguf_tokenizer_pre == "default":  # (others split text by their own model's rule)
-        text = "<|im_start|>user\nWhat is 17*23?<|im_end|>"
-        assert tokenizer(text).input_ids == original(text).input_ids
+    text = "<|im_start|>user\nWhat is 17*23? Ann's   answer:\n\n 391.<|im_end|>"
+    assert tokenizer(text).input_ids == original(text).input_ids
 
 
 @pytest.mark.parametrize("family, kind", [("llama", "q8_0"), ("qwen2", "f16"), ("qwen3_moe", "f32")])

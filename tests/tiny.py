@@ -180,13 +180,14 @@ CHATML = (
 BPE_VOCAB = 320
 
 
-def tiny_bpe_tokenizer():
-    """A byte-level BPE tokenizer (the kind llama.cpp reads as 'gpt2') trained here on a few lines."""
+def tiny_bpe_tokenizer(split: bool = True):
+    """A byte-level BPE tokenizer (the kind llama.cpp reads as 'gpt2') trained here on a few lines;
+    split=False: text is not split into words first, so merges cross spaces."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=split)
     tok.decoder = decoders.ByteLevel()
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     trainer = trainers.BpeTrainer(vocab_size=BPE_VOCAB, special_tokens=specials, show_progress=False,

@@ -317,4 +317,7 @@ def verification_lines(verification: dict[str, Any] | None) -> dict[str, str]:
     if c:
         lines["llama.cpp"] = (f"{c['greedy_tokens_checked']} greedy tokens, {c['mismatches']} different; "
                               f"{c['near_tie_flips']} of {c['near_ties']} near ties (gap < {c['near_tie_margin']}) flipped")
+        if "prompts_tokenized" in c:
+            lines["llama.cpp"] += (f"; {c['prompts_tokenized_alike']} of {c['prompts_tokenized']} prompts' text "
+                                   f"tokenized as the model's tokenizer does")
     return lines

@@ -217,6 +217,30 @@ def _rope_kv(config: Any, family: Any, arch: str, plan: GGUFPlan) -> list[tuple[
     return kv
 
 
+def _pre_tokenizer(tokenizer: Any, default: str) -> str:
+    """llama.cpp's name for how this tokenizer splits text before its merges: "gpt-2" for GPT-2's own
+    split, the name of its split pattern in transformers' table of GGUF pre-tokenizers (the family's
+    default where it is one of them), else the family's default (verification reports whether
+    llama.cpp then tokenizes the prompts as the tokenizer does)."""
+    try:
+        pre = json.loads(tokenizer.backend_tokenizer.to_str()).get("pre_tokenizer") or {}
+    except (AttributeError, ValueError):
+        return default
+    steps = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre]
+    kinds = [step.get("type") for step in steps]
+    if kinds == ["ByteLevel"] and steps[0].get("use_regex", True):
+        return "gpt-2"
+    if kinds == ["Split", "ByteLevel"] and not steps[1].get("use_regex", True):
+        try:
+            from transformers.integrations.gguf.gguf_tokenizer_mapping import GGUF_PRE_TOKENIZER_SPLITS
+        except ImportError:  # a transformers without the table
+            return default
+        pattern = (steps[0].get("pattern") or {}).get("Regex")
+        names = [name for name, split in GGUF_PRE_TOKENIZER_SPLITS.items() if split == pattern]
+        return default if default in names or not names else names[0]
+    return default
+
+
 def _tokenizer_kv(tokenizer: Any, vocab_size: int, pre: str, writer_kv: list) -> None:
     import gguf
 
@@ -237,10 +261,15 @@ def _tokenizer_kv(tokenizer: Any, vocab_size: int, pre: str, writer_kv: list) ->
     for k in range(len(tokens), vocab_size):  # ids the embedding has but the tokenizer never makes
         tokens.append(f"[PAD{k}]")
         types.append(int(gguf.TokenType.UNUSED))
+    # the tokenizer's added tokens as llama.cpp's converter types them: special ones CONTROL (llama.cpp
+    # then reads them whole in a chat prompt), others USER_DEFINED, also where they sit in the base vocabulary
+    for k, added in (getattr(tokenizer, "added_tokens_decoder", None) or {}).items():
+        if k < len(types):
+            types[k] = int(gguf.TokenType.CONTROL if added.special else gguf.TokenType.USER_DEFINED)
     V = gguf.GGUFValueType
     writer_kv += [
         ("tokenizer.ggml.model", "gpt2", V.STRING, None),
-        ("tokenizer.ggml.pre", pre, V.STRING, None),
+        ("tokenizer.ggml.pre", _pre_tokenizer(tokenizer, pre), V.STRING, None),
         ("tokenizer.ggml.tokens", tokens[:vocab_size], V.ARRAY, V.STRING),
         ("tokenizer.ggml.token_type", types[:vocab_size], V.ARRAY, V.INT32),
     ]
