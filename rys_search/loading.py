@@ -6,8 +6,8 @@
 
 A GGUF file is dequantized once, through transformers (the file parsed once, the tensors
 dequantized on all cores: ggufio.fast_gguf_load) or, for an architecture transformers does
-not read (the family's gguf_reader), through rys-search's own reader (ggufread), and cached as safetensors under
-$RYS_SEARCH_CACHE (default ~/.cache/rys-search), keyed by the file's path, size and
+not read (the family's gguf_reader), through rys-search's own reader (ggufread), and cached
+as safetensors under $RYS_SEARCH_CACHE (default ~/.cache/rys-search), keyed by the file's path, size and
 modification time, so the next load takes seconds. Several processes loading the same new
 GGUF at once (the workers of `rys-search run --workers`) dequantize it once: the first holds a
 lock on the cache entry while it writes, the others wait and read its result. The device is CUDA when a GPU is

@@ -16,9 +16,10 @@ not compared there: llama.cpp's quantized kernels differ from a dequantized torc
 0.05). Near-tie flips are counted and reported, not hidden.
 
 llama.cpp also tokenizes the prompts' text, which is compared with the model's own tokenizer:
-a GGUF names its pre-tokenizer (how text is split before the merges) and llama.cpp splits by
-that name, so a name that does not fit the model's tokenizer reads text differently. That is
-reported (a count and a warning), not failed: it is the GGUF's tokenizer, not the schedule.
+a GGUF names its pre-tokenizer (how text is split before the merges) and types its special
+tokens, and llama.cpp reads text by them, so a GGUF whose tokenizer does not fit the model's
+reads text differently. That is reported (a count and a warning), not failed: it is the GGUF's
+tokenizer, not the schedule.
 """
 
 from __future__ import annotations
@@ -169,9 +170,9 @@ def verify_llama_cpp(ref: Reference, path: str | Path) -> dict[str, Any]:
               "prompts_tokenized_alike": alike, "prompts_tokenized": len(ref.texts)}
     if alike < len(ref.texts):
         log.warning("llama.cpp splits %d of %d verification prompts into other tokens than the model's tokenizer "
-                    "does: the GGUF's pre-tokenizer (tokenizer.ggml.pre) does not fit it, so llama.cpp reads text "
-                    "differently from the model (the schedule's check above is on token ids)",
-                    len(ref.texts) - alike, len(ref.texts))
+                    "does: the GGUF's tokenizer (its pre-tokenizer, tokenizer.ggml.pre, or its special tokens) does "
+                    "not fit it, so llama.cpp reads text otherwise than the model; the schedule's check, on token "
+                    "ids, is not affected", len(ref.texts) - alike, len(ref.texts))
     if mismatches:
         first = mismatches[0]
         raise VerificationFailed(
