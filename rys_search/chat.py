@@ -18,12 +18,7 @@ def chat_ids(tokenizer: Any, prompt: str) -> list[int]:
     A thinking model's think block is closed (``enable_thinking=False``) so it answers directly.
     """
     if getattr(tokenizer, "chat_template", None):
-        ids = tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}],
-            add_generation_prompt=True,
-            enable_thinking=False,
-            return_dict=True,
-        )["input_ids"]
+        ids = _user_turn(tokenizer, prompt, return_dict=True)["input_ids"]
     else:
         ids = tokenizer(prompt)["input_ids"]
     return [int(i) for i in ids]
@@ -32,9 +27,13 @@ def chat_ids(tokenizer: Any, prompt: str) -> list[int]:
 def chat_text(tokenizer: Any, prompt: str) -> str:
     """The text chat_ids tokenizes: the user turn in the chat template (the prompt itself if it has none)."""
     if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                             enable_thinking=False, tokenize=False)
+        return _user_turn(tokenizer, prompt, tokenize=False)
     return prompt
+
+
+def _user_turn(tokenizer: Any, prompt: str, **kwargs: Any) -> Any:
+    return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                         enable_thinking=False, **kwargs)
 
 
 def chat_input_ids(tokenizer: Any, prompt: str):

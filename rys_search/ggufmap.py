@@ -3,7 +3,7 @@
     >>> for piece in tensor_pieces(state, items, family, config, n_blocks):   # export: HF -> GGUF
     ...     data = piece.from_hf(state[piece.src_key])
     >>> piece.into_hf(target, data)                                            # load: GGUF -> HF
-    >>> kwargs = config_from_fields(fields, family)                            # GGUF metadata -> config
+    >>> kwargs = config_from_fields(fields, family, n_blocks)                  # GGUF metadata -> config
 
 A GGUF tensor is a piece of one Hugging Face tensor: transposed where the family stores it
 input-major, one of the row parts of a fused tensor (halves or alternate rows), flattened,
@@ -16,6 +16,7 @@ has the same tensors. The metadata keys a GGUF holds for the config are one tabl
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
@@ -24,9 +25,9 @@ import numpy as np
 
 from .errors import UserError
 
-__all__ = ["CONFIG_KEYS", "TOKEN_ID_KEYS", "Piece", "config_from_fields", "config_kv", "tensor_pieces"]
+__all__ = ["BLOCK", "CONFIG_KEYS", "TOKEN_ID_KEYS", "Piece", "config_from_fields", "config_kv", "tensor_pieces"]
 
-_BLOCK = re.compile(r"^blk\.(\d+)\.(.+)$")
+BLOCK = re.compile(r"^blk\.(\d+)\.(.+)$")  # a block's GGUF tensor: its index, the rest of its name
 # (metadata key after "<arch>.", config entry, GGUF value type): the config entries every family's GGUF
 # holds; block_count, head_dim's other keys, RoPE and the family's own (gguf_config) are added around them.
 CONFIG_KEYS = (
@@ -193,12 +194,11 @@ def tensor_pieces(state: dict[str, Any], items: Sequence[tuple[str, str]], famil
                 gguf_name += ".weight"
             piece = Piece(src_key, gguf_name, (), transpose=transpose, **cut)
             shape = tuple(int(d) for d in piece._rows(tensor).shape)
-            block = _BLOCK.match(gguf_name)
+            block = BLOCK.match(gguf_name)
             if block and block.group(2).rpartition(".")[0] in family.gguf_flatten:
                 shape = (int(np.prod(shape)),)
             permute = None
             if family.gguf_rope_permute and re.search(r"\.attn_(q|k)\.weight$", gguf_name):
                 permute = n_head if ".attn_q." in gguf_name else n_kv
             offset = family.gguf_norm_offset if gguf_name.endswith("norm.weight") else 0.0
-            yield Piece(src_key, gguf_name, shape, transpose, piece.part, piece.parts, piece.dim, piece.interleaved,
-                        permute, offset)
+            yield dataclasses.replace(piece, shape=shape, permute=permute, offset=offset)

@@ -8,8 +8,9 @@ From a GGUF source every tensor of layer s is copied byte for byte to each posit
 runs s (quantized data is never re-quantized), read from the file in chunks so memory
 stays flat; `block_count` and the per-layer metadata arrays the family data names are
 remapped. From a Hugging Face model the tensors are renamed with gguf-py's name map and cut
-as ggufmap says (the map rys-search's own GGUF reader runs backwards), converted one at a time (f32, f16, bf16 or q8_0), and the tokenizer and chat template are
-written from the model's own tokenizer files; what differs by family (extra metadata, norm
+as ggufmap says (the map rys-search's own GGUF reader runs backwards), converted one at a
+time (f32, f16, bf16 or q8_0), and the tokenizer and chat template are written from the
+model's own tokenizer files; what differs by family (extra metadata, norm
 offsets, fused tensors written as parts, config values the GGUF reader assumes) comes from
 the family's data file. Provenance goes under the `rys.` keys.
 """
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from ..errors import UserError
-from ..ggufmap import config_kv, tensor_pieces
+from ..ggufmap import BLOCK, config_kv, tensor_pieces
 from .hf import tensor_plan
 
 __all__ = ["GGUFPlan", "OUT_TYPES", "gguf_fields", "plan_from_gguf", "plan_from_hf", "write_gguf"]
@@ -35,7 +35,6 @@ __all__ = ["GGUFPlan", "OUT_TYPES", "gguf_fields", "plan_from_gguf", "plan_from_
 CHUNK = 16 << 20  # bytes read and written at a time when copying tensor data
 OUT_TYPES = ("f32", "f16", "bf16", "q8_0")
 log = logging.getLogger(__name__)
-_BLOCK = re.compile(r"^blk\.(\d+)\.(.+)$")
 
 
 @dataclass(frozen=True)
@@ -129,7 +128,7 @@ def plan_from_gguf(path: str | Path, order: Sequence[int], per_layer_keys: Seque
     by_block: dict[int, list[Any]] = {}
     head, tail = [], []
     for t in reader.tensors:
-        match = _BLOCK.match(t.name)
+        match = BLOCK.match(t.name)
         if match:
             by_block.setdefault(int(match.group(1)), []).append(t)
         else:
@@ -142,7 +141,7 @@ def plan_from_gguf(path: str | Path, order: Sequence[int], per_layer_keys: Seque
     plan.tensors += [out(t, t.name) for t in head]
     for new, src in enumerate(order):
         for t in by_block.get(src, []):
-            plan.tensors.append(out(t, f"blk.{new}.{_BLOCK.match(t.name).group(2)}"))
+            plan.tensors.append(out(t, f"blk.{new}.{BLOCK.match(t.name).group(2)}"))
     plan.tensors += [out(t, t.name) for t in tail]
     return plan
 
