@@ -40,6 +40,8 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from torch import nn
 
 from .architectures import Family, family_for
+from .attention import use_grouped_sdpa
+from .norms import fuse_norms
 from .schedule import LayerSchedule
 
 __all__ = ["PrefixCache", "ScheduledModel"]
@@ -71,8 +73,12 @@ class ScheduledModel:
         _install_output_hooks(model)
         from .compiling import compile_layers, compile_setting  # fused elementwise work; RYS_SEARCH_COMPILE=0: off
 
-        mode = compile_setting(next(model.parameters()).device, sum(p.numel() for p in model.parameters()))
+        device = next(model.parameters()).device
+        mode = compile_setting(device, sum(p.numel() for p in model.parameters()))
         self.compiled = compile_layers(self._original_layers, mode) if mode else 0  # before any clone is made
+        # on a GPU: eager layers' RMSNorms in two kernels, grouped heads read in place (norms.py, attention.py)
+        self.fused_norms = fuse_norms(model) if device.type == "cuda" and not mode else 0
+        self.grouped_sdpa = use_grouped_sdpa(self.config, device)
 
     # ---- switching -------------------------------------------------------------------
 

@@ -1,0 +1,86 @@
+"""RMSNorm in two operations where transformers' takes seven, for eager layers on a GPU.
+
+    >>> fuse_norms(model)        # ScheduledModel does this itself when a GPU runs the layers eagerly
+    >>> unfuse_norms(model)
+
+transformers' Llama-style RMSNorm (Llama, Mistral, Qwen 2 and 3, Phi-3, Granite, Mixtral and the
+Qwen MoE families use it word for word) runs as seven kernels a call: the input to float32, its
+square, the mean, the reciprocal square root, a product, back to the input's dtype, the weight's
+product. Where each decoder layer runs eagerly, which rys-search does for small models on a GPU
+(compiling.py: their host time is the limit, and every kernel costs a launch), each of those is
+a launch and a pass over the activations. torch's own `rms_norm` does the first six in one (in
+float32 inside, one rounding to the input's dtype at its end, as transformers' `.to`), then the
+weight's product: the same formula in two operations.
+
+Which classes: those whose forward is, token for token, transformers' LlamaRMSNorm.forward (read
+from their source once per class), so a family whose norm differs (Gemma's 1 + weight, OLMo 2's
+and gpt-oss's product in float32) keeps its own. The class of each such module is swapped for a
+subclass with the fused forward; the runtime's clones share it. Compiled layers keep their own
+norms (Inductor fuses them), and a CPU keeps transformers' (stored CPU results stay as they were).
+"""
+
+from __future__ import annotations
+
+import inspect
+import io
+import tokenize
+from typing import Any
+
+__all__ = ["fuse_norms", "unfuse_norms", "is_llama_norm"]
+
+_FUSED: dict[type, type] = {}
+_LLAMA: dict[type, bool] = {}
+
+
+def fuse_norms(model: Any) -> int:
+    """Swap every Llama-style RMSNorm in model for the fused one; how many were swapped."""
+    swapped = 0
+    for module in model.modules():
+        cls = type(module)
+        if getattr(cls, "_rys_norm_base", None) is None and is_llama_norm(cls):
+            module.__class__ = _fused_class(cls)
+            swapped += 1
+    return swapped
+
+
+def unfuse_norms(model: Any) -> None:
+    for module in model.modules():
+        base = getattr(type(module), "_rys_norm_base", None)
+        if base is not None:
+            module.__class__ = base
+
+
+def is_llama_norm(cls: type) -> bool:
+    """Whether cls.forward is transformers' LlamaRMSNorm.forward, token for token."""
+    if cls not in _LLAMA:
+        from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+        forward = cls.__dict__.get("forward")
+        _LLAMA[cls] = forward is not None and _tokens(forward) == _tokens(LlamaRMSNorm.forward)
+    return _LLAMA[cls]
+
+
+def _tokens(function: Any) -> list[str] | None:
+    """The function's source as tokens, comments and layout left out (None if it has no source)."""
+    try:
+        source = inspect.getsource(function)
+    except (OSError, TypeError):
+        return None
+    skip = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT}
+    lines = source.splitlines(keepends=True)
+    indent = len(lines[0]) - len(lines[0].lstrip())
+    source = "".join(line[indent:] if line[:indent].isspace() else line for line in lines)
+    return [t.string for t in tokenize.generate_tokens(io.StringIO(source).readline) if t.type not in skip]
+
+
+def _fused_class(base: type) -> type:
+    if base not in _FUSED:
+        import torch
+
+        def forward(self, hidden_states):
+            normed = torch.nn.functional.rms_norm(hidden_states, (hidden_states.shape[-1],), eps=self.variance_epsilon)
+            return self.weight * normed
+
+        _FUSED[base] = type(f"Fused{base.__name__}", (base,), {"forward": forward, "_rys_norm_base": base,
+                                                               "__module__": base.__module__})
+    return _FUSED[base]
