@@ -10,9 +10,10 @@ and writes a whole activation. Inductor fuses them:
 
 - a decoder layer's whole forward is compiled for calls without a KV cache (the engine's
   whole-sequence batches): norms, rotary, attention glue, SiLU-and-multiply and residual adds;
-- its parameter-holding parts without a KV-cache slot (the norms, the MLP) are compiled on
-  their own for calls with a cache (shared prompts and their continuations, generation), where
-  the layer itself runs eagerly: the cache is a Python object indexed by the layer's position.
+- its parameter-holding parts without a KV-cache slot (the MLP; the norms too where norms.py has
+  not fused them) are compiled on their own for calls with a cache (shared prompts and their
+  continuations, generation), where the layer itself runs eagerly: the cache is a Python object
+  indexed by the layer's position.
 
 How: the forward of each class is compiled once with dynamic shapes (batches differ in rows and
 length) and each module's class is swapped for a subclass whose forward calls the compiled one.
@@ -99,12 +100,15 @@ def uncompile_layers(layers: Iterable[Any]) -> None:
 
 def _parts(layer: Any) -> list[Any]:
     """The layer's submodules that hold parameters but no KV-cache slot, outermost first, excluding
-    plain linear maps (nothing to fuse) and anything inside one already chosen."""
+    plain linear maps (nothing to fuse), norms already fused (norms.py: one kernel and a product,
+    no compiled call's guard check) and anything inside one already chosen."""
     from torch import nn
 
     chosen: list[Any] = []
     for name, module in layer.named_modules():
         if not name or isinstance(module, (nn.Linear, nn.Embedding)) or not any(True for _ in module.parameters()):
+            continue
+        if getattr(type(module), "_rys_norm_base", None) is not None:
             continue
         if any(isinstance(getattr(m, "layer_idx", None), int) for m in module.modules()):
             continue  # the attention: it updates the KV cache at its position

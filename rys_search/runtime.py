@@ -74,11 +74,11 @@ class ScheduledModel:
         from .compiling import compile_layers, compile_setting  # fused elementwise work; RYS_SEARCH_COMPILE=0: off
 
         device = next(model.parameters()).device
+        # on a GPU: RMSNorms in two kernels, grouped heads read in place (norms.py, attention.py)
+        self.fused_norms = fuse_norms(model) if device.type == "cuda" else 0
+        self.grouped_sdpa = use_grouped_sdpa(self.config, device)
         mode = compile_setting(device, sum(p.numel() for p in model.parameters()))
         self.compiled = compile_layers(self._original_layers, mode) if mode else 0  # before any clone is made
-        # on a GPU: eager layers' RMSNorms in two kernels, grouped heads read in place (norms.py, attention.py)
-        self.fused_norms = fuse_norms(model) if device.type == "cuda" and not mode else 0
-        self.grouped_sdpa = use_grouped_sdpa(self.config, device)
 
     # ---- switching -------------------------------------------------------------------
 

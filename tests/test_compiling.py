@@ -78,6 +78,30 @@ def test_compiled_layers_score_as_eager_ones_and_share_graphs(loaded, caplog):
     assert_close(scores(loaded, reqs), eager, atol=0)
 
 
+def test_fused_norms_are_left_out_of_the_compiled_parts(tmp_path, caplog):
+    """On a GPU the runtime fuses the norms before compiling (norms.py): the compiled parts are then the
+    MLPs alone, and the whole-layer graphs trace the fused norms; the scores stay the eager ones."""
+    from rys_search.compiling import _parts
+    from rys_search.norms import fuse_norms, unfuse_norms
+
+    save_tiny(tmp_path, "qwen3")  # Qwen 3: also a query and a key norm inside the attention
+    loaded = load_model(str(tmp_path), device="cpu")
+    loaded.runtime.prefix_cache = None
+    reqs = requests(4)
+    eager = scores(loaded, reqs)
+    layers = loaded.runtime._original_layers
+    assert fuse_norms(loaded.model) == 4 * len(layers) + 1
+    assert [type(m).__name__ for m in _parts(layers[0])] == ["Qwen3MLP"]
+    torch._dynamo.reset()
+    assert compile_layers(layers, backend="aot_eager") == 2 * len(layers)  # each layer and its MLP
+    with caplog.at_level(logging.WARNING, logger="rys_search.compiling"):
+        compiled = scores(loaded, reqs)
+    assert not caplog.records
+    assert_close(compiled, eager, atol=1e-5)
+    uncompile_layers(layers)
+    unfuse_norms(loaded.model)
+
+
 def test_a_failing_compile_falls_back_to_eager_once(tmp_path, monkeypatch, caplog):
     save_tiny(tmp_path, "llama")
     loaded = load_model(str(tmp_path), device="cpu")
