@@ -51,11 +51,11 @@ def scores(loaded, reqs):
     return out
 
 
-def assert_close(a, b, atol):
-    for x, y in zip(a, b):
-        for row_x, row_y in zip(x, y):
-            for (lp_x, top_x), (lp_y, top_y) in zip(row_x, row_y):
-                assert np.allclose(lp_x, lp_y, atol=atol) and top_x == top_y
+def assert_close(a, b, atol, rtol=1e-5):
+    for x, y in zip(a, b, strict=True):
+        for row_x, row_y in zip(x, y, strict=True):
+            for (lp_x, top_x), (lp_y, top_y) in zip(row_x, row_y, strict=True):
+                assert np.allclose(lp_x, lp_y, rtol=rtol, atol=atol) and top_x == top_y
 
 
 def test_compiled_layers_score_as_eager_ones_and_share_graphs(loaded, caplog):

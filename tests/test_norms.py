@@ -6,9 +6,7 @@ from torch import nn
 
 from rys_search.loading import load_model
 from rys_search.norms import fuse_norms, is_llama_norm, unfuse_norms
-from rys_search.schedule import LayerSchedule
-from rys_search.scoring.engine import token_logprobs
-from test_attention import assert_same, requests
+from test_compiling import assert_close, requests, scores
 from tiny import TINY, save_tiny, tiny_model
 
 # norms other than Llama's formula: Gemma's (1 + weight) in float32, OLMo 2's and gpt-oss's product in float32
@@ -83,16 +81,8 @@ def test_scores_with_fused_norms(tmp_path, family):
     save_tiny(tmp_path, family)
     loaded = load_model(str(tmp_path), device="cpu", dtype="bfloat16")
     assert loaded.runtime.fused_norms == 0  # on a CPU transformers' norms run
+    loaded.runtime.prefix_cache = None  # every call runs every layer
     reqs = requests(2)
-
-    def scores():
-        loaded.runtime.prefix_cache.clear()
-        out = []
-        for schedule in [None, "0-1,2-3x3,4,5x2"]:
-            with loaded.runtime.using(schedule or LayerSchedule.identity(loaded.n_layers)):
-                out.append(token_logprobs(loaded, reqs, token_budget=64)[0])
-        return out
-
-    before = scores()
+    before = scores(loaded, reqs)
     assert fuse_norms(loaded.model) > 0
-    assert_same(before, scores(), atol=0)
+    assert_close(before, scores(loaded, reqs), atol=0, rtol=0)
