@@ -57,12 +57,14 @@ def unfuse_norms(model: Any) -> None:
 
 
 def is_llama_norm(cls: type) -> bool:
-    """Whether cls.forward is transformers' LlamaRMSNorm.forward, token for token."""
+    """Whether cls.forward is transformers' LlamaRMSNorm.forward, token for token (never when either
+    source cannot be read)."""
     if cls not in _LLAMA:
         from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
         forward = cls.__dict__.get("forward")
-        _LLAMA[cls] = forward is not None and _tokens(forward) == _tokens(LlamaRMSNorm.forward)
+        reference = _tokens(LlamaRMSNorm.forward)
+        _LLAMA[cls] = forward is not None and reference is not None and _tokens(forward) == reference
     return _LLAMA[cls]
 
 

@@ -76,6 +76,26 @@ def test_only_the_llama_formula_counts():
     assert not is_llama_norm(ProductInFloat32) and not is_llama_norm(Inherited) and not is_llama_norm(nn.LayerNorm)
 
 
+def test_no_source_is_no_match(monkeypatch):
+    """Without readable source (a build shipped as bytecode only) nothing counts as Llama's formula."""
+    import inspect
+
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm  # imported before its source goes missing
+
+    assert is_llama_norm(LlamaRMSNorm)
+
+    def no_source(function):
+        raise OSError("could not get source code")
+
+    monkeypatch.setattr(inspect, "getsource", no_source)
+
+    class Unreadable(nn.Module):
+        def forward(self, hidden_states):
+            return hidden_states
+
+    assert not is_llama_norm(Unreadable)
+
+
 @pytest.mark.parametrize("family", ["llama", "qwen3"])
 def test_scores_with_fused_norms(tmp_path, family):
     save_tiny(tmp_path, family)
