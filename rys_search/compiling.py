@@ -24,17 +24,21 @@ compiled code never nests.
 
 Safety: a compile or compiled call that fails for any reason but memory (no compiler, an op
 Dynamo cannot trace) logs one warning, and that class runs eagerly from then on; the failed
-call is recomputed eagerly. RYS_SEARCH_COMPILE unset: on for models of at least
-COMPILE_MIN_PARAMETERS on a GPU, off on a CPU (compiling takes minutes there, more than a short
-CPU study gains) and off for smaller models: their layers' GPU work is too little to hide the
-host's, and each compiled call adds a guard check and a wrapper. SmolLM2 (135M) on the H100,
-`benchmarks/throughput.py --model SmolLM2 --variants engine --schedules 10`, seconds a schedule,
-eager against compiled: 0.307 / 0.400 and 0.307 / 0.438 on two machines; on two more, runs
-interleaved, 0.317, 0.323 / 0.514, 0.365, 0.427 and 0.350, 0.427 / 0.391, 0.525; one machine
-measured the opposite (0.304 eager without the shared start against 0.232 compiled with it, not
-interleaved). Compiling was built for the Qwen3-8B shape (the profile above). 0/off/false: off;
-1/on/true/default: on; a mode that captures CUDA graphs (reduce-overhead, max-autotune) is
-refused with one line; any other value is passed to torch.compile as its mode.
+call is recomputed eagerly.
+
+When: RYS_SEARCH_COMPILE unset: on for models of at least COMPILE_MIN_PARAMETERS on a GPU, off on
+a CPU (compiling takes minutes there, more than a short CPU study gains) and off for smaller
+models: their layers' GPU work is too little to hide the host's, and each compiled call adds a
+guard check and a wrapper. SmolLM2 (135M) on the H100, `benchmarks/throughput.py --model SmolLM2
+--variants engine --schedules 10`, seconds a schedule, eager against compiled: 0.307 / 0.400 and
+0.307 / 0.438 on two machines; on two more, runs interleaved, 0.317, 0.323 / 0.514, 0.365, 0.427
+and 0.350, 0.427 / 0.391, 0.525. With layer calls replayed as CUDA graphs (graphs.py, on a GPU by
+default) a compiled call's host work runs only at its capture, yet SmolLM2 still gained nothing
+(`--schedules 30`: 0.160 and 0.144 eager against 0.176 and 0.143 compiled, runs interleaved, and
+9-11 s of compiling in the first schedule): its host work is the limit. Compiling was built for
+the Qwen3-8B shape (the profile above). 0/off/false: off; 1/on/true/default: on; a mode that
+captures CUDA graphs of its own (reduce-overhead, max-autotune) is refused with one line; any
+other value is passed to torch.compile as its mode.
 """
 
 from __future__ import annotations

@@ -34,13 +34,14 @@ from __future__ import annotations
 
 import copy
 import os
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from torch import nn
 
 from .architectures import Family, family_for
 from .attention import use_grouped_sdpa
+from .graphs import LayerGraphs, graph_layers, graph_setting, ungraph_layers
 from .norms import fuse_norms
 from .schedule import LayerSchedule
 
@@ -79,6 +80,19 @@ class ScheduledModel:
         self.grouped_sdpa = use_grouped_sdpa(self.config, device)
         mode = compile_setting(device, sum(p.numel() for p in model.parameters()))
         self.compiled = compile_layers(self._original_layers, mode) if mode else 0  # before any clone is made
+        self.graphs = None  # on a GPU each layer call is a CUDA graph's replay (graphs.py), compiled or not
+        if graph_setting(device):
+            self.use_graphs(LayerGraphs(device))
+
+    def use_graphs(self, graphs: LayerGraphs | None) -> None:
+        """Replay layer calls through graphs from now on (None: eagerly); only before any clone is made."""
+        if self._clones:
+            raise RuntimeError("layer graphs must be set up before the schedule's clones are made")
+        if graphs is not None:
+            graph_layers(self._original_layers, graphs)
+        else:
+            ungraph_layers(self._original_layers)
+        self.graphs = graphs
 
     # ---- switching -------------------------------------------------------------------
 
@@ -170,8 +184,12 @@ class ScheduledModel:
             inputs = {k: v for k, v in inputs.items() if k != "input_ids"}
             inputs["inputs_embeds"] = entry[start]
         seen: dict[int, Any] = {}
+        graphs = self.graphs
+        if graphs is not None and (inputs.get("output_hidden_states") or inputs.get("output_attentions")):
+            graphs = None  # transformers' own hooks would keep the graphs' buffers
+        keep = seen.__setitem__ if graphs is None else (lambda q, state: seen.__setitem__(q, graphs.own(state)))
         with self._layers_from(start) as layers, _fed(layers[0], entry.get(start) if start else None), \
-                _hooks(layers, [q - start for q in wanted], seen.__setitem__):
+                _hooks(layers, [q - start for q in wanted], keep), graphs.active() if graphs else nullcontext():
             output = self.model(**inputs)
         for q in wanted:
             states[q] = seen[q - start]

@@ -5,7 +5,8 @@
 A study's trial, a calibration and a benchmark check all score through batches of at most
 `loaded.token_budget` padded tokens; another process on the same GPU (a second study, a
 calibration) can leave too little memory for them. Each retry halves the budget (never below
-256 tokens) and clears the prefix cache, whose entries were recorded for the old batches.
+256 tokens) and clears the prefix cache, whose entries were recorded for the old batches, and the
+layer graphs (graphs.py), captured for them.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ def shrink_batches(loaded: Any, exc: BaseException) -> None:
     loaded.token_budget = max(256, budget // 2)
     if getattr(loaded.runtime, "prefix_cache", None) is not None:  # the new batches have new keys
         loaded.runtime.prefix_cache.clear()
+    if getattr(loaded.runtime, "graphs", None) is not None:  # and their graphs and buffers
+        loaded.runtime.graphs.clear()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     log.warning("out of memory (%s); retrying with %d tokens per batch", first_line(exc)[:200],
