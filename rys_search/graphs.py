@@ -29,9 +29,11 @@ The KV cache: a transformers DynamicCache whose layer is a plain DynamicLayer (t
 starts, prompts and continuations) is passed to the captured call as a stand-in whose `update`
 writes the new keys and values after the cached ones in a static buffer and returns the whole
 buffer, as DynamicLayer's concatenation returns the whole; after the replay the cache's layer
-holds a copy. Other caches (generation's static one, sliding-window layers), arguments the runner
-cannot describe, and layer classes whose capture fails (an operation that waits for the GPU, such
-as a mixture of experts' routing) run eagerly; a failed capture logs one warning.
+holds a copy (a cache marked `rys_read_once`, whose contents the caller will not read after the
+call, as the engine's continuations, keeps what it held). Other caches (generation's static one,
+sliding-window layers), arguments the runner cannot describe, and layer classes whose capture
+fails (an operation that waits for the GPU, such as a mixture of experts' routing) run eagerly; a
+failed capture logs one warning.
 
 Memory: every graph allocates from one shared pool and nothing allocated there outlives a replay
 (outputs go to buffers outside it), so graphs can be replayed in any order. The static buffers
@@ -390,8 +392,9 @@ class _Signature:
             self.values[:, :, : self.cached].copy_(values)
 
     def store(self, cache: Any, index: int | None) -> None:
-        """The cache's layer after the replay: what DynamicLayer.update would have left there (copies)."""
-        if cache is None:
+        """The cache's layer after the replay: what DynamicLayer.update would have left there (copies),
+        unless the caller said nothing reads it again (`rys_read_once`: it keeps what it held before)."""
+        if cache is None or getattr(cache, "rys_read_once", False):
             return
         from transformers.cache_utils import DynamicLayer
 

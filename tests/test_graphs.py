@@ -148,3 +148,26 @@ def test_compiled_layers_through_graphs_score_as_compiled_ones(tmp_path, caplog)
         assert_close(scores(compiled, reqs), scores(both, reqs), atol=1e-6)
     assert not caplog.records
     assert both.runtime.graphs.counts["replayed"] > 0
+
+
+def test_a_cache_read_once_is_left_as_it_was(tmp_path):
+    save_tiny(tmp_path, "llama")
+    eager, graphed = pair(tmp_path)
+    ids = torch.randint(3, 90, (2, 7), generator=torch.Generator().manual_seed(0))
+    tail = torch.randint(3, 90, (2, 3), generator=torch.Generator().manual_seed(1))
+    got = []
+    for loaded in (eager, graphed):
+        runtime = loaded.runtime
+        runtime.prefix_cache = None
+        logits = []
+        for _ in range(3):
+            with torch.no_grad():
+                cache = runtime.forward(None, input_ids=ids, use_cache=True)[0].past_key_values
+                cache.rys_read_once = True
+                out, _ = runtime.forward(None, input_ids=tail, past_key_values=cache, use_cache=True,
+                                         position_ids=7 + torch.arange(3)[None])
+            logits.append(out.logits)
+        got.append((logits, [layer.keys.shape[-2] for layer in cache.layers]))
+    assert all(torch.equal(a, b) for a, b in zip(got[0][0], got[1][0]))
+    assert got[0][1] == [10] * 6  # eager layers grow it all the same
+    assert got[1][1] == [7] * 6  # the last call was replayed: the prompt's 7 tokens, as before it

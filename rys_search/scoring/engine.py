@@ -339,7 +339,7 @@ def _score_whole(loaded, requests, indices, budget, results, picker: _Picker, st
             at = loaded.runtime.start_for([start.key, key])
             mask, positions = start.extend(mask, positions)
             inputs = {"attention_mask": mask, "position_ids": positions, "use_cache": True, "start": at,
-                      "past_key_values": start.cache(at, len(batch))}
+                      "past_key_values": _read_once(start.cache(at, len(batch)))}
         with torch.no_grad():
             logits = loaded.runtime.forward(key, input_ids=ids, logits_to_keep=width - first, **inputs)[0].logits
         for row, i in enumerate(batch):
@@ -350,6 +350,14 @@ def _score_whole(loaded, requests, indices, budget, results, picker: _Picker, st
         picker.read(logits)
         del logits
     return tokens
+
+
+def _read_once(cache: Any) -> Any:
+    """Mark a cache whose contents nothing reads after the call it is passed to: layer graphs then
+    leave its layers as they were instead of copying each layer's grown keys and values into it
+    (graphs.py)."""
+    cache.rys_read_once = True
+    return cache
 
 
 def _select_rows(cache: Any, rows):
@@ -412,7 +420,7 @@ def _score_shared(loaded, requests, groups, budget, results, picker: _Picker, sh
                     input_ids=tail_ids,
                     attention_mask=torch.cat([mask[rows], tail_mask], dim=1),
                     position_ids=tail_positions,
-                    past_key_values=_select_rows(cache, rows),
+                    past_key_values=_read_once(_select_rows(cache, rows)),
                     use_cache=True,
                 )[0].logits
             tokens += int(part.mask.sum())  # on the host
