@@ -37,7 +37,9 @@ failed capture logs one warning.
 
 Memory: every graph allocates from one shared pool and nothing allocated there outlives a replay
 (outputs go to buffers outside it), so graphs can be replayed in any order. The static buffers
-are a few activations per signature; `clear()` frees everything (after running out of memory).
+are a few activations per signature; `clear()` frees everything (after running out of memory, and
+before a signature beyond MAX_SIGNATURES: a study's engine makes about 8, SmolLM2's default
+objectives 7).
 
 Hidden states the runtime records at boundaries are copies (`own`): the buffer they would point
 at is overwritten by the next layer's replay.
@@ -64,6 +66,7 @@ _GRAPHED: dict[type, type] = {}
 _PLAIN = (type(None), bool, int, float, str)
 _UNSUPPORTED = object()  # a signature whose layer output is not one hidden-state tensor: eager
 _CACHE = object()  # where a signature's call takes the KV cache
+MAX_SIGNATURES = 64  # more and every graph and buffer is dropped first (a study's engine makes about 8)
 
 
 def graph_setting(device: Any) -> bool:
@@ -150,6 +153,8 @@ class LayerGraphs:
         key, tensors, cache, index, weights = described
         signature = self._signatures.get(key)
         if signature is None:
+            if len(self._signatures) >= MAX_SIGNATURES:  # new kinds of calls keep coming: start again
+                self.clear()
             return self._warm_up(layer, forward, args, kwargs, key, tensors, cache, index)
         if signature is _UNSUPPORTED:
             self.counts["eager"] += 1

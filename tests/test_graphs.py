@@ -171,3 +171,23 @@ def test_a_cache_read_once_is_left_as_it_was(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(got[0][0], got[1][0]))
     assert got[0][1] == [10] * 6  # eager layers grow it all the same
     assert got[1][1] == [7] * 6  # the last call was replayed: the prompt's 7 tokens, as before it
+
+
+def test_past_the_most_signatures_it_starts_again(tmp_path, monkeypatch):
+    from rys_search import graphs as graphs_module
+
+    save_tiny(tmp_path, "llama")
+    eager, graphed = pair(tmp_path)
+    reqs = with_start(requests(4))
+    expected = scores(eager, reqs)
+    assert_close(expected, scores(graphed, reqs), atol=0, rtol=0)
+    graphs = graphed.runtime.graphs
+    made = len(graphs._signatures)
+    assert made > 2
+    monkeypatch.setattr(graphs_module, "MAX_SIGNATURES", 2)
+    cleared = []
+    monkeypatch.setattr(graphs, "clear", lambda: (cleared.append(1), LayerGraphs.clear(graphs)))
+    graphs.clear()
+    cleared.clear()
+    assert_close(expected, scores(graphed, reqs), atol=0, rtol=0)
+    assert cleared and len(graphs._signatures) <= 2
