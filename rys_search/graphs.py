@@ -279,6 +279,15 @@ class LayerGraphs:
             current.wait_stream(self._stream)
 
 
+def _version(tensor: Any) -> int | None:
+    """The tensor's version counter (bumped by every in-place change), None where it has none
+    (a tensor made under torch.inference_mode): such a tensor is copied in at every call."""
+    try:
+        return tensor._version
+    except RuntimeError:
+        return None
+
+
 def _meta(tensor: Any) -> tuple:
     return tuple(tensor.shape), tensor.stride(), tensor.dtype, tensor.device
 
@@ -386,11 +395,11 @@ class _Signature:
         for i, (tensor, buffer) in enumerate(zip(tensors, self.buffers)):
             if tensor is buffer:
                 continue
-            last = self.last[i]
-            if last is not None and last[0] is tensor and last[1] == tensor._version:
+            last, version = self.last[i], _version(tensor)
+            if last is not None and last[0] is tensor and version is not None and last[1] == version:
                 continue
             buffer.copy_(tensor)
-            self.last[i] = (tensor, tensor._version)
+            self.last[i] = (tensor, version)
         if self.cached:
             keys, values = _past(cache, index)
             self.keys[:, :, : self.cached].copy_(keys)

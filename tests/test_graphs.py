@@ -191,3 +191,18 @@ def test_past_the_most_signatures_it_starts_again(tmp_path, monkeypatch):
     cleared.clear()
     assert_close(expected, scores(graphed, reqs), atol=0, rtol=0)
     assert cleared and len(graphs._signatures) <= 2
+
+
+def test_under_inference_mode(tmp_path):
+    """Tensors made under inference_mode have no version counter: they are copied in every time."""
+    save_tiny(tmp_path, "qwen2")
+    eager, graphed = pair(tmp_path)
+    for loaded in (eager, graphed):
+        loaded.runtime.prefix_cache = None
+    ids = torch.randint(3, 90, (2, 6), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        for _ in range(3):
+            a = eager.runtime.forward(None, input_ids=ids)[0].logits
+            b = graphed.runtime.forward(None, input_ids=ids)[0].logits
+            assert torch.equal(a, b)
+    assert graphed.runtime.graphs.counts["replayed"] > 0
