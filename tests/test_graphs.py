@@ -100,12 +100,18 @@ def test_calls_it_cannot_replay_run_eagerly(tmp_path):
     assert graphs.counts["eager"] == 1 and graphs.counts["replayed"] == 0
 
 
-def test_cleared_graphs_start_again_and_running_out_of_memory_clears_them(tmp_path, caplog):
-    save_tiny(tmp_path, "qwen2")
-    eager, graphed = pair(tmp_path)
-    reqs = with_start(requests(2))
+def scored_pair(folder, family, seed):
+    """pair() of a tiny model of the family, both scored once (equal): the graphed one, the requests, the scores."""
+    save_tiny(folder, family)
+    eager, graphed = pair(folder)
+    reqs = with_start(requests(seed))
     expected = scores(eager, reqs)
     assert_close(expected, scores(graphed, reqs), atol=0, rtol=0)
+    return graphed, reqs, expected
+
+
+def test_cleared_graphs_start_again_and_running_out_of_memory_clears_them(tmp_path, caplog):
+    graphed, reqs, expected = scored_pair(tmp_path, "qwen2", 2)
     graphs = graphed.runtime.graphs
     assert graphs._signatures and graphs._graphs
     with caplog.at_level(logging.WARNING):
@@ -176,11 +182,7 @@ def test_a_cache_read_once_is_left_as_it_was(tmp_path):
 def test_past_the_most_signatures_it_starts_again(tmp_path, monkeypatch):
     from rys_search import graphs as graphs_module
 
-    save_tiny(tmp_path, "llama")
-    eager, graphed = pair(tmp_path)
-    reqs = with_start(requests(4))
-    expected = scores(eager, reqs)
-    assert_close(expected, scores(graphed, reqs), atol=0, rtol=0)
+    graphed, reqs, expected = scored_pair(tmp_path, "llama", 4)
     graphs = graphed.runtime.graphs
     made = len(graphs._signatures)
     assert made > 2
