@@ -329,8 +329,8 @@ def _freeze_objects() -> None:
     """Leave the objects alive now (the model's modules, tensors, the libraries' own) out of Python's
     garbage collections from now on (gc.freeze). On a GPU a schedule's host work is the limit, and the
     collections walked them all: SmolLM2 on the H100 (`benchmarks/host_profile.py`, layer graphs on),
-    31 schedules: 0.178 s in 609 collections frozen against 0.999 s in 611 with --unfreeze, 0.154
-    against 0.175 s a schedule afterwards. On a CPU (tests load hundreds of models in one process,
+    31 schedules: 0.120 s in 609 collections frozen against 0.939 s in 611 with --unfreeze, 0.116
+    against 0.161 s a schedule afterwards. On a CPU (tests load hundreds of models in one process,
     and the host's time is not the limit there) nothing is frozen."""
     import gc
 
