@@ -200,7 +200,7 @@ class LayerGraphs:
             if isinstance(value, torch.Tensor):
                 key.append((slot, _meta(value)))
                 tensors.append(value)
-            elif isinstance(value, (tuple, list)) and value and all(isinstance(v, torch.Tensor) for v in value):
+            elif _tensors(value):
                 key.append((slot, type(value), tuple(_meta(v) for v in value)))
                 tensors.extend(value)
             elif isinstance(value, _PLAIN):
@@ -288,6 +288,13 @@ def _version(tensor: Any) -> int | None:
         return None
 
 
+def _tensors(value: Any) -> bool:
+    """Whether value is a non-empty tuple or list of tensors (rotary's (cos, sin)): one argument, several buffers."""
+    import torch
+
+    return isinstance(value, (tuple, list)) and bool(value) and all(isinstance(v, torch.Tensor) for v in value)
+
+
 def _meta(tensor: Any) -> tuple:
     return tuple(tensor.shape), tensor.stride(), tensor.dtype, tensor.device
 
@@ -316,6 +323,7 @@ def _past(cache: Any, index: int):
 
 
 def _substitute(args: tuple, kwargs: dict, cache: Any, stand_in: Any) -> tuple[tuple, dict]:
+    """args and kwargs with stand_in wherever cache was (as they are for no cache)."""
     if cache is None:
         return args, kwargs
     return (tuple(stand_in if a is cache else a for a in args),
@@ -378,17 +386,15 @@ class _Signature:
                 return _CACHE
             if isinstance(value, torch.Tensor):
                 return buffer[id(value)]
-            if isinstance(value, (tuple, list)) and value and all(isinstance(v, torch.Tensor) for v in value):
+            if _tensors(value):
                 return type(value)(buffer[id(v)] for v in value)
             return value
 
         return [swap(a) for a in args], {k: swap(v) for k, v in kwargs.items()}
 
-    def arguments(self) -> tuple[list, dict]:
+    def arguments(self) -> tuple[tuple, dict]:
         """The captured call's arguments: the buffers, and a writer where the cache was."""
-        writer = _Writer(self)
-        stand_in = lambda v: writer if v is _CACHE else v  # noqa: E731
-        return [stand_in(a) for a in self._args], {k: stand_in(v) for k, v in self._kwargs.items()}
+        return _substitute(tuple(self._args), self._kwargs, _CACHE, _Writer(self))
 
     def load(self, tensors: list, cache: Any, index: int | None) -> None:
         """Copy in the arguments that differ from what the buffers hold, and the cached keys and values."""
