@@ -129,9 +129,13 @@ class StudyRunner:
             raise optuna.TrialPruned(f"duplicate of trial {first}")
         if self.tracker is not None:  # the trial's run is open while it runs: a crash leaves it RUNNING
             t0 = time.perf_counter()
-            run = self.tracker.open_trial_run(self.parent_run, self.config.name, trial.number, schedule=key,
-                                              unmodified=schedule.is_identity(self.n_layers))  # params when it closes
-            trial.set_user_attr("mlflow_run", run)
+            unmodified = schedule.is_identity(self.n_layers)
+            if self.runs is not None and self.runs.opens:  # alone: the writer opens it, stores its id with the trial
+                self.runs.open(trial.number, self.config.name, self.parent_run, schedule=key, unmodified=unmodified)
+            else:
+                run = self.tracker.open_trial_run(self.parent_run, self.config.name, trial.number, schedule=key,
+                                                  unmodified=unmodified)  # params when it closes
+                trial.set_user_attr("mlflow_run", run)
             self._tracked(t0)
         start = time.perf_counter()
         items: dict[str, Any] = {}

@@ -3,6 +3,7 @@ and, for a study run alone on a SQLite file, the trials themselves (alone.py).
 
     >>> runs = TrialRuns("sqlite:///mlruns/mlflow.db")
     >>> runs = TrialRuns(uri, store=(storage_url, study, waiting), lock_fd=claim.fd)   # a study run alone
+    >>> runs.open(number, study, parent, schedule="0-9,4-6,10-27")   # a study run alone: its run opened here
     >>> runs.close(trial, study, parent, items=items, params=params)   # queued: written in order
     >>> runs.finish()                                                 # every run written, the writer gone
 
@@ -14,6 +15,12 @@ study of Qwen2.5-Coder-1.5B on the H100 the trials' evaluation grew by 16 s whil
 12.5 s (on a 2-core CPU, `benchmarks/study_loop.py --trials 300 --eval-seconds 0.3`: 94.6 s
 without the thread, 93.7 s with it). A process has its own lock: the loop only queues the trial
 (pickled by the queue's feeder thread) and goes on.
+
+A study run alone also has its trials' runs opened here: the loop queues the opening when a
+trial's schedule is known (creating a run cost the loop 5-17 ms of SQL a trial), the writer
+creates the run at once, RUNNING as before, and stores its id with the finished trial
+("mlflow_run"), which it stores itself. Workers sharing a study open their runs in the loop: the
+id must be on the trial before it finishes, and only the loop can set it there.
 
 Trials are written one at a time, in the order queued: stored first, then their run closed. A
 write that fails is raised in the study's process at the next close or at finish, as a
@@ -51,6 +58,7 @@ class TrialRuns:
         from multiprocessing.reduction import DupFd
 
         context = multiprocessing.get_context("spawn")  # never fork a process that holds CUDA and SQL connections
+        self.opens = store is not None and tracking_uri is not None  # runs opened here (see the module's doc)
         self.requests = context.Queue()
         self.errors = context.Queue()
         self._seconds = context.Value("d", 0.0)
@@ -72,17 +80,27 @@ class TrialRuns:
         """The writer's seconds of storing trials in the study's storage so far."""
         return self._stored.value
 
+    def open(self, number: int, study: str, parent: str, schedule: str = "", unmodified: bool = False) -> None:
+        """Queue the opening of trial `number`'s run (Tracker.open_trial_run); its id goes into the trial's
+        "mlflow_run" when the trial is stored. Only where this writer stores the trials (self.opens)."""
+        if not self.opens:
+            raise RuntimeError("a trial's run is opened by the writer only where the writer stores the trials")
+        self._put(number, ("open", number, study, parent, schedule, unmodified))
+
     def close(self, trial: Any, study: str, parent: str, items: dict[str, Any] | None = None,
               params: dict[str, Any] | None = None) -> None:
-        """Queue a finished (frozen) trial: stored in the study (when storing), then Tracker.close_trial_run.
+        """Queue a finished (frozen) trial: stored in the study (when storing), then Tracker.close_trial_run."""
+        self._put(trial.number, ("close", trial, study, parent, items, params))
 
-        A writer that has died (killed, out of memory) stops the study here, at the first trial it
-        would lose: for a study run alone, the trials it has not stored exist only in this process."""
+    def _put(self, number: int, request: tuple) -> None:
+        """Queue a request. A writer that has died (killed, out of memory) stops the study here, at the
+        first trial it would lose: for a study run alone, the trials it has not stored exist only in
+        this process."""
         self._raise_failed()
         if not self.process.is_alive():
             raise UserError(f"the writer process of the trials ended (exit code {self.process.exitcode}) before "
-                            f"trial {trial.number} was written; run the study again to go on from what it stored")
-        self.requests.put((trial, study, parent, items, params))
+                            f"trial {number} was written; run the study again to go on from what it stored")
+        self.requests.put(request)
 
     def finish(self) -> None:
         """Return once every queued run is written and the writer has ended; raise the first write that failed."""
@@ -123,6 +141,7 @@ def _serve(tracking_uri: str | None, store: tuple[str, str, dict[int, int]] | No
 
         tracker = Tracker(tracking_uri)
     storage = study_id = None
+    opened: dict[int, str] = {}  # trial number -> the run opened for it, until the trial is stored
     while True:
         try:
             request = requests.get(timeout=1.0)
@@ -132,7 +151,20 @@ def _serve(tracking_uri: str | None, store: tuple[str, str, dict[int, int]] | No
             continue
         if request is None:
             return
-        trial, study, run_parent, items, params = request
+        if request[0] == "open":
+            _, number, study, run_parent, schedule, unmodified = request
+            start = time.perf_counter()
+            try:
+                opened[number] = tracker.open_trial_run(run_parent, study, number, schedule=schedule,
+                                                        unmodified=unmodified)
+            except Exception as exc:  # raised in the study's process; the trial's close opens a run then
+                errors.put(f"cannot open a trial's MLflow run: trial {number}: {_line(exc)}")
+            with seconds.get_lock():
+                seconds.value += time.perf_counter() - start
+            continue
+        _, trial, study, run_parent, items, params = request
+        if trial.number in opened:
+            trial.user_attrs["mlflow_run"] = opened.pop(trial.number)  # stored with the trial, closed below
         if store is not None:
             start = time.perf_counter()
             try:

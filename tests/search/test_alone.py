@@ -1,5 +1,7 @@
 """A study run alone: its loop on an in-memory copy stores what a loop on the SQLite file stores, and holds the study."""
 
+import time
+
 import optuna
 import pytest
 
@@ -105,6 +107,34 @@ def test_the_writer_holds_the_study_until_its_trials_are_stored(workdir):
                                                                      (2, "COMPLETE", [3.0])]
     assert stored[0].user_attrs == {"unmodified": True} and stored[1].params == copy.trials[1].params
     assert alone.claim_study(url, "s", alone=True, wait=0).exclusive  # free once the writer is done
+
+
+def test_the_writer_opens_the_runs_of_a_study_run_alone_and_stores_their_ids(workdir):
+    from rys_search.tracking import Tracker
+
+    url, uri = f"sqlite:///{workdir}/s.db", f"sqlite:///{workdir}/mlflow.db"
+    study = optuna.create_study(study_name="s", storage=url, directions=["maximize"])
+    tracker = Tracker(uri)
+    parent = tracker.study_run("s", {})
+    copy = alone.in_memory(study)
+    runs = TrialRuns(uri, store=(url, "s", {}))
+    assert runs.opens and not TrialRuns(uri).opens  # workers sharing a study open their runs in the loop
+    for value in (1.0, 2.0):
+        trial = copy.ask()
+        runs.open(trial.number, "s", parent, schedule=f"0-{trial.number}")
+        deadline = time.monotonic() + 60
+        while not [r for r in tracker.trial_runs("s") if r.data.tags["rys.trial"] == str(trial.number)]:
+            assert time.monotonic() < deadline, "the run was not opened while its trial ran"
+            time.sleep(0.05)
+        copy.tell(trial, value)
+        runs.close(copy.trials[-1], "s", parent)
+    runs.finish()
+    written = {int(r.data.tags["rys.trial"]): r for r in tracker.trial_runs("s")}
+    stored = optuna.load_study(study_name="s", storage=url).trials
+    assert sorted(written) == [0, 1]  # one run a trial: the one opened is the one closed
+    assert [t.user_attrs["mlflow_run"] for t in stored] == [written[0].info.run_id, written[1].info.run_id]
+    assert all(r.info.status == "FINISHED" and r.data.tags["rys.state"] == "COMPLETE" for r in written.values())
+    assert "mlflow_run" not in copy.trials[0].user_attrs  # the loop's copy never waited for it
 
 
 def test_a_trial_stored_under_another_number_stops_the_study(workdir):

@@ -42,6 +42,9 @@ def test_a_small_study_end_to_end(tiny_folder, workdir, capsys):
     assert study.trials[0].user_attrs["schedule"] == "0-5"  # the unmodified model runs first
     runs = finished_runs(cfg)
     assert sorted(int(r.data.tags["rys.trial"]) for r in runs) == sorted(t.number for t in finished)
+    ids = {int(r.data.tags["rys.trial"]): r.info.run_id for r in runs}  # opened by the writer, stored with the trial
+    scored = [t for t in finished if "duplicate_of" not in t.user_attrs]
+    assert scored and all(t.user_attrs["mlflow_run"] == ids[t.number] for t in scored)
     complete = [r for r in runs if r.data.tags["rys.state"] == "COMPLETE"]
     assert complete and all("3_interval/math_v1_change_lo" in r.data.metrics and "schedule" in r.data.params
                             for r in complete)
