@@ -231,15 +231,16 @@ class Tracker:
             if not token:
                 return runs
 
-    def mark_pareto(self, study: str, members: set[int]) -> int:
+    def mark_pareto(self, study: str, members: set[int], runs: list[Any] | None = None) -> int:
         """Tag the members' runs rys.pareto = true, and false where a run that was a member is one no more.
 
         Only what changed is written (a call per run on a tracking server); returns how many.
+        runs: the study's trial runs as trial_runs(study) just read them (default: read here).
         """
         from mlflow.exceptions import MlflowException
 
         changed = 0
-        for run in self.trial_runs(study):
+        for run in self.trial_runs(study) if runs is None else runs:
             now = run.data.tags.get("rys.pareto")
             want = "true" if int(run.data.tags.get("rys.trial", -1)) in members else ("false" if now else None)
             if want is not None and now != want:
@@ -251,10 +252,13 @@ class Tracker:
                 changed += 1
         return changed
 
-    def save_views(self, study: str, objectives: list[str], extra_columns: list[str] = ()) -> dict[str, str]:
-        """The study's saved views of the runs page (Pareto members, all trials) as experiment tags."""
+    def save_views(self, study: str, objectives: list[str], extra_columns: list[str] = (),
+                   runs: list[Any] | None = None) -> dict[str, str]:
+        """The study's saved views of the runs page (Pareto members, all trials) as experiment tags.
+
+        runs: the study's trial runs, as for mark_pareto (their metric names are the views' columns)."""
         keys: list[str] = []
-        for run in self.trial_runs(study):
+        for run in self.trial_runs(study) if runs is None else runs:
             keys += [k for k in run.data.metrics if k not in keys]
         from mlflow.exceptions import MlflowException
 
