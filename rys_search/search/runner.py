@@ -2,7 +2,7 @@
 
     >>> runner = StudyRunner(config, loaded, study, tracker, parent_run, runs=TrialRuns(tracker.uri))
     >>> study.optimize(runner, n_trials=1, callbacks=[runner.on_finished])
-    >>> runner.wait_for_tracking()
+    >>> runner.wait_for_tracking()      # or wait_for_tracking(finish=False), the study's end, finish_tracking()
 
 A schedule that fails the fixed-point screen is pruned with its reason, without paying for the
 probes; a scored one records its scores, intervals and paired changes against the unmodified
@@ -161,8 +161,9 @@ class StudyRunner:
         self.timings.tracking += seconds
         self.timings.trial_tracking += seconds
 
-    def wait_for_tracking(self, stored_study: Any = None, quiet: bool = False) -> None:
-        """Every finished trial written (the loop's last tracking), the writer process ended.
+    def wait_for_tracking(self, stored_study: Any = None, quiet: bool = False, finish: bool = True) -> None:
+        """Every finished trial written (the loop's last tracking), the writer process ended (finish)
+        or still there for the study's end (trial_runs.TrialRuns.close_study; finish_tracking ends it).
 
         stored_study: the study's storage when the loop ran on an in-memory copy (alone.py): the
         loop's finished trials not yet queued (the one a Ctrl-C failed) are queued first, and the
@@ -176,7 +177,7 @@ class StudyRunner:
                 if trial.state.is_finished() and trial.number not in self.queued:
                     self._queue(trial)
         try:
-            self.runs.finish()
+            self.runs.finish() if finish else self.runs.drain()
         except Exception as exc:
             if not quiet:
                 raise
@@ -188,6 +189,20 @@ class StudyRunner:
         self._tracked(t0)
         self.timings.tracking_beside = self.runs.seconds
         self.timings.storing_beside = self.runs.stored_seconds
+
+    def finish_tracking(self, quiet: bool = False) -> None:
+        """The writer process ended once what it was given is written (after wait_for_tracking(finish=False))."""
+        if self.runs is None:
+            return
+        t0 = time.perf_counter()
+        try:
+            self.runs.finish()
+        except Exception as exc:
+            if not quiet:
+                raise
+            log.warning("%s", exc)
+        self.timings.tracking += time.perf_counter() - t0  # after the loop: not the loop's tracking
+        self.timings.tracking_beside = self.runs.seconds
 
     def _evaluate(self, trial, schedule: LayerSchedule, items: dict[str, Any]) -> list[float]:
         import math

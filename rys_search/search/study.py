@@ -76,7 +76,6 @@ def run_study(config: StudyConfig, loaded: Any = None, progress: bool = True, ou
 
 def _run(config: StudyConfig, loaded: Any, claim: Any, tracker: Any, grid: list[str] | None, timings: Timings,
          started: float, progress: bool, out: Any, worker_index: int | None, t0: float) -> dict[str, Any]:
-    from ..tracking import ui_command
     from .progress import Progress
     from .trial_runs import TrialRuns
 
@@ -123,7 +122,26 @@ def _run(config: StudyConfig, loaded: Any, claim: Any, tracker: Any, grid: list[
     except BaseException:  # Ctrl-C: what the loop finished is stored (a failed write only logged) before it goes on
         runner.wait_for_tracking(study if claim.exclusive else None, quiet=True)
         raise
-    runner.wait_for_tracking(study if claim.exclusive else None)  # before reconcile reads the runs
+    ended = False
+    try:
+        summary = _end(config, loaded, study, claim, tracker, runner, parent, grid, status, timings, t0)
+        ended = True
+    finally:
+        runner.finish_tracking(quiet=not ended)  # the writer's last requests (the study's end) written
+    summary["seconds"] = {"load": timings.load, "evaluation": timings.evaluation, "sampler": timings.sampler(),
+                          "tracking": timings.tracking, "tracking_beside": timings.tracking_beside,
+                          "storing_beside": timings.storing_beside, "total": time.perf_counter() - started}
+    return summary
+
+
+def _end(config: StudyConfig, loaded: Any, study: Any, claim: Any, tracker: Any, runner: StudyRunner, parent: str,
+         grid: list[str] | None, status: str, timings: Timings, t0: float) -> dict[str, Any]:
+    """After the loop: reconcile, the confirmations the budget held back, the study's end written (the
+    figures and the parent run by the writer process, the front's tags here, at the same time); the
+    summary but its seconds."""
+    from ..tracking import ui_command
+
+    runner.wait_for_tracking(study if claim.exclusive else None, finish=False)  # before reconcile reads the runs
     timings.optimize = time.perf_counter() - t0
     if runner.progress is not None:
         runner.progress.close()
@@ -143,19 +161,12 @@ def _run(config: StudyConfig, loaded: Any, claim: Any, tracker: Any, grid: list[
     t0 = time.perf_counter()
     rows = pareto_rows(study)
     if last_out:  # the last worker out closes the parent
-        from .plots import study_figures
-
         from .publish import name_objectives, publish_front
 
-        figures = study_figures(study, config, loaded.n_layers)
-        tracker.close_study(parent, rows, figures, {"finished_trials": finished_count(study), "pareto_size": len(rows)},
-                            objectives=config.objective_names())
+        runner.runs.close_study(config, loaded.n_layers, parent, rows,
+                                {"finished_trials": finished_count(study), "pareto_size": len(rows)})
         name_objectives(study)  # a study made before objectives were named
         publish_front(tracker, study)
-        import matplotlib.pyplot as plt
-
-        for figure in figures.values():
-            plt.close(figure)
     timings.tracking += time.perf_counter() - t0
     if status == "grid exhausted":
         status = (f"grid exhausted: each of its {len(grid)} schedules has had its trial, so the study stopped at "
@@ -174,10 +185,6 @@ def _run(config: StudyConfig, loaded: Any, claim: Any, tracker: Any, grid: list[
         "storage": config.storage_url(),
         "tracking_uri": config.tracking_location(),
         "mlflow_ui": ui_command(config.tracking_location()),
-        "seconds": {"load": timings.load, "evaluation": timings.evaluation, "sampler": timings.sampler(),
-                    "tracking": timings.tracking, "tracking_beside": timings.tracking_beside,
-                    "storing_beside": timings.storing_beside,
-                    "total": time.perf_counter() - started},
         "config": config.to_dict(),
     }
 

@@ -17,6 +17,11 @@ from rys_search.tracking import Tracker
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture(scope="module")
+def tiny_folder(saved_tiny):
+    return saved_tiny("llama")
+
+
 def _trial(number: int, run: str | None = None) -> optuna.trial.FrozenTrial:
     attrs = {"schedule": f"0-{number}", "blocks": "none", "added_layers": number}
     if run:
@@ -60,6 +65,48 @@ def test_a_failed_write_stops_the_study_with_one_line(workdir):
     with pytest.raises(UserError, match=r"cannot write a trial's MLflow run: trial 1: .*"):
         runs.finish()
     assert sorted(_runs(uri)) == [2]  # the runs after it are still written
+
+
+def test_drain_waits_for_what_was_queued_and_raises_its_failures_with_the_writer_still_running(workdir):
+    uri = f"sqlite:///{workdir}/mlflow.db"
+    parent = Tracker(uri).study_run("s", {})
+    runs = TrialRuns(uri)
+    runs.close(_trial(1, run="0" * 32), "s", parent)  # fails
+    for n in range(2, 6):
+        runs.close(_trial(n), "s", parent)
+    with pytest.raises(UserError, match=r"cannot write a trial's MLflow run: trial 1: .*"):
+        runs.drain()
+    assert sorted(_runs(uri)) == [2, 3, 4, 5] and runs.process.is_alive()  # every one written before drain returned
+    runs.close(_trial(6), "s", parent)
+    runs.drain()  # nothing failed since
+    assert sorted(_runs(uri)) == [2, 3, 4, 5, 6]
+    runs.finish()
+    assert not runs.process.is_alive()
+
+
+def test_the_writer_closes_the_study_run_with_its_figures(tiny_folder, workdir):
+    from rys_search.search.config import load_config
+    from rys_search.search.study import open_study
+
+    cfg = load_config(overrides={"model": tiny_folder, "name": "s", "trials": 5})
+    study = open_study(cfg)
+    for k in range(6):
+        trial = study.ask()
+        trial.set_user_attr("blocks", f"{k % 3}-{k % 3 + 1}x2")
+        study.tell(trial, [k, 6 - k, k % 2])
+    tracker = Tracker(cfg.tracking_location())
+    parent = tracker.study_run("s", {})
+    runs = TrialRuns(tracker.uri)
+    runs.close_study(cfg, 6, parent, [{"trial": 0}], {"pareto_size": 1.0})
+    runs.finish()
+    run = tracker.client.get_run(parent)
+    assert run.info.status == "FINISHED" and run.data.metrics["pareto_size"] == 1.0
+    artifacts = {a.path for a in tracker.client.list_artifacts(parent)}
+    assert {"pareto_front.png", "layers.png", "history.png", "importances.png", "pareto.json"} <= artifacts
+    bad = TrialRuns(tracker.uri)
+    bad.close_study(cfg, 6, "0" * 32, [], {})  # a parent run the store does not have
+    with pytest.raises(UserError, match=r"^cannot write the study's MLflow run: .*"):
+        bad.finish()
 
 
 def _script(uri: str, ending: str) -> str:

@@ -33,7 +33,7 @@ def test_a_study_opens_named_and_tagged_in_mlflow(tiny_folder, workdir, capsys):
     assert set(views) == {VIEW_TAG_PREFIX + "rys-named-pareto", VIEW_TAG_PREFIX + "rys-named-trials"}
 
     parent = tracker.client.get_run(study.user_attrs["mlflow_parent_run"])
-    assert parent.info.run_name == "study named"
+    assert parent.info.run_name == "study named" and parent.info.status == "FINISHED"  # closed by the writer process
     artifacts = {a.path for a in tracker.client.list_artifacts(parent.info.run_id)}
     assert "layers.png" in artifacts and "ij_heatmap.png" not in artifacts  # a multi-block study
     from pathlib import Path
