@@ -25,18 +25,22 @@ it nothing), so it stalls below random sampling; as it is, its proposals are ran
 
 `grid` sweeps the (i, j) pairs of search/space.py once each, in random order, and ends the study when
 none is left (search/sweep.py).
+
+TPE's groups of parameters (`group=True`) are worked out again from every finished trial before
+each trial in Optuna (0.95 s of a 500-trial study on the H100); `IncrementalGroups` adds only the
+trials finished since, which gives the same groups in the same order (adding a trial's parameters
+again changes nothing): the same proposals as Optuna's own (tests/search/test_study_loop.py).
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
-__all__ = ["SAMPLERS", "HideUnmodified", "build_sampler"]
+__all__ = ["SAMPLERS", "HideUnmodified", "IncrementalGroups", "build_sampler"]
 
 
 _FACTORIES: dict[str, Callable[[Any, int | None, dict[str, list[Any]] | None, bool], Any]] = {
-    "tpe": lambda optuna, seed, grid, shared: optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
-                                                                          constant_liar=shared),
+    "tpe": lambda optuna, seed, grid, shared: _tpe(optuna, seed, shared),
     "nsga2": lambda optuna, seed, grid, shared: optuna.samplers.NSGAIISampler(seed=seed),
     "nsga3": lambda optuna, seed, grid, shared: optuna.samplers.NSGAIIISampler(seed=seed),
     "gp": lambda optuna, seed, grid, shared: optuna.samplers.GPSampler(seed=seed, warn_independent_sampling=False),
@@ -45,6 +49,40 @@ _FACTORIES: dict[str, Callable[[Any, int | None, dict[str, list[Any]] | None, bo
 }
 SAMPLERS = tuple(_FACTORIES)
 HIDING = ("nsga2", "nsga3")  # shown the study without the unmodified trial in the fixed encoding (see above)
+
+
+def _tpe(optuna: Any, seed: int | None, shared: bool) -> Any:
+    sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=shared)
+    if getattr(sampler, "_group_decomposed_search_space", None) is not None:  # Optuna's own, where it has one
+        sampler._group_decomposed_search_space = IncrementalGroups()
+    return sampler
+
+
+class IncrementalGroups:
+    """Optuna's group-decomposed search space of the finished (complete and pruned) trials, with only
+    the trials finished since the last call added to it.
+
+    Optuna's own adds every finished trial at every call to groups it keeps; a trial added before
+    changes nothing (its parameters are already a union of groups), so adding the new ones alone,
+    in the order of their numbers as Optuna goes through them, gives the same groups."""
+
+    def __init__(self) -> None:
+        from optuna.search_space.group_decomposed import _SearchSpaceGroup
+
+        self._groups = _SearchSpaceGroup()
+        self._added: set[int] = set()  # numbers of the trials added
+
+    def calculate(self, study: Any, use_cache: bool = False) -> Any:
+        import copy
+
+        from optuna.trial import TrialState
+
+        for trial in study._get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED),
+                                       use_cache=use_cache):
+            if trial.number not in self._added:
+                self._added.add(trial.number)
+                self._groups.add_distributions(trial.distributions)
+        return copy.deepcopy(self._groups)
 
 
 def _grid_sweep(seed: int | None, grid: dict[str, list[Any]] | None) -> Any:

@@ -209,6 +209,63 @@ def test_tpe_without_the_constant_liar_proposes_what_it_would_with_one_worker(wo
     assert alone_reads < liar_reads
 
 
+def test_tpe_with_incremental_groups_proposes_what_optuna_s_own_does():
+    """60 trials of the study's space, some pruned, some finished after a later-numbered one."""
+    from rys_search.search.samplers import IncrementalGroups, build_sampler
+    from rys_search.search.space import suggest_schedule
+
+    space = load_config().space
+
+    def proposals(sampler):
+        study = optuna.create_study(directions=["maximize"] * 3, sampler=sampler)
+        keys, held = [], []
+
+        def tell(trial, key):
+            if key in keys[:-1] or len(key) % 5 == 0:
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            else:
+                study.tell(trial, [float(sum(map(ord, key)) % 17), float(trial.number % 5), float(len(key))])
+
+        for n in range(60):
+            trial = study.ask()
+            keys.append(str(suggest_schedule(trial, 30, space)))
+            if n % 9 == 4:  # held back: it finishes after the next trial
+                held.append((trial, keys[-1]))
+                continue
+            tell(trial, keys[-1])
+            while held:
+                tell(*held.pop())
+        return keys
+
+    ours = build_sampler("tpe", seed=3)
+    assert isinstance(ours._group_decomposed_search_space, IncrementalGroups)
+    theirs = optuna.samplers.TPESampler(seed=3, multivariate=True, group=True, constant_liar=False)
+    assert proposals(ours) == proposals(theirs)
+    assert len(ours._group_decomposed_search_space._added) > 50  # the sampler kept them
+
+
+def test_incremental_groups_are_optuna_s_groups_when_a_trial_finishes_after_a_later_one():
+    from optuna.search_space.group_decomposed import _GroupDecomposedSearchSpace
+
+    from rys_search.search.samplers import IncrementalGroups
+
+    study = optuna.create_study()
+    ours, theirs = IncrementalGroups(), _GroupDecomposedSearchSpace(include_pruned=True)
+    dist = optuna.distributions.IntDistribution(0, 9)
+
+    def same():
+        a, b = ([list(group) for group in g.calculate(study).search_spaces] for g in (ours, theirs))
+        assert a == b
+        return a
+
+    late = study.ask({"x": dist, "y": dist, "z": dist})  # finishes last
+    for names in (("x",), ("x", "y")):
+        study.tell(study.ask({n: dist for n in names}), 1.0)
+        same()
+    study.tell(late, state=optuna.trial.TrialState.PRUNED)
+    assert sorted(map(sorted, same())) == [["x"], ["y"], ["z"]]
+
+
 def test_the_constant_liar_is_on_only_for_a_shared_study():
     from rys_search.search.samplers import build_sampler
 
