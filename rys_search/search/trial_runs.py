@@ -195,6 +195,18 @@ def _serve_requests(tracking_uri: str | None, store: tuple[str, str, dict[int, i
     storage = study_id = None
     opened: dict[int, str] = {}  # trial number -> the run opened for it, until the trial is stored
     warm = tracker is None
+
+    def store_trial(trial: Any) -> None:
+        nonlocal storage, study_id
+        from .alone import store as store_in
+
+        if storage is None:
+            from .storage import storage_for
+
+            storage = storage_for(store[0])
+            study_id = storage.get_study_id_from_name(store[1])
+        store_in(storage, study_id, trial, store[2])
+
     while True:
         try:
             request = requests.get(timeout=0.5 if not warm else 1.0)
@@ -207,62 +219,54 @@ def _serve_requests(tracking_uri: str | None, store: tuple[str, str, dict[int, i
             continue
         if request is None:
             return
-        if request[0] == "drain":
+        kind = request[0]
+        if kind == "drain":
             errors.put(None)
-            continue
-        if request[0] == "study":
-            start = time.perf_counter()
-            try:
-                _close_study(tracker, storage, *request[1:])
-            except Exception as exc:  # raised in the study's process
-                errors.put(f"cannot write the study's MLflow run: {_line(exc)}")
-            with seconds.get_lock():
-                seconds.value += time.perf_counter() - start
-            continue
-        if request[0] == "open":
+        elif kind == "study":
+            _attempt(seconds, errors, "cannot write the study's MLflow run",
+                     lambda: _close_study(tracker, storage, *request[1:]))
+        elif kind == "open":  # a run that cannot be opened here is opened when its trial's run is closed
             _, number, study, run_parent, schedule, unmodified = request
-            start = time.perf_counter()
-            try:
-                opened[number] = tracker.open_trial_run(run_parent, study, number, schedule=schedule,
-                                                        unmodified=unmodified)
-            except Exception as exc:  # raised in the study's process; the trial's close opens a run then
-                errors.put(f"cannot open a trial's MLflow run: trial {number}: {_line(exc)}")
-            with seconds.get_lock():
-                seconds.value += time.perf_counter() - start
-            continue
-        _, trial, study, run_parent, items, params = request
-        if trial.number in opened:
-            trial.user_attrs["mlflow_run"] = opened.pop(trial.number)  # stored with the trial, closed below
-        if store is not None:
-            start = time.perf_counter()
-            try:
-                if storage is None:
-                    from .alone import store as store_trial
-                    from .storage import storage_for
+            run = _attempt(seconds, errors, f"cannot open a trial's MLflow run: trial {number}",
+                           lambda: tracker.open_trial_run(run_parent, study, number, schedule=schedule,
+                                                          unmodified=unmodified))
+            if run is not None:
+                opened[number] = run
+        else:
+            _, trial, study, run_parent, items, params = request
+            if trial.number in opened:
+                trial.user_attrs["mlflow_run"] = opened.pop(trial.number)  # stored with the trial, closed below
+            if store is not None:
+                _attempt(stored, errors, f"cannot store trial {trial.number} in the study's storage",
+                         lambda: store_trial(trial))
+            if tracker is not None:
+                _attempt(seconds, errors, f"cannot write a trial's MLflow run: trial {trial.number}",
+                         lambda: tracker.close_trial_run(trial, study, run_parent, items=items, params=params))
 
-                    storage = storage_for(store[0])
-                    study_id = storage.get_study_id_from_name(store[1])
-                store_trial(storage, study_id, trial, store[2])
-            except Exception as exc:  # raised in the study's process
-                errors.put(f"cannot store trial {trial.number} in the study's storage: {_line(exc)}")
-            with stored.get_lock():
-                stored.value += time.perf_counter() - start
-        if tracker is not None:
-            start = time.perf_counter()
-            try:
-                tracker.close_trial_run(trial, study, run_parent, items=items, params=params)
-            except Exception as exc:  # raised in the study's process
-                errors.put(f"cannot write a trial's MLflow run: trial {trial.number}: {_line(exc)}")
-            with seconds.get_lock():
-                seconds.value += time.perf_counter() - start
+
+def _attempt(clock: Any, errors: Any, failure: str, call: Any) -> Any:
+    """call()'s result, its seconds added to clock; what it raises goes to errors as one line, `failure:
+    reason` (raised in the study's process), and None is returned."""
+    start = time.perf_counter()
+    try:
+        return call()
+    except Exception as exc:
+        errors.put(f"{failure}: {_line(exc)}")
+        return None
+    finally:
+        with clock.get_lock():
+            clock.value += time.perf_counter() - start
 
 
 def _warm_imports() -> None:
-    import matplotlib
+    try:
+        import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot  # noqa: F401
-    import optuna.importance  # noqa: F401  (imports scikit-learn where it is installed)
+        matplotlib.use("Agg")
+        import matplotlib.pyplot  # noqa: F401
+        import optuna.importance  # noqa: F401  (imports scikit-learn where it is installed)
+    except ImportError:  # drawing the figures will say what is missing
+        pass
 
 
 def _close_study(tracker: Any, storage: Any, url: str, name: str, config: Any, n_layers: int, parent: str,
