@@ -94,3 +94,23 @@ def test_throughput_times_schedules_without_its_flop_counting_hook(saved_tiny, m
     assert hooks_when_timed == [0, 0, 0]  # the warm-up and both schedules
     assert row["per_schedule"] == [0.25, 0.75] and row["seconds"] == 0.75 and row["first"] == 0.25
     assert row["flops"] > 0 and not torch_module._global_forward_pre_hooks
+
+
+def test_the_study_breakdown_times_what_this_code_has(monkeypatch):
+    """Every piece it names exists here (a renamed one would drop out of its table unnoticed), and
+    a wrapped function returns what it returned, its calls counted."""
+    import sys
+    import types
+
+    breakdown = load("study_breakdown")
+    for module, attr in breakdown.TIMED:
+        owner = importlib.import_module(module)
+        for part in attr.split("."):
+            owner = getattr(owner, part)
+    fake = types.ModuleType("fake_pieces")
+    fake.twice = lambda x: 2 * x
+    monkeypatch.setitem(sys.modules, "fake_pieces", fake)
+    spent = {}
+    assert breakdown.wrap("fake_pieces", "twice", spent) and not breakdown.wrap("fake_pieces", "gone", spent)
+    assert fake.twice(3) == 6 and fake.twice(4) == 8
+    assert spent["twice"][1] == 2 and spent["twice"][0] >= 0.0
