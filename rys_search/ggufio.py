@@ -165,7 +165,7 @@ def fast_gguf_load(path: str | os.PathLike, threads: int | None = None, window: 
 
     gguf.GGUFReader, gguf.dequantize, gguf.get_tensor_name_map = reader, dequantize, get_tensor_name_map
     try:
-        with _parse_once(), _no_second_copy():
+        with _parse_once():
             yield stats
     finally:
         gguf.GGUFReader, gguf.dequantize, gguf.get_tensor_name_map = (
@@ -191,43 +191,6 @@ def dequantized(reader: Any, threads: int | None = None, window: int = 2 << 30) 
 
 def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-class _HandOver:
-    """numpy as transformers' GGUF loader sees it under _no_second_copy: np.copy of an array that
-    owns its writable, contiguous memory returns that array; everything else is numpy's own."""
-
-    def __init__(self, np: Any):
-        self._np = np
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._np, name)
-
-    def copy(self, a: Any, *args: Any, **kwargs: Any) -> Any:
-        flags = getattr(a, "flags", None)
-        if not args and not kwargs and flags is not None and flags.owndata and flags.writeable and flags.c_contiguous:
-            return a
-        return self._np.copy(a, *args, **kwargs)
-
-
-@contextmanager
-def _no_second_copy() -> Iterator[None]:
-    """While active, transformers' GGUF loader takes each dequantized tensor as it is instead of
-    copying it (`torch.from_numpy(np.copy(weights))`): the array is new, nobody else holds it. A
-    view of the file (an F32 tensor) or of another array is still copied. The copies were 20% of a
-    first load of Qwen2.5-Coder-1.5B on a 2-core CPU (12 of 60 s, 6 GB of float32)."""
-    try:
-        import transformers.modeling_gguf_pytorch_utils as utils
-
-        np = utils.np
-    except (ImportError, AttributeError):  # a transformers that loads otherwise: nothing to hand over
-        yield
-        return
-    utils.np = _HandOver(np)
-    try:
-        yield
-    finally:
-        utils.np = np
 
 
 @contextmanager

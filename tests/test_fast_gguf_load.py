@@ -138,19 +138,3 @@ def test_a_first_load_parses_the_gguf_header_once(tmp_path, monkeypatch):
     os.utime(path, ns=(0, 0))  # the file changed (its mtime): its header is read again
     ggufio.inspect_gguf(path)
     assert len(made) == 2
-
-
-def test_the_loader_s_copy_hands_over_only_an_array_nobody_else_holds():
-    import numpy as np
-    import transformers.modeling_gguf_pytorch_utils as utils
-
-    from rys_search.ggufio import _no_second_copy
-
-    fresh = np.ones((4, 3), dtype=np.float32)
-    with _no_second_copy():
-        assert utils.np.copy(fresh) is fresh  # new and its own: taken as it is
-        for shared in (fresh[1:], fresh.T, np.frombuffer(bytes(48), dtype=np.float32)):  # views, read-only memory
-            copied = utils.np.copy(shared)
-            assert copied is not shared and copied.flags.owndata and np.array_equal(copied, shared)
-        assert utils.np.float32 is np.float32  # the rest is numpy's
-    assert utils.np is np and np.copy(fresh) is not fresh
