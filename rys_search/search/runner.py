@@ -176,12 +176,7 @@ class StudyRunner:
             for trial in self.study.get_trials(deepcopy=False)[self.first_new:]:
                 if trial.state.is_finished() and trial.number not in self.queued:
                     self._queue(trial)
-        try:
-            self.runs.finish() if finish else self.runs.drain()
-        except Exception as exc:
-            if not quiet:
-                raise
-            log.warning("%s", exc)
+        self._writer(self.runs.finish if finish else self.runs.drain, quiet)
         if stored_study is not None:
             from .alone import copy_study_attrs
 
@@ -195,14 +190,19 @@ class StudyRunner:
         if self.runs is None:
             return
         t0 = time.perf_counter()
+        self._writer(self.runs.finish, quiet)
+        self.timings.tracking += time.perf_counter() - t0  # after the loop: not the loop's tracking
+        self.timings.tracking_beside = self.runs.seconds
+
+    @staticmethod
+    def _writer(call: Any, quiet: bool) -> None:
+        """call() (the writer's drain or finish); quiet: a failed write it raises is logged, not raised."""
         try:
-            self.runs.finish()
+            call()
         except Exception as exc:
             if not quiet:
                 raise
             log.warning("%s", exc)
-        self.timings.tracking += time.perf_counter() - t0  # after the loop: not the loop's tracking
-        self.timings.tracking_beside = self.runs.seconds
 
     def _evaluate(self, trial, schedule: LayerSchedule, items: dict[str, Any]) -> list[float]:
         import math
