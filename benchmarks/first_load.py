@@ -3,13 +3,15 @@
     python benchmarks/first_load.py --model qwen2.5-coder-1.5b-instruct-q4_k_m.gguf
     python benchmarks/first_load.py --model M --threads 1,4,16      # the new path with several pool sizes
     python benchmarks/first_load.py --dequantize-only                # gguf-py dequantization alone, synthetic blocks
+    python benchmarks/first_load.py --model M --load-model-only --device auto   # load_model alone, on the GPU
 
 old: what rys-search's first load ran before: the header check (gguf_family), then transformers'
      own GGUF load of the model (fp32) and of the tokenizer;
 new: the same calls inside ggufio.fast_gguf_load (the file parsed once, the tensor-name map
      built once, tensors dequantized ahead on a thread pool);
-then load_model's whole first load (new path, safetensors cache written to an empty temporary
-folder, then loaded) and the cached load after it. The file is read once before timing, so
+then load_model's whole first load into an empty temporary cache (the model ready, built from
+the weights in memory, and its copy in the cache, written beside it) and the cached load after
+it, and whether the two give the same model. The file is read once before timing, so
 every variant finds it in the page cache. The old and new state dicts are compared (torch.equal).
 
 --dequantize-only times gguf-py's dequantize on random blocks of a Qwen2.5-1.5B MLP-sized
@@ -99,6 +101,10 @@ def main() -> None:
     parser.add_argument("--model", default="default", help="a GGUF file or 'default'")
     parser.add_argument("--threads", default="", help="comma-separated pool sizes for the new path (default: all cores)")
     parser.add_argument("--dequantize-only", action="store_true")
+    parser.add_argument("--load-model-only", action="store_true", help="only load_model's first and cached loads")
+    parser.add_argument("--device", default="cpu", help="load_model's device (cpu, cuda, auto)")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="cProfile the first load and print its top N functions by cumulative time")
     args = parser.parse_args()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     if args.dequantize_only:
@@ -116,6 +122,9 @@ def main() -> None:
     logging.disable_progress_bar()
     path = Path(resolve_model(args.model).location)
     whole_files(path)
+    if args.load_model_only:
+        print(f"{path.name}: {path.stat().st_size / 2**20:.0f} MiB, {cores} cores")
+        return whole_load(path, args.device, args.profile)
     print(f"{path.name}: {path.stat().st_size / 2**20:.0f} MiB, {cores} cores")
     old, old_seconds = timed(lambda: old_load(path))
     print(f"old (transformers, one core)          {old_seconds:8.2f} s", flush=True)
@@ -126,13 +135,42 @@ def main() -> None:
               f"same tensors: {same_state(new, old)}", flush=True)
         del new
     del old
+    whole_load(path, args.device, args.profile)
+
+
+def whole_load(path: Path, device: str, profile: int = 0) -> None:
+    """load_model's first load into an empty cache (the model ready, then its copy in the cache), the
+    cached load after it, and whether the two give the same model."""
+    from rys_search.loading import load_model
+
     with tempfile.TemporaryDirectory() as cache:
         os.environ["RYS_SEARCH_CACHE"] = cache
-        first = load_model(str(path), device="cpu")
-        del first.model
-        second = load_model(str(path), device="cpu")
-        print(f"load_model first load (new path, cache written)  {first.load_seconds:8.2f} s   (from cache: {first.from_cache})")
+        profiler = None
+        if profile:
+            import cProfile
+
+            profiler = cProfile.Profile()
+            profiler.enable()
+        start = time.perf_counter()
+        first = load_model(str(path), device=device)
+        if profiler is not None:
+            profiler.disable()
+        writer = getattr(first, "cache_writer", None)  # None: the copy was written before the load returned
+        if writer is not None:
+            writer.wait()
+        written = time.perf_counter() - start
+        second = load_model(str(path), device=device)
+        print(f"load_model first load, model ready               {first.load_seconds:8.2f} s   "
+              f"(from cache: {first.from_cache}, device {first.device})")
+        print(f"load_model first load, its copy in the cache     {written:8.2f} s   "
+              f"({'written beside the load' if writer is not None else 'written before the load returned'})")
         print(f"load_model cached load                           {second.load_seconds:8.2f} s   (from cache: {second.from_cache})")
+        print(f"first and cached loads give the same model: {same_state(first.model, second.model)}")
+    if profiler is not None:
+        import pstats
+
+        print(f"the first load (model ready), by cumulative time, top {profile}:")
+        pstats.Stats(profiler, stream=sys.stdout).sort_stats("cumulative").print_stats(profile)
 
 
 if __name__ == "__main__":

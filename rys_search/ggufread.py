@@ -3,7 +3,7 @@ Hugging Face checkpoint, through the map the GGUF exporter writes with (ggufmap)
 
     >>> config = read_config("olmo2.gguf", family)
     >>> checkpoint = GGUFCheckpoint("olmo2.gguf", family)   # tensors checked against the map
-    >>> checkpoint.write(folder)                              # what the GGUF cache keeps
+    >>> checkpoint.model(), checkpoint.tokenizer()            # what the GGUF cache keeps
     >>> model, tokenizer = read_model("olmo2.gguf", family)   # in memory (an export's check)
 
 The config comes from the metadata (ggufmap.config_from_fields) and the family's
@@ -20,7 +20,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
 from .ggufio import ModelFileError, dequantized, parsed
 from .ggufmap import TOKEN_ID_KEYS, config_from_fields, tensor_pieces
 
@@ -92,19 +91,6 @@ class GGUFCheckpoint:
         from transformers import PreTrainedTokenizerFast
 
         return PreTrainedTokenizerFast.from_pretrained(str(self.path.parent), gguf_file=self.path.name)
-
-    def write(self, folder: str | Path) -> None:
-        """The GGUF as a Hugging Face folder: model.safetensors (float32), config and tokenizer."""
-        from safetensors.torch import save_file
-
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        try:
-            save_file(self.state(), str(folder / "model.safetensors"), metadata={"format": "pt"})
-        except OSError as exc:
-            raise UserError(f"cannot write the dequantized copy of {self.path.name} into {folder}: {exc}") from None
-        self.config.save_pretrained(folder)
-        self.tokenizer().save_pretrained(folder)
 
     def model(self) -> Any:
         """A float32 transformers model, built without writing a file."""

@@ -8,21 +8,28 @@ A GGUF file is dequantized once, through transformers (the file parsed once, the
 dequantized on all cores: ggufio.fast_gguf_load) or, for an architecture transformers does
 not read (the family's gguf_reader), through rys-search's own reader (ggufread), and cached
 as safetensors under $RYS_SEARCH_CACHE (default ~/.cache/rys-search), keyed by the file's path, size and
-modification time, so the next load takes seconds. Several processes loading the same new
+modification time, so the next load takes seconds. The first load does not wait for that
+copy: its model is built from the float32 weights in memory, by the same transformers loader
+a cached load uses (so the two give the same model), while a thread (CacheWriter) writes the
+copy; the process finishes the copy before it exits. Several processes loading the same new
 GGUF at once (the workers of `rys-search run --workers`) dequantize it once: the first holds a
-lock on the cache entry while it writes, the others wait and read its result. The device is CUDA when a GPU is
-present, else the CPU; the dtype bf16 on CUDA, fp32 on the CPU; both can be overridden.
+lock on the cache entry until its copy is in place, the others wait and read it. The device is
+CUDA when a GPU is present, else the CPU; the dtype bf16 on CUDA, fp32 on the CPU; both can be
+overridden.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
+import glob
 import hashlib
 import importlib.util
 import json
 import logging
 import os
 import shutil
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +79,7 @@ class LoadedModel:
     dtype: Any
     load_seconds: float
     from_cache: bool | None  # GGUF only: whether the dequantized cache was used
+    cache_writer: Any = None  # a first load's CacheWriter, still writing the cache when the load returns
     token_budget: int | None = None  # tokens per scoring batch; None: the engine's default for the device
 
     @property
@@ -210,55 +218,129 @@ def ensure_cached(source: ModelSource) -> tuple[Path, bool]:
     cached = _cached(source)
     if cached is not None:
         return cached, False
+    folder, fresh = _cached_or_dequantized(source)
+    return (folder, False) if fresh is None else (fresh.writer.wait(), True)
+
+
+@dataclass
+class _Fresh:
+    """A GGUF dequantized by this process, in memory, while `writer` puts its copy into the cache: the
+    float32 model's class, config (a copy of its own) and state, and the tokenizer as the cache has it."""
+
+    model_class: type
+    config: Any
+    state: dict[str, Any]
+    tokenizer: Any
+    writer: CacheWriter
+
+
+def _cached_or_dequantized(source: ModelSource) -> tuple[Path, _Fresh | None]:
+    """(the cache entry, None) when the cache holds the file, also once another process has made it
+    while this one waited for the entry's lock; else (the entry to be, the file dequantized here), its
+    copy written into the cache by a thread that holds the lock until the copy is in place."""
     folder = gguf_cache_dir(source.location)
-    with _locked(folder.with_name(folder.name + ".lock")):
-        cached = _cached(source)  # another process may have made it while this one waited
-        return (cached, False) if cached is not None else (_dequantize_to_cache(source), True)
+    lock = contextlib.ExitStack()
+    lock.enter_context(_locked(folder.with_name(folder.name + ".lock")))
+    try:
+        cached = _cached(source)
+        if cached is not None:
+            lock.close()
+            return cached, None
+        for stale in folder.parent.glob(glob.escape(folder.name) + ".tmp*"):  # a killed writer's (the lock is ours)
+            shutil.rmtree(stale, ignore_errors=True)
+        model, tokenizer = _dequantize(source)
+        tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+        tokenizer = _saved_tokenizer(source, tokenizer, tmp)
+    except BaseException:
+        lock.close()
+        raise
+    model.config.architectures = [type(model).__name__]  # as saving sets it, so the config equals the cache's
+    writer = CacheWriter(source, model, tmp, lock.pop_all())
+    fresh = _Fresh(type(model), copy.deepcopy(model.config), model.state_dict(), tokenizer, writer)
+    writer.start()  # (saving sets more of the model's config: the copy above is taken first)
+    return folder, fresh
 
 
-def _dequantize_to_cache(source: ModelSource) -> Path:
-    """Load a GGUF through transformers (fp32) and save it as safetensors; return the folder.
+def _saved_tokenizer(source: ModelSource, tokenizer: Any, tmp: Path) -> Any:
+    """The tokenizer written into the cache's temporary folder and read back from it, as a cached
+    load reads it (the same class and settings, not the GGUF reader's object)."""
+    from transformers import AutoTokenizer
 
-    Call it holding the entry's lock (ensure_cached): a folder without its marker is then a
-    leftover of a killed process, and nobody else is reading or writing it.
-    """
+    try:
+        tokenizer.save_pretrained(tmp)
+        return AutoTokenizer.from_pretrained(tmp)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ModelFileError(f"cannot write the dequantized copy of {Path(source.location).name} into "
+                             f"{tmp.parent}: {first_line(exc)}") from None
+
+
+def _dequantize(source: ModelSource) -> tuple[Any, Any]:
+    """The GGUF as a float32 transformers model and its tokenizer: through transformers' loader, or
+    for a family transformers does not read (its gguf_reader), through rys-search's own reader."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = Path(source.location)
-    folder = gguf_cache_dir(path)
-    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     try:
         family, _ = gguf_family(source.location)  # refuse an unsupported architecture before paying for the load
         own = GGUFCheckpoint(path, family) if family.gguf_reader == "rys-search" else None  # (its tensors checked)
-        log.info("dequantizing %s once; the copy is cached in %s", path.name, folder)
+        log.info("dequantizing %s once; the copy is cached in %s", path.name, gguf_cache_dir(path))
         if own is not None:
-            own.write(tmp)
-        else:
-            with fast_gguf_load(path):  # transformers' loader, the file parsed once and tensors dequantized on all cores
-                model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
-                tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-            family_for(model.config.model_type)
-            model.hf_quantizer = None  # transformers refuses to save a GGUF-loaded model otherwise
-            if hasattr(model.config, "quantization_config"):
-                del model.config.quantization_config
-            model.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
-        stat = path.stat()
-        (tmp / _CACHE_MARKER).write_text(
-            json.dumps({"source": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}, indent=1)
-        )
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
+            return own.model(), own.tokenizer()
+        with fast_gguf_load(path):  # transformers' loader, the file parsed once and tensors dequantized on all cores
+            model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+            tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        family_for(model.config.model_type)
+        model.hf_quantizer = None  # transformers refuses to save a GGUF-loaded model otherwise
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        return model.eval(), tokenizer
     except UserError:
         raise
     except Exception as exc:
         raise _hf_error(source, exc) from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+
+
+class CacheWriter(threading.Thread):
+    """Writes a first load's float32 weights and config into the cache (safetensors) while the load
+    goes on, into the temporary folder that holds the tokenizer already; the folder is renamed into
+    place once complete, the entry's lock held until then, so another process waits for the copy and
+    a killed one leaves only its temporary folder (the next writer removes it). Not a daemon: the
+    interpreter finishes the copy before it exits. A failed write is one warning (the next load
+    dequantizes again), or, from wait(), one error."""
+
+    def __init__(self, source: ModelSource, model: Any, tmp: Path, lock: contextlib.ExitStack):
+        super().__init__(name="rys-cache-writer")
+        self.source, self.model, self.tmp, self.lock = source, model, tmp, lock
+        self.folder = gguf_cache_dir(source.location)
+        self.error: str | None = None
+
+    def run(self) -> None:
+        path = Path(self.source.location)
+        try:
+            self.model.save_pretrained(self.tmp)
+            stat = path.stat()
+            (self.tmp / _CACHE_MARKER).write_text(
+                json.dumps({"source": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}, indent=1)
+            )
+            if self.folder.exists():
+                shutil.rmtree(self.folder)
+            os.replace(self.tmp, self.folder)
+        except Exception as exc:
+            self.error = f"cannot write the dequantized copy of {path.name} into {self.folder}: {first_line(exc)}"
+            log.warning("%s; the next load dequantizes it again", self.error)
+        finally:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            self.model = None  # the float32 copy is freed once written
+            self.lock.close()
+
+    def wait(self) -> Path:
+        """The cache entry, once written; a failed write raises ModelFileError."""
+        self.join()
+        if self.error is not None:
+            raise ModelFileError(self.error)
+        return self.folder
 
 
 def wrap_model(model: Any, tokenizer: Any, name: str = "in-memory") -> LoadedModel:
@@ -292,19 +374,28 @@ def load_model(
     source = resolve_model(spec)
     torch_device = pick_device(device)
     torch_dtype = pick_dtype(dtype, torch_device)
-    from_cache = None
+    from_cache, fresh = None, None
     folder = source.location
     if source.kind == "gguf":
-        cache, made = ensure_cached(source)
-        folder, from_cache = str(cache), not made
+        cache = _cached(source)
+        if cache is None:
+            cache, fresh = _cached_or_dequantized(source)
+        folder, from_cache = str(cache), fresh is None
     try:
-        config = AutoConfig.from_pretrained(folder)
-        family = family_for(config.model_type)
         kwargs: dict[str, Any] = {"dtype": torch_dtype}
         if torch_device.type != "cpu":
             kwargs["device_map"] = {"": torch_device}
-        model = AutoModelForCausalLM.from_pretrained(folder, **kwargs).eval()
-        tokenizer = AutoTokenizer.from_pretrained(folder)
+        if fresh is None:
+            config = AutoConfig.from_pretrained(folder)
+            family = family_for(config.model_type)
+            model = AutoModelForCausalLM.from_pretrained(folder, **kwargs).eval()
+            tokenizer = AutoTokenizer.from_pretrained(folder)
+        else:  # the float32 weights in memory, cast and placed by the same loader as a cached load's
+            family = family_for(fresh.config.model_type)
+            model = fresh.model_class.from_pretrained(None, config=fresh.config, state_dict=dict(fresh.state),
+                                                      **kwargs).eval()
+            model.config._name_or_path = folder  # as a load from the cache names it
+            tokenizer = fresh.tokenizer
     except UserError:
         raise
     except Exception as exc:
@@ -322,6 +413,7 @@ def load_model(
         dtype=torch_dtype,
         load_seconds=time.perf_counter() - start,
         from_cache=from_cache,
+        cache_writer=fresh.writer if fresh is not None else None,
     )
 
 

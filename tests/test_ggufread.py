@@ -19,6 +19,7 @@ import torch
 from rys_search.architectures import families, family_for
 from rys_search.errors import UserError
 from rys_search.schedule import LayerSchedule
+from test_gguf_cache import assert_same_load
 from tiny import GGUF_SAFE, physically_duplicated, save_tiny
 
 FROM_HF = sorted(name for name, f in families().items() if f.gguf_from_hf)
@@ -116,7 +117,10 @@ def test_a_schedule_on_a_gguf_only_rys_search_reads_equals_a_physical_duplicate(
         wrong = physically_duplicated(model, [*order[:-3], order[-2], order[-3], order[-1]])(ids).logits[0]
     assert float((got - want).abs().max()) <= 1e-5
     assert float((got - wrong).abs().max()) > 0.1  # a layer out of place shows
-    assert load_model(str(path), device="cpu").from_cache is True
+    loaded.cache_writer.wait()
+    cached = load_model(str(path), device="cpu")
+    assert cached.from_cache is True
+    assert_same_load(loaded, cached)  # the first load's model, built from memory, is the cached load's
 
 
 def test_info_reads_the_config_of_a_gguf_only_rys_search_reads(exported):
