@@ -220,11 +220,20 @@ class _Picker:
         self.tokens, self.spans = [], []
 
     def finish(self) -> None:
-        """Every read's values to the host and to their slots."""
-        for values, tops, spans in self.pending:
-            values, tops = values.cpu().numpy(), tops.cpu().tolist()
-            for (start, stop, _, _, put), top in zip(spans, tops):
-                put((values[start:stop], int(top)))
+        """Every read's values to the host and to their slots: two copies in all (the values, the argmax
+        tokens), not two a read, each of which would wait for the device."""
+        import torch
+
+        if not self.pending:
+            return
+        values = torch.cat([v for v, _, _ in self.pending]).cpu().numpy()
+        tops = torch.cat([t for _, t, _ in self.pending]).cpu().tolist()
+        at = k = 0
+        for read_values, _, spans in self.pending:
+            for start, stop, _, _, put in spans:
+                put((values[at + start : at + stop], int(tops[k])))
+                k += 1
+            at += len(read_values)
         self.pending = []
 
 
