@@ -138,6 +138,11 @@ def main() -> None:
     whole_load(path, args.device, args.profile)
 
 
+def phases(loaded) -> str:
+    parts = getattr(loaded, "phases", None)  # (None: a load_model older than its phases)
+    return ", ".join(f"{name} {seconds:.2f} s" for name, seconds in parts.items()) if parts else "not recorded"
+
+
 def whole_load(path: Path, device: str, profile: int = 0) -> None:
     """load_model's first load into an empty cache (the model ready, then its copy in the cache), the
     cached load after it, and whether the two give the same model."""
@@ -153,6 +158,7 @@ def whole_load(path: Path, device: str, profile: int = 0) -> None:
             profiler.enable()
         start = time.perf_counter()
         first = load_model(str(path), device=device)
+        ready = time.perf_counter() - start
         if profiler is not None:
             profiler.disable()
         writer = getattr(first, "cache_writer", None)  # None: the copy was written before the load returned
@@ -160,11 +166,13 @@ def whole_load(path: Path, device: str, profile: int = 0) -> None:
             writer.wait()
         written = time.perf_counter() - start
         second = load_model(str(path), device=device)
-        print(f"load_model first load, model ready               {first.load_seconds:8.2f} s   "
-              f"(from cache: {first.from_cache}, device {first.device})")
+        print(f"load_model first load, model ready               {ready:8.2f} s   "
+              f"(from cache: {first.from_cache}, device {first.device}; load_seconds {first.load_seconds:.2f})")
+        print(f"  its parts: {phases(first)}")
         print(f"load_model first load, its copy in the cache     {written:8.2f} s   "
               f"({'written beside the load' if writer is not None else 'written before the load returned'})")
         print(f"load_model cached load                           {second.load_seconds:8.2f} s   (from cache: {second.from_cache})")
+        print(f"  its parts: {phases(second)}")
         print(f"first and cached loads give the same model: {same_state(first.model, second.model)}")
     if profiler is not None:
         import pstats

@@ -31,6 +31,7 @@ import os
 import shutil
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,7 @@ class LoadedModel:
     load_seconds: float
     from_cache: bool | None  # GGUF only: whether the dequantized cache was used
     cache_writer: Any = None  # a first load's CacheWriter, still writing the cache when the load returns
+    phases: dict[str, float] | None = None  # seconds of the load's parts (imports, header, weights, tokenizer, ...)
     token_budget: int | None = None  # tokens per scoring batch; None: the engine's default for the device
 
     @property
@@ -218,8 +220,23 @@ def ensure_cached(source: ModelSource) -> tuple[Path, bool]:
     cached = _cached(source)
     if cached is not None:
         return cached, False
-    folder, fresh = _cached_or_dequantized(source)
+    folder, fresh = _cached_or_dequantized(source, {})
     return (folder, False) if fresh is None else (fresh.writer.wait(), True)
+
+
+def _timed_call(phases: dict[str, float], name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    with _timed(phases, name):
+        return fn(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def _timed(phases: dict[str, float], name: str):
+    """Add the seconds the block takes to phases[name]."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        phases[name] = phases.get(name, 0.0) + time.perf_counter() - start
 
 
 @dataclass
@@ -234,7 +251,7 @@ class _Fresh:
     writer: CacheWriter
 
 
-def _cached_or_dequantized(source: ModelSource) -> tuple[Path, _Fresh | None]:
+def _cached_or_dequantized(source: ModelSource, phases: dict[str, float]) -> tuple[Path, _Fresh | None]:
     """(the cache entry, None) when the cache holds the file, also once another process has made it
     while this one waited for the entry's lock; else (the entry to be, the file dequantized here), its
     copy written into the cache by a thread that holds the lock until the copy is in place."""
@@ -248,9 +265,10 @@ def _cached_or_dequantized(source: ModelSource) -> tuple[Path, _Fresh | None]:
             return cached, None
         for stale in folder.parent.glob(glob.escape(folder.name) + ".tmp*"):  # a killed writer's (the lock is ours)
             shutil.rmtree(stale, ignore_errors=True)
-        model, tokenizer = _dequantize(source)
+        model, tokenizer = _dequantize(source, phases)
         tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
-        tokenizer = _saved_tokenizer(source, tokenizer, tmp)
+        with _timed(phases, "tokenizer"):
+            tokenizer = _saved_tokenizer(source, tokenizer, tmp)
     except BaseException:
         lock.close()
         raise
@@ -275,7 +293,7 @@ def _saved_tokenizer(source: ModelSource, tokenizer: Any, tmp: Path) -> Any:
                              f"{tmp.parent}: {first_line(exc)}") from None
 
 
-def _dequantize(source: ModelSource) -> tuple[Any, Any]:
+def _dequantize(source: ModelSource, phases: dict[str, float]) -> tuple[Any, Any]:
     """The GGUF as a float32 transformers model and its tokenizer: through transformers' loader, or
     for a family transformers does not read (its gguf_reader), through rys-search's own reader."""
     import torch
@@ -283,14 +301,23 @@ def _dequantize(source: ModelSource) -> tuple[Any, Any]:
 
     path = Path(source.location)
     try:
-        family, _ = gguf_family(source.location)  # refuse an unsupported architecture before paying for the load
-        own = GGUFCheckpoint(path, family) if family.gguf_reader == "rys-search" else None  # (its tensors checked)
+        with _timed(phases, "header"):
+            family, _ = gguf_family(source.location)  # refuse an unsupported architecture before paying for the load
+            own = GGUFCheckpoint(path, family) if family.gguf_reader == "rys-search" else None  # (its tensors checked)
         log.info("dequantizing %s once; the copy is cached in %s", path.name, gguf_cache_dir(path))
         if own is not None:
-            return own.model(), own.tokenizer()
-        with fast_gguf_load(path):  # transformers' loader, the file parsed once and tensors dequantized on all cores
-            model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
-            tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+            with _timed(phases, "dequantize"):
+                model = own.model()
+            with _timed(phases, "tokenizer"):
+                return model, own.tokenizer()
+        # transformers' loader, the file parsed once and tensors dequantized on all cores; the tokenizer is
+        # built beside the weights (a thread: the weights' loader mostly waits for the dequantizing pool)
+        with fast_gguf_load(path), ThreadPoolExecutor(1, thread_name_prefix="rys-tokenizer") as beside:
+            tokenizer = beside.submit(_timed_call, phases, "tokenizer (beside)", AutoTokenizer.from_pretrained,
+                                      path.parent, gguf_file=path.name)
+            with _timed(phases, "dequantize"):
+                model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+            tokenizer = tokenizer.result()
         family_for(model.config.model_type)
         model.hf_quantizer = None  # transformers refuses to save a GGUF-loaded model otherwise
         if hasattr(model.config, "quantization_config"):
@@ -366,11 +393,12 @@ def load_model(
     spec: str | None = "default", device: str | None = None, dtype: str | None = None
 ) -> LoadedModel:
     """Load weights and tokenizer, pick device and dtype, and wrap the model in a ScheduledModel."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    start, phases = time.perf_counter(), {}
+    with _timed(phases, "imports"):
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from .runtime import ScheduledModel
+        from .runtime import ScheduledModel
 
-    start = time.perf_counter()
     source = resolve_model(spec)
     torch_device = pick_device(device)
     torch_dtype = pick_dtype(dtype, torch_device)
@@ -379,21 +407,24 @@ def load_model(
     if source.kind == "gguf":
         cache = _cached(source)
         if cache is None:
-            cache, fresh = _cached_or_dequantized(source)
+            cache, fresh = _cached_or_dequantized(source, phases)
         folder, from_cache = str(cache), fresh is None
     try:
         kwargs: dict[str, Any] = {"dtype": torch_dtype}
         if torch_device.type != "cpu":
             kwargs["device_map"] = {"": torch_device}
         if fresh is None:
-            config = AutoConfig.from_pretrained(folder)
-            family = family_for(config.model_type)
-            model = AutoModelForCausalLM.from_pretrained(folder, **kwargs).eval()
-            tokenizer = AutoTokenizer.from_pretrained(folder)
+            with _timed(phases, "weights"):
+                config = AutoConfig.from_pretrained(folder)
+                family = family_for(config.model_type)
+                model = AutoModelForCausalLM.from_pretrained(folder, **kwargs).eval()
+            with _timed(phases, "tokenizer"):
+                tokenizer = AutoTokenizer.from_pretrained(folder)
         else:  # the float32 weights in memory, cast and placed by the same loader as a cached load's
             family = family_for(fresh.config.model_type)
-            model = fresh.model_class.from_pretrained(None, config=fresh.config, state_dict=dict(fresh.state),
-                                                      **kwargs).eval()
+            with _timed(phases, "weights"):
+                model = fresh.model_class.from_pretrained(None, config=fresh.config, state_dict=dict(fresh.state),
+                                                          **kwargs).eval()
             model.config._name_or_path = folder  # as a load from the cache names it
             tokenizer = fresh.tokenizer
     except UserError:
@@ -414,6 +445,7 @@ def load_model(
         load_seconds=time.perf_counter() - start,
         from_cache=from_cache,
         cache_writer=fresh.writer if fresh is not None else None,
+        phases=phases,
     )
 
 
