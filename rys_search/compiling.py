@@ -126,6 +126,10 @@ def _within(module: Any, outer: Any) -> bool:
     return any(m is module for m in outer.modules())
 
 
+# a layer's KV cache argument: past_key_values, renamed cache in transformers 5.24 (the old name still accepted)
+_CACHE_ARGUMENTS = ("past_key_values", "cache")
+
+
 def _compiled_class(base: type, mode: str, backend: str, whole_layer: bool) -> type:
     key = (base, mode, backend, whole_layer)
     if key in _CLASSES:
@@ -136,7 +140,7 @@ def _compiled_class(base: type, mode: str, backend: str, whole_layer: bool) -> t
 
     def forward(self, *args, **kwargs):
         if (state["broken"] or torch.compiler.is_compiling()
-                or (whole_layer and kwargs.get("past_key_values") is not None)):
+                or (whole_layer and any(kwargs.get(name) is not None for name in _CACHE_ARGUMENTS))):
             return base.forward(self, *args, **kwargs)
         try:
             if state["fn"] is None:

@@ -41,6 +41,7 @@ from torch import nn
 
 from .architectures import Family, family_for
 from .attention import use_grouped_sdpa
+from .cache_args import cache_kwargs
 from .graphs import LayerGraphs, graph_layers, graph_setting, ungraph_layers
 from .norms import fuse_norms
 from .schedule import LayerSchedule
@@ -167,6 +168,9 @@ class ScheduledModel:
         boundary. Returns (model output, {boundary: hidden state}).
         """
         capture = sorted(set(capture))
+        if "past_key_values" in inputs:  # under the name this transformers gives it (cache_args)
+            inputs = {k: v for k, v in inputs.items() if k != "past_key_values"} | cache_kwargs(
+                self.model, inputs["past_key_values"])
         if start is None:
             start = self.start_for([key], min(capture) if capture else None)
         cache = self.prefix_cache

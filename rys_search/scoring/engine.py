@@ -38,6 +38,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..cache_args import output_cache
+
 __all__ = ["Request", "token_logprobs", "default_token_budget", "batches_by_length", "call_cost"]
 
 
@@ -318,7 +320,7 @@ class _Start:
                 out, _ = self.loaded.runtime.forward(
                     self.key, start=start, input_ids=ids, attention_mask=torch.ones_like(ids),
                     position_ids=torch.arange(self.n, device=dev)[None], logits_to_keep=1, use_cache=True)
-            self.caches[start] = out.past_key_values
+            self.caches[start] = output_cache(out)
         return _select_rows(self.caches[start], torch.zeros(rows, dtype=torch.long, device=dev))
 
     def extend(self, mask, positions):
@@ -407,7 +409,7 @@ def _score_shared(loaded, requests, groups, budget, results, picker: _Picker, sh
             out, _ = runtime.forward(key, start=start, input_ids=ids, attention_mask=mask, position_ids=positions,
                                      logits_to_keep=1, use_cache=True, past_key_values=past)
         last = out.logits  # (prefixes, 1, vocab)
-        cache = out.past_key_values
+        cache = output_cache(out)
         for part in parts:
             for row, i in part.members:  # the target right after the prompt comes from the prompt's last logits
                 results[i] = [None] * len(requests[i].targets)

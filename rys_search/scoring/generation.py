@@ -46,6 +46,7 @@ import logging
 import os
 from typing import Any, Callable, Sequence
 
+from ..cache_args import cache_kwargs
 from .engine import _pad_id, _pad_left, batches_by_length, default_token_budget, digest
 
 __all__ = ["CHECK_EVERY", "decoded", "end_tokens", "generate_ids", "generation_budget", "generation_plan", "greedy_generate"]
@@ -382,7 +383,8 @@ class _Step:
         attention, config._attn_implementation = config._attn_implementation, _decode_attention_name()
         try:
             logits = self.runtime.model(input_ids=self.tokens, position_ids=self.positions, attention_mask=masks,
-                                        past_key_values=self.cache, use_cache=True, logits_to_keep=1).logits
+                                        use_cache=True, logits_to_keep=1,
+                                        **cache_kwargs(self.runtime.model, self.cache)).logits
         finally:
             config._attn_implementation = attention
         chosen = logits[:, -1].argmax(-1)
