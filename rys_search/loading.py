@@ -31,7 +31,6 @@ import os
 import shutil
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -224,11 +223,6 @@ def ensure_cached(source: ModelSource) -> tuple[Path, bool]:
     return (folder, False) if fresh is None else (fresh.writer.wait(), True)
 
 
-def _timed_call(phases: dict[str, float], name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-    with _timed(phases, name):
-        return fn(*args, **kwargs)
-
-
 @contextlib.contextmanager
 def _timed(phases: dict[str, float], name: str):
     """Add the seconds the block takes to phases[name]."""
@@ -310,14 +304,11 @@ def _dequantize(source: ModelSource, phases: dict[str, float]) -> tuple[Any, Any
                 model = own.model()
             with _timed(phases, "tokenizer"):
                 return model, own.tokenizer()
-        # transformers' loader, the file parsed once and tensors dequantized on all cores; the tokenizer is
-        # built beside the weights (a thread: the weights' loader mostly waits for the dequantizing pool)
-        with fast_gguf_load(path), ThreadPoolExecutor(1, thread_name_prefix="rys-tokenizer") as beside:
-            tokenizer = beside.submit(_timed_call, phases, "tokenizer (beside)", AutoTokenizer.from_pretrained,
-                                      path.parent, gguf_file=path.name)
+        with fast_gguf_load(path):  # transformers' loader, the file parsed once and tensors dequantized on all cores
             with _timed(phases, "dequantize"):
                 model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
-            tokenizer = tokenizer.result()
+            with _timed(phases, "tokenizer"):
+                tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
         family_for(model.config.model_type)
         model.hf_quantizer = None  # transformers refuses to save a GGUF-loaded model otherwise
         if hasattr(model.config, "quantization_config"):

@@ -81,6 +81,10 @@ def test_a_first_load_gives_the_model_a_cached_load_gives(tiny_gguf, dtype):
     cached = load_model(str(tiny_gguf), device="cpu", dtype=dtype)
     assert cached.from_cache is True and cached.cache_writer is None
     assert_same_load(first, cached)
+    # where each load's time went: the first dequantized the file, the cached one read the copy
+    assert {"imports", "header", "dequantize", "tokenizer", "weights"} <= set(first.phases)
+    assert set(cached.phases) == {"imports", "weights", "tokenizer"}
+    assert sum(cached.phases.values()) <= cached.load_seconds
 
 
 def test_a_first_load_returns_while_its_copy_is_written_and_the_copy_appears_whole(tiny_gguf, monkeypatch):
