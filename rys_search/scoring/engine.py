@@ -188,42 +188,56 @@ def _check(requests: Sequence[Request]) -> None:
                 raise ValueError(f"target position {p} lies inside the shared prefix of {req.prefix} tokens")
 
 
-class _Picker:
-    """Collects (row, position, tokens) picks from each batch's logits: read on the device after each
-    batch (one gather), copied to the host once the call's last batch is queued (finish), so no
-    batch waits for the device to finish the one before."""
+class _Picks:
+    """The (row, position, tokens) picks of one batch's logits, for requests' targets: built once per
+    plan, their indices on the device (one copy), read from each run's logits."""
 
     def __init__(self) -> None:
         self.tokens: list[int] = []
-        self.spans: list[tuple[int, int, int, int, Any]] = []  # (start, stop, row, col, put)
-        self.pending: list[tuple[Any, Any, list]] = []  # (values, argmax tokens, spans), on the device
+        self.spans: list[tuple[int, int, int, int, int, int]] = []  # (start, stop, row, col, request, target)
+        self.flat = None
 
-    def add(self, row: int, col: int, wanted: Sequence[int], put) -> None:
+    def add(self, row: int, col: int, wanted: Sequence[int], request: int, target: int) -> None:
         start = len(self.tokens)
         self.tokens += list(wanted)
-        self.spans.append((start, len(self.tokens), row, col, put))
+        self.spans.append((start, len(self.tokens), row, col, request, target))
 
-    def read(self, logits) -> None:
-        """Log-softmax only at the picked positions (not every kept position), then one gather."""
+    def done(self, device: Any) -> _Picks | None:
+        """The picks with their indices on device (rows, columns, each token's span, the tokens: one
+        copy); None when there are none."""
         import torch
 
         if not self.spans:
-            return
-        dev = logits.device
+            return None
         n = len(self.spans)
-        spans = np.array([(start, stop, r, c) for start, stop, r, c, _ in self.spans], dtype=np.int64).reshape(n, 4)
+        spans = np.array([span[:4] for span in self.spans], dtype=np.int64).reshape(n, 4)
         owner = np.repeat(np.arange(n), spans[:, 1] - spans[:, 0])
-        # rows, columns, each token's span and the tokens: one copy to the device
         flat = to_device(torch.from_numpy(np.concatenate([spans[:, 2], spans[:, 3], owner,
-                                                          np.asarray(self.tokens, dtype=np.int64)])), dev)
-        rows, cols, owner, toks = flat[:n], flat[n:2 * n], flat[2 * n:2 * n + len(owner)], flat[2 * n + len(owner):]
-        logprobs = torch.log_softmax(logits[rows, cols].float(), dim=-1)  # (spans, vocab)
-        self.pending.append((logprobs[owner, toks].double(), logprobs.argmax(dim=-1), self.spans))
-        self.tokens, self.spans = [], []
+                                                          np.asarray(self.tokens, dtype=np.int64)])), device)
+        self.rows, self.cols = flat[:n], flat[n:2 * n]
+        self.owner, self.toks = flat[2 * n:2 * n + len(owner)], flat[2 * n + len(owner):]
+        return self
 
-    def finish(self) -> None:
-        """Every read's values to the host and to their slots: two copies in all (the values, the argmax
-        tokens), not two a read, each of which would wait for the device."""
+
+class _Reader:
+    """Reads each batch's picks on the device (log-softmax at the picked positions only, one gather),
+    and copies them to the host once the call's last batch is queued (finish): no batch waits for
+    the device to finish the one before, and the host waits once, not once a batch."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[Any, Any, _Picks]] = []  # (values, argmax tokens, picks), on the device
+
+    def read(self, logits, picks: _Picks | None) -> None:
+        import torch
+
+        if picks is None:
+            return
+        logprobs = torch.log_softmax(logits[picks.rows, picks.cols].float(), dim=-1)  # (spans, vocab)
+        self.pending.append((logprobs[picks.owner, picks.toks].double(), logprobs.argmax(dim=-1), picks))
+
+    def finish(self, results: list[list[Any]]) -> None:
+        """Every read's values to the host (two copies in all: the values, the argmax tokens) and into
+        results[request][target]."""
         import torch
 
         if not self.pending:
@@ -231,19 +245,12 @@ class _Picker:
         values = torch.cat([v for v, _, _ in self.pending]).cpu().numpy()
         tops = torch.cat([t for _, t, _ in self.pending]).cpu().tolist()
         at = k = 0
-        for read_values, _, spans in self.pending:
-            for start, stop, _, _, put in spans:
-                put((values[at + start : at + stop], int(tops[k])))
+        for read_values, _, picks in self.pending:
+            for start, stop, _, _, request, target in picks.spans:
+                results[request][target] = (values[at + start : at + stop], int(tops[k]))
                 k += 1
             at += len(read_values)
         self.pending = []
-
-
-def _setter(slots: list, k: int):
-    def put(value) -> None:
-        slots[k] = value
-
-    return put
 
 
 def token_logprobs(
@@ -252,30 +259,72 @@ def token_logprobs(
     """Per request, per target: (log-probs of the listed tokens, the argmax token). Also the token count.
 
     Requests that share a prefix (several options or emotions after one prompt) run the
-    prompt once and continue from its KV cache; the rest run whole.
+    prompt once and continue from its KV cache; the rest run whole. What depends only on the
+    requests (the batches, their padded ids, masks and keys on the device, the picks) is planned
+    once and kept for the next call with the same request objects (_Plan.of): a study scores the
+    same probe requests under every schedule.
     """
-    _check(requests)
     budget = token_budget or getattr(loaded, "token_budget", None) or default_token_budget(loaded.device)
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for i, req in enumerate(requests):
-        if req.prefix:
-            groups.setdefault(tuple(req.ids[: req.prefix]), []).append(i)
-    shared = {i for members in groups.values() if len(members) > 1 for i in members}
-    results: list[list[tuple[np.ndarray, int]]] = [[] for _ in requests]
-    plain = [i for i in range(len(requests)) if i not in shared]
-    start = _Start.of(loaded, requests, [requests[i].prefix for i in shared])
-    tokens = start.n if start else 0
-    picker = _Picker()
-    tokens += _score_whole(loaded, requests, plain, budget, results, picker, start)
-    prefixed = {k: v for k, v in groups.items() if len(v) > 1}
-    if prefixed:
-        tokens += _score_shared(loaded, requests, prefixed, budget, results, picker, start)
-    picker.finish()
-    return results, tokens
+    plan = _Plan.of(loaded, requests, budget)
+    results: list[list[Any]] = [[None] * len(req.targets) for req in requests]
+    reader = _Reader()
+    start = plan.start.fresh() if plan.start else None
+    for step in plan.whole:
+        step.run(loaded, reader, start)
+    for step in plan.shared:
+        step.run(loaded, reader, start)
+    reader.finish(results)
+    return results, plan.tokens
+
+
+class _Plan:
+    """What token_logprobs does with a list of requests that no schedule changes: the shared start,
+    the batches of whole sequences and of shared prompts with their continuations."""
+
+    KEEP = 8  # plans kept per model (a study's calls use a few request lists, each every schedule)
+
+    def __init__(self, loaded: Any, requests: Sequence[Request], budget: int):
+        _check(requests)
+        self.requests = list(requests)  # held, so that their ids, the key, stay theirs
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, req in enumerate(requests):
+            if req.prefix:
+                groups.setdefault(tuple(req.ids[: req.prefix]), []).append(i)
+        shared = {i for members in groups.values() if len(members) > 1 for i in members}
+        plain = [i for i in range(len(requests)) if i not in shared]
+        self.start = _Start.of(loaded, requests, [requests[i].prefix for i in shared])
+        self.tokens = self.start.n if self.start else 0
+        self.whole = _plan_whole(loaded, requests, plain, budget, self.start)
+        prefixed = {k: v for k, v in groups.items() if len(v) > 1}
+        self.shared = _plan_shared(loaded, requests, prefixed, budget, self.start) if prefixed else []
+        self.tokens += sum(step.tokens for step in [*self.whole, *self.shared])
+
+    @classmethod
+    def of(cls, loaded: Any, requests: Sequence[Request], budget: int) -> _Plan:
+        """The plan of these very request objects (kept: up to KEEP per model, the newest)."""
+        plans = _PLANS.setdefault(loaded.model, {})
+        key = (tuple(map(id, requests)), budget, _shared_start_on(), _pad_id(loaded.tokenizer), str(loaded.device),
+               call_cost(loaded))
+        plan = plans.pop(key, None)
+        if plan is None or len(plan.requests) != len(requests) or any(a is not b for a, b in zip(plan.requests, requests)):
+            plan = cls(loaded, requests, budget)
+        plans[key] = plan  # (the newest last)
+        while len(plans) > cls.KEEP:
+            plans.pop(next(iter(plans)))
+        return plan
+
+
+_PLANS: "weakref.WeakKeyDictionary[Any, dict[Any, _Plan]]" = weakref.WeakKeyDictionary()
+
+
+def _shared_start_on() -> bool:
+    return os.environ.get("RYS_SEARCH_SHARED_START", "1").strip().lower() not in ("0", "off", "false", "no")
 
 
 class _Start:
-    """The tokens every request of a call begins with, run once per forward start; batches continue from its KV cache."""
+    """The tokens every request of a call begins with, run once per forward start; batches continue
+    from its KV cache. A plan keeps one (its ids on the device); each run takes a fresh() copy, whose
+    KV caches are the schedule's own."""
 
     def __init__(self, loaded: Any, ids: Sequence[int]):
         import torch
@@ -285,6 +334,15 @@ class _Start:
         self.ids = torch.tensor([list(ids)], dtype=torch.long)
         self.key = digest("start", self.ids)
         self.caches: dict[int, Any] = {}
+        dev = loaded.device
+        self.on_device = (to_device(self.ids, dev), torch.arange(self.n, device=dev)[None])
+        self.zeros: dict[int, Any] = {}  # rows -> that many zeros on the device (the row every batch row copies)
+
+    def fresh(self) -> _Start:
+        """This start with no KV cache yet (a run's caches hold the schedule's keys and values)."""
+        run = copy.copy(self)
+        run.caches = {}
+        return run
 
     @classmethod
     def of(cls, loaded: Any, requests: Sequence[Request], prompts: list[int]) -> "_Start | None":
@@ -292,7 +350,7 @@ class _Start:
 
         prompts: the lengths of the shared prompts (each keeps at least one token of its own).
         """
-        if os.environ.get("RYS_SEARCH_SHARED_START", "1").strip().lower() in ("0", "off", "false", "no"):
+        if not _shared_start_on():
             return None
         if len(requests) < 2:
             return None
@@ -315,13 +373,15 @@ class _Start:
 
         dev = self.loaded.device
         if start not in self.caches:
-            ids = to_device(self.ids, dev)
+            ids, positions = self.on_device
             with torch.no_grad():
                 out, _ = self.loaded.runtime.forward(
                     self.key, start=start, input_ids=ids, attention_mask=torch.ones_like(ids),
-                    position_ids=torch.arange(self.n, device=dev)[None], logits_to_keep=1, use_cache=True)
+                    position_ids=positions, logits_to_keep=1, use_cache=True)
             self.caches[start] = output_cache(out)
-        return _select_rows(self.caches[start], torch.zeros(rows, dtype=torch.long, device=dev))
+        if rows not in self.zeros:
+            self.zeros[rows] = torch.zeros(rows, dtype=torch.long, device=dev)
+        return _select_rows(self.caches[start], self.zeros[rows])
 
     def extend(self, mask, positions):
         """The attention mask and position ids of rows that follow the shared start."""
@@ -331,36 +391,54 @@ class _Start:
         return torch.cat([ones, mask], dim=1), positions + self.n
 
 
-def _score_whole(loaded, requests, indices, budget, results, picker: _Picker, start: _Start | None = None) -> int:
-    import torch
+@dataclass
+class _WholeStep:
+    """One batch of whole sequences: its inputs on the device, its key, its picks."""
 
+    ids: Any
+    mask: Any
+    positions: Any
+    key: bytes
+    keep: int  # logits kept, from the right
+    rows: int
+    tokens: int
+    picks: _Picks | None
+
+    def run(self, loaded: Any, reader: _Reader, start: _Start | None) -> None:
+        import torch
+
+        inputs = {"attention_mask": self.mask, "position_ids": self.positions, "use_cache": False}
+        if start:  # continue from the shared start's KV cache, from a boundary both have recorded
+            at = loaded.runtime.start_for([start.key, self.key])
+            inputs = {"attention_mask": self.mask, "position_ids": self.positions, "use_cache": True, "start": at,
+                      "past_key_values": _read_once(start.cache(at, self.rows))}
+        with torch.no_grad():
+            logits = loaded.runtime.forward(self.key, input_ids=self.ids, logits_to_keep=self.keep, **inputs)[0].logits
+        reader.read(logits, self.picks)
+
+
+def _plan_whole(loaded, requests, indices, budget, start: _Start | None = None) -> list[_WholeStep]:
     pad = _pad_id(loaded.tokenizer)
     skip = start.n if start else 0  # tokens of the shared start: not in the rows
-    tokens = 0
+    steps = []
     for chunk in batches_by_length([len(requests[i].ids) - skip for i in indices], budget, call_cost(loaded)):
         batch = [indices[c] for c in chunk]
         ids, mask, positions, key = _pad_left([requests[i].ids[skip:] for i in batch], pad, loaded.device, keyed=True)
         width = ids.shape[1]
         # padded index of the logits that predict position p of row r: p - 1 + (width - len)
         first = min(p - 1 - skip + width - (len(requests[i].ids) - skip) for i in batch for p, _ in requests[i].targets)
-        tokens += sum(len(requests[i].ids) - skip for i in batch)  # the mask's ones, counted without a device wait
-        inputs = {"attention_mask": mask, "position_ids": positions, "use_cache": False}
-        if start:  # continue from the shared start's KV cache, from a boundary both have recorded
+        tokens = sum(len(requests[i].ids) - skip for i in batch)  # the mask's ones, counted without a device wait
+        if start:
             key = digest("after", start.key, key)
-            at = loaded.runtime.start_for([start.key, key])
             mask, positions = start.extend(mask, positions)
-            inputs = {"attention_mask": mask, "position_ids": positions, "use_cache": True, "start": at,
-                      "past_key_values": _read_once(start.cache(at, len(batch)))}
-        with torch.no_grad():
-            logits = loaded.runtime.forward(key, input_ids=ids, logits_to_keep=width - first, **inputs)[0].logits
+        picks = _Picks()
         for row, i in enumerate(batch):
             shift = width - (len(requests[i].ids) - skip) - first
-            results[i] = [None] * len(requests[i].targets)
             for k, (p, wanted) in enumerate(requests[i].targets):
-                picker.add(row, p - 1 - skip + shift, wanted, _setter(results[i], k))
-        picker.read(logits)
-        del logits
-    return tokens
+                picks.add(row, p - 1 - skip + shift, wanted, i, k)
+        steps.append(_WholeStep(ids, mask, positions, key, width - first, len(batch), tokens,
+                                picks.done(loaded.device)))
+    return steps
 
 
 def _read_once(cache: Any) -> Any:
@@ -379,71 +457,101 @@ def _select_rows(cache: Any, rows):
     return sub
 
 
-def _score_shared(loaded, requests, groups, budget, results, picker: _Picker, shared: _Start | None = None) -> int:
-    """Run each distinct prefix once (keeping its KV cache), then every continuation from it."""
+@dataclass
+class _Part:
+    """The continuations of some of a prompt batch's rows: which rows, their inputs on the device, key, picks."""
+
+    prompt_picks: _Picks | None  # the targets right after the prompt, read from the prompt's last logits
+    key: bytes | None  # None: nothing after the prompt
+    rows: Any = None
+    ids: Any = None
+    mask: Any = None
+    positions: Any = None
+    picks: _Picks | None = None
+
+
+@dataclass
+class _SharedStep:
+    """One batch of prompts run once, then the continuations that read their KV cache."""
+
+    ids: Any
+    mask: Any
+    positions: Any
+    key: bytes
+    rows: int
+    tokens: int
+    parts: list[_Part]
+
+    def run(self, loaded: Any, reader: _Reader, shared: _Start | None) -> None:
+        import torch
+
+        runtime = loaded.runtime
+        # the prompt and its continuations start at one boundary: the continuations read its KV cache
+        start = runtime.start_for([self.key] + [part.key for part in self.parts if part.key is not None]
+                                  + ([shared.key] if shared else []))
+        past = shared.cache(start, self.rows) if shared else None
+        with torch.no_grad():
+            out, _ = runtime.forward(self.key, start=start, input_ids=self.ids, attention_mask=self.mask,
+                                     position_ids=self.positions, logits_to_keep=1, use_cache=True, past_key_values=past)
+        last = out.logits  # (prefixes, 1, vocab)
+        cache = output_cache(out)
+        for part in self.parts:
+            reader.read(last, part.prompt_picks)
+            if part.key is None:
+                continue
+            with torch.no_grad():
+                logits = runtime.forward(part.key, start=start, input_ids=part.ids, attention_mask=part.mask,
+                                         position_ids=part.positions, use_cache=True,
+                                         past_key_values=_read_once(_select_rows(cache, part.rows)))[0].logits
+            reader.read(logits, part.picks)
+            del logits
+
+
+def _plan_shared(loaded, requests, groups, budget, shared: _Start | None = None) -> list[_SharedStep]:
+    """Each distinct prefix run once (keeping its KV cache), then every continuation from it."""
     import torch
 
     pad = _pad_id(loaded.tokenizer)
-    runtime = loaded.runtime
+    dev = loaded.device
     prefixes = list(groups)
     skip = shared.n if shared else 0  # tokens of the call's shared start: not in the rows
-    tokens = 0
+    steps = []
     for chunk in batches_by_length([len(p) - skip for p in prefixes], budget, call_cost(loaded)):
-        ids, mask, positions, key = _pad_left([prefixes[c][skip:] for c in chunk], pad, loaded.device, keyed=True)
+        ids, mask, positions, key = _pad_left([prefixes[c][skip:] for c in chunk], pad, dev, keyed=True)
         if shared:
             key = digest("after", shared.key, key)
+            mask, positions = shared.extend(mask, positions)
         width = ids.shape[1]
         members = [(row, i) for row, c in enumerate(chunk) for i in groups[prefixes[c]]]
         rest = max(max(p for p, _ in requests[i].targets) - requests[i].prefix for _, i in members)
         per_batch = max(1, budget // (width + skip + max(rest, 1)))
-        parts = [_Tails(requests, members[at : at + per_batch], pad, key) for at in range(0, len(members), per_batch)]
-        # the prompt and its continuations start at one boundary: the continuations read its KV cache
-        start = runtime.start_for([key] + [part.key for part in parts if part.key is not None]
-                                  + ([shared.key] if shared else []))
-        tokens += sum(len(prefixes[c]) - skip for c in chunk)  # the mask's ones, counted without a device wait
-        past = None
-        if shared:
-            past = shared.cache(start, len(chunk))
-            mask, positions = shared.extend(mask, positions)
-        with torch.no_grad():
-            out, _ = runtime.forward(key, start=start, input_ids=ids, attention_mask=mask, position_ids=positions,
-                                     logits_to_keep=1, use_cache=True, past_key_values=past)
-        last = out.logits  # (prefixes, 1, vocab)
-        cache = output_cache(out)
-        for part in parts:
-            for row, i in part.members:  # the target right after the prompt comes from the prompt's last logits
-                results[i] = [None] * len(requests[i].targets)
+        tokens = sum(len(prefixes[c]) - skip for c in chunk)  # the mask's ones, counted without a device wait
+        parts = []
+        for at in range(0, len(members), per_batch):
+            tails = _Tails(requests, members[at : at + per_batch], pad, key)
+            prompt = _Picks()
+            for row, i in tails.members:
                 for k, (p, w) in enumerate(requests[i].targets):
                     if p == requests[i].prefix:
-                        picker.add(row, 0, w, _setter(results[i], k))
-            picker.read(last)
-            if part.key is None:  # nothing after the prompt
-                continue
-            dev = loaded.device
-            rows = to_device(torch.as_tensor([row for row, _ in part.members], dtype=torch.long), dev)
-            tail_ids, tail_mask = to_device(part.ids, dev), to_device(part.mask, dev)
-            start_at = mask[rows].sum(dim=1, keepdim=True)  # each row's real prompt length (with the shared start)
-            tail_positions = start_at + torch.arange(tail_ids.shape[1], device=dev)
-            with torch.no_grad():
-                logits = runtime.forward(
-                    part.key,
-                    start=start,
-                    input_ids=tail_ids,
-                    attention_mask=torch.cat([mask[rows], tail_mask], dim=1),
-                    position_ids=tail_positions,
-                    past_key_values=_read_once(_select_rows(cache, rows)),
-                    use_cache=True,
-                )[0].logits
-            tokens += int(part.mask.sum())  # on the host
-            for r, (_, i) in enumerate(part.members):
-                prefix = requests[i].prefix
-                for k, (p, w) in enumerate(requests[i].targets):
-                    if p > prefix:
-                        picker.add(r, p - 1 - prefix, w, _setter(results[i], k))
-            picker.read(logits)
-            del logits
-        del cache, out, last
-    return tokens
+                        prompt.add(row, 0, w, i, k)
+            part = _Part(prompt.done(dev), tails.key)
+            if tails.key is not None:
+                part.rows = to_device(torch.as_tensor([row for row, _ in tails.members], dtype=torch.long), dev)
+                part.ids, tail_mask = to_device(tails.ids, dev), to_device(tails.mask, dev)
+                start_at = mask[part.rows].sum(dim=1, keepdim=True)  # each row's real prompt length (with the start)
+                part.positions = start_at + torch.arange(part.ids.shape[1], device=dev)
+                part.mask = torch.cat([mask[part.rows], tail_mask], dim=1)
+                tokens += int(tails.mask.sum())  # on the host
+                picks = _Picks()
+                for r, (_, i) in enumerate(tails.members):
+                    prefix = requests[i].prefix
+                    for k, (p, w) in enumerate(requests[i].targets):
+                        if p > prefix:
+                            picks.add(r, p - 1 - prefix, w, i, k)
+                part.picks = picks.done(dev)
+            parts.append(part)
+        steps.append(_SharedStep(ids, mask, positions, key, len(chunk), tokens, parts))
+    return steps
 
 
 class _Tails:

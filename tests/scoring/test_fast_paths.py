@@ -174,3 +174,29 @@ def test_cheapest_batches_cover_every_index_within_the_budget_at_least_cost():
             if all(len(b) == 1 or max(lengths[i] for i in b) * len(b) <= budget for b in bs):
                 best = total(bs) if best is None else min(best, total(bs))
         assert total(batches) == best
+
+
+@pytest.mark.parametrize("family", ["llama"])
+def test_a_call_with_the_same_requests_reuses_its_plan_and_scores_as_fresh(loaded):
+    """What depends only on the requests is planned once per request list (the objects themselves):
+    a second call under another schedule reuses it and scores as a plan built afresh would."""
+    from rys_search.scoring import engine
+
+    reqs = requests(3)
+    token_logprobs(loaded, reqs, token_budget=64)
+    plan = engine._Plan.of(loaded, reqs, 64)
+    assert engine._Plan.of(loaded, list(reqs), 64) is plan  # another list of the same objects
+    copies = [Request(list(r.ids), list(r.targets), r.prefix) for r in reqs]
+    assert engine._Plan.of(loaded, copies, 64) is not plan  # equal requests, other objects: planned anew
+    assert engine._Plan.of(loaded, reqs, 32) is not plan  # another budget
+    with loaded.runtime.using(SCHEDULES[0]):
+        reused, tokens = token_logprobs(loaded, reqs, token_budget=64)
+        engine._PLANS.clear()
+        fresh, fresh_tokens = token_logprobs(loaded, reqs, token_budget=64)
+    assert tokens == fresh_tokens
+    for a, b in zip(reused, fresh, strict=True):
+        for (lp_a, top_a), (lp_b, top_b) in zip(a, b, strict=True):
+            assert np.array_equal(lp_a, lp_b) and top_a == top_b
+    for k in range(engine._Plan.KEEP + 2):  # only the newest plans are kept
+        engine._Plan.of(loaded, requests(10 + k), 64)
+    assert len(engine._PLANS[loaded.model]) == engine._Plan.KEEP
