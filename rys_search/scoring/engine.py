@@ -16,6 +16,11 @@ budget, never on the schedule, so a call under any schedule finds the unmodified
 hidden states recorded by an earlier schedule and runs only the layers from its first
 deviation on. A prompt and the continuations that read its KV cache start at one boundary.
 
+Plans: everything a call does that no schedule changes (the batches, their padded ids, masks
+and keys on the device, the indices of the picked positions, the shared start) is worked out
+once per list of request objects and kept (_Plan.of); a call under the next schedule only runs
+the forwards and reads the picks.
+
 Shared start: the tokens every request of a call begins with (a chat template's system turn,
 such as SmolLM2's or Qwen2.5's default system prompt; SmolLM2's 24 tokens are 10k of the 38k
 tokens the default probes run per schedule) run once per call, as one row, and every batch
@@ -268,7 +273,7 @@ def token_logprobs(
     plan = _Plan.of(loaded, requests, budget)
     results: list[list[Any]] = [[None] * len(req.targets) for req in requests]
     reader = _Reader()
-    start = plan.start.fresh() if plan.start else None
+    start = plan.start.fresh(loaded) if plan.start else None
     for step in plan.whole:
         step.run(loaded, reader, start)
     for step in plan.shared:
@@ -293,6 +298,8 @@ class _Plan:
         shared = {i for members in groups.values() if len(members) > 1 for i in members}
         plain = [i for i in range(len(requests)) if i not in shared]
         self.start = _Start.of(loaded, requests, [requests[i].prefix for i in shared])
+        if self.start:  # plans are kept per model, weakly: a plan must not hold the model (each run's fresh() does)
+            self.start.loaded = None
         self.tokens = self.start.n if self.start else 0
         self.whole = _plan_whole(loaded, requests, plain, budget, self.start)
         prefixed = {k: v for k, v in groups.items() if len(v) > 1}
@@ -338,10 +345,11 @@ class _Start:
         self.on_device = (to_device(self.ids, dev), torch.arange(self.n, device=dev)[None])
         self.zeros: dict[int, Any] = {}  # rows -> that many zeros on the device (the row every batch row copies)
 
-    def fresh(self) -> _Start:
-        """This start with no KV cache yet (a run's caches hold the schedule's keys and values)."""
+    def fresh(self, loaded: Any) -> _Start:
+        """This start for a run on loaded, with no KV cache yet (a run's caches hold the schedule's
+        keys and values)."""
         run = copy.copy(self)
-        run.caches = {}
+        run.loaded, run.caches = loaded, {}
         return run
 
     @classmethod

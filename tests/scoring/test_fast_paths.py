@@ -200,3 +200,17 @@ def test_a_call_with_the_same_requests_reuses_its_plan_and_scores_as_fresh(loade
     for k in range(engine._Plan.KEEP + 2):  # only the newest plans are kept
         engine._Plan.of(loaded, requests(10 + k), 64)
     assert len(engine._PLANS[loaded.model]) == engine._Plan.KEEP
+
+
+def test_kept_plans_do_not_keep_their_model_alive(tmp_path):
+    import gc
+    import weakref
+
+    save_tiny(tmp_path, "llama")
+    loaded = load_model(str(tmp_path), device="cpu")
+    reqs = [Request([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 20 + k], [(13, [5])]) for k in range(3)]  # a shared start
+    token_logprobs(loaded, reqs, token_budget=64)
+    model = weakref.ref(loaded.model)
+    del loaded
+    gc.collect()
+    assert model() is None
