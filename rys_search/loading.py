@@ -216,9 +216,6 @@ def _locked(path: Path):
 
 def ensure_cached(source: ModelSource) -> tuple[Path, bool]:
     """The dequantized copy of a GGUF source, and whether this call made it (once, however many ask)."""
-    cached = _cached(source)
-    if cached is not None:
-        return cached, False
     folder, fresh = _cached_or_dequantized(source, {})
     return (folder, False) if fresh is None else (fresh.writer.wait(), True)
 
@@ -249,11 +246,14 @@ def _cached_or_dequantized(source: ModelSource, phases: dict[str, float]) -> tup
     """(the cache entry, None) when the cache holds the file, also once another process has made it
     while this one waited for the entry's lock; else (the entry to be, the file dequantized here), its
     copy written into the cache by a thread that holds the lock until the copy is in place."""
+    cached = _cached(source)
+    if cached is not None:
+        return cached, None
     folder = gguf_cache_dir(source.location)
     lock = contextlib.ExitStack()
     lock.enter_context(_locked(folder.with_name(folder.name + ".lock")))
     try:
-        cached = _cached(source)
+        cached = _cached(source)  # another process may have made it while this one waited for the lock
         if cached is not None:
             lock.close()
             return cached, None
@@ -267,7 +267,7 @@ def _cached_or_dequantized(source: ModelSource, phases: dict[str, float]) -> tup
         lock.close()
         raise
     model.config.architectures = [type(model).__name__]  # as saving sets it, so the config equals the cache's
-    writer = CacheWriter(source, model, tmp, lock.pop_all())
+    writer = CacheWriter(source, model, folder, tmp, lock.pop_all())
     fresh = _Fresh(type(model), copy.deepcopy(model.config), model.state_dict(), tokenizer, writer)
     writer.start()  # (saving sets more of the model's config: the copy above is taken first)
     return folder, fresh
@@ -328,10 +328,9 @@ class CacheWriter(threading.Thread):
     interpreter finishes the copy before it exits. A failed write is one warning (the next load
     dequantizes again), or, from wait(), one error."""
 
-    def __init__(self, source: ModelSource, model: Any, tmp: Path, lock: contextlib.ExitStack):
+    def __init__(self, source: ModelSource, model: Any, folder: Path, tmp: Path, lock: contextlib.ExitStack):
         super().__init__(name="rys-cache-writer")
-        self.source, self.model, self.tmp, self.lock = source, model, tmp, lock
-        self.folder = gguf_cache_dir(source.location)
+        self.source, self.model, self.folder, self.tmp, self.lock = source, model, folder, tmp, lock
         self.error: str | None = None
 
     def run(self) -> None:
@@ -396,9 +395,7 @@ def load_model(
     from_cache, fresh = None, None
     folder = source.location
     if source.kind == "gguf":
-        cache = _cached(source)
-        if cache is None:
-            cache, fresh = _cached_or_dequantized(source, phases)
+        cache, fresh = _cached_or_dequantized(source, phases)
         folder, from_cache = str(cache), fresh is None
     try:
         kwargs: dict[str, Any] = {"dtype": torch_dtype}

@@ -200,7 +200,6 @@ class _Picks:
     def __init__(self) -> None:
         self.tokens: list[int] = []
         self.spans: list[tuple[int, int, int, int, int, int]] = []  # (start, stop, row, col, request, target)
-        self.flat = None
 
     def add(self, row: int, col: int, wanted: Sequence[int], request: int, target: int) -> None:
         start = len(self.tokens)
@@ -312,8 +311,8 @@ class _Plan:
         plans = _PLANS.setdefault(loaded.model, {})
         key = (tuple(map(id, requests)), budget, _shared_start_on(), _pad_id(loaded.tokenizer), str(loaded.device),
                call_cost(loaded))
-        plan = plans.pop(key, None)
-        if plan is None or len(plan.requests) != len(requests) or any(a is not b for a, b in zip(plan.requests, requests)):
+        plan = plans.pop(key, None)  # (a kept plan holds its requests, so no other object has their ids)
+        if plan is None:
             plan = cls(loaded, requests, budget)
         plans[key] = plan  # (the newest last)
         while len(plans) > cls.KEEP:
