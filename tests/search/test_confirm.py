@@ -131,13 +131,13 @@ def test_no_unconfirmed_change_is_called_a_gain(tiny_folder, workdir, capsys):
     assert "no confirmed gain on this front" in capsys.readouterr().out
 
 
-def test_two_workers_confirm_each_schedule_once(tiny_folder, workdir):
+def test_two_workers_confirm_each_schedule_once(tiny_folder, workdir, overlapping_workers):
     path = workdir / "two.toml"
     path.write_text(f'name = "two"\nmodel = "{tiny_folder}"\nobjectives = ["math", "eq"]\nlimit = 2\ntrials = 8\n'
                     'sampler = "random"\n[confirm]\nlimit = 2\nmax_confirmed = 4\n'
                     'objectives = { math = "math@1", eq = "eq@2" }\n')
     done = subprocess.run([sys.executable, "-m", "rys_search.cli", "run", "--config", str(path), "--workers", "2"],
-                          capture_output=True, text=True, timeout=900)
+                          capture_output=True, text=True, timeout=900, env=overlapping_workers(2))
     assert done.returncode == 0, done.stderr[-2000:]
     study = open_study(load_config(path), create=False)
     confirmed = [t for t in study.trials if "confirmed" in t.user_attrs]

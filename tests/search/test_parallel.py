@@ -40,11 +40,11 @@ def assert_one_run_per_trial(cfg, study):
     assert [p.info.run_id for p in parents] == [study.user_attrs["mlflow_parent_run"]]
 
 
-def test_three_workers_on_postgres_and_an_mlflow_server(servers, tiny_folder, workdir):
+def test_three_workers_on_postgres_and_an_mlflow_server(servers, tiny_folder, workdir, overlapping_workers):
     storage = servers.storage("three")
     args = cli("run", "--model", tiny_folder, "--trials", "30", "--limit", "2", "--study", "three", "--no-confirm",
                "--storage", storage, "--tracking-uri", servers.tracking_uri, "--json")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # as `run --workers` sets it: 3 workers share 2 cores
+    env = {**overlapping_workers(2), "OMP_NUM_THREADS": "1"}  # as `run --workers` sets it: 3 workers share 2 cores
     procs = [subprocess.Popen(args, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
              for _ in range(3)]
     outputs = [p.communicate(timeout=900) for p in procs]
