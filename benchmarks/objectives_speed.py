@@ -22,6 +22,10 @@ SHAPES = {
     "qwen3-8b": dict(model_type="qwen3", hidden_size=4096, intermediate_size=12288, num_hidden_layers=36,
                      num_attention_heads=32, num_key_value_heads=8, head_dim=128, vocab_size=151936,
                      max_position_embeddings=40960, tie_word_embeddings=False),
+    # Qwen2.5-Coder-1.5B: 28 layers, hidden 1536, 12 query / 2 key-value heads of 128, MLP 8960, vocab 151936
+    "qwen2.5-1.5b": dict(model_type="qwen2", hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
+                         num_attention_heads=12, num_key_value_heads=2, vocab_size=151936,
+                         max_position_embeddings=32768, tie_word_embeddings=True),
 }
 OBJECTIVES = ("math", "eq", "reasoning", "fixed_point")
 

@@ -363,6 +363,8 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="also profile the engine on two schedules")
     parser.add_argument("--device", default=None)
     parser.add_argument("--token-budget", type=int, help="padded tokens per batch (default: the engine's for the device)")
+    parser.add_argument("--call-cost", type=int, help="the cost of a forward call in padded tokens that batching weighs "
+                        "(default: the engine's estimate, scoring/engine.py's call_cost)")
     args = parser.parse_args()
 
     import torch
@@ -385,10 +387,14 @@ def main() -> None:
         loaded = load_model(args.model, device=args.device)
         print(f"loaded {loaded.source.name} in {loaded.load_seconds:.1f} s")
     loaded.token_budget = args.token_budget
+    if args.call_cost is not None:
+        loaded.call_cost = args.call_cost
+    from rys_search.scoring.engine import call_cost
+
     cuda = loaded.device.type == "cuda"
     peak_tflops = matmul_peak() if cuda else float("nan")
     print(f"model {loaded.source.name}: {loaded.family.name}, {loaded.n_layers} layers, {loaded.device}, {loaded.dtype}; "
-          f"measured bf16 matmul peak {peak_tflops:.0f} TFLOP/s")
+          f"measured bf16 matmul peak {peak_tflops:.0f} TFLOP/s; a forward call weighed as {call_cost(loaded)} padded tokens")
     for name in args.workload.split(","):
         report(loaded, name, args, peak_tflops)
 

@@ -107,19 +107,39 @@ def _cheapest_batches(lengths: tuple[int, ...], budget: int, call_cost: int) -> 
     return tuple(batches)
 
 
+# A layer call's cost beyond its tokens' work: the host's time (about 0.4 ms a layer), in seconds.
+LAYER_CALL_SECONDS = 4e-4
+# On a GPU whose layer calls are CUDA graph replays (graphs.py) the host keeps ahead of the device,
+# and past this many padded tokens a merged batch costs more than another call: the batching counts
+# only padded tokens, while a long batch's attention and the KV cache its continuations copy grow
+# faster. SmolLM2 on the H100, seconds a schedule (benchmarks/throughput.py --variants engine
+# --schedules 10 --call-cost N): 0.111 and 0.110 at its 0.4 ms figure (17841 tokens), 0.099 at
+# 4000, 0.088 and 0.088 at 2000, 0.092 and 0.093 at 1000, 0.098 at 500. Larger models stay under
+# it, and fewer tokens did not help them: the Qwen2.5-1.5B shape 0.251 s at its 1451 tokens, 0.246,
+# 0.244 and 0.250 at 1451, 700 and 350 on another machine, 0.278 at 181; the Qwen3-8B shape 0.824 at
+# its 351 against 0.857 at 64.
+GRAPHED_CALL_COST_CAP = 2000
+
+
 def call_cost(loaded: Any) -> int:
-    """The cost of one forward call in padded tokens: host time per call (about 0.4 ms a layer)
-    over the time a token takes (2 x parameters at about 400 TFLOP/s on a GPU, 100 GFLOP/s on
-    a CPU); at least 64. `loaded.call_cost` overrides it."""
+    """The cost of one forward call in padded tokens: what a layer call costs beyond its tokens
+    (LAYER_CALL_SECONDS) times the layers, over the time a token takes (2 x parameters at about
+    400 TFLOP/s on a GPU, 100 GFLOP/s on a CPU); at least 64, and on a GPU with layer graphs at
+    most GRAPHED_CALL_COST_CAP. `loaded.call_cost` overrides it."""
     given = getattr(loaded, "call_cost", None)
     if given is not None:
         return int(given)
     model = loaded.model
     if model not in _CALL_COSTS:
         params = sum(p.numel() for p in model.parameters())
-        rate = 4e14 if getattr(loaded.device, "type", str(loaded.device)) == "cuda" else 1e11
-        layers = len(loaded.runtime.schedule) if getattr(loaded, "runtime", None) is not None else 1
-        _CALL_COSTS[model] = max(64, int(layers * 4e-4 * rate / (2 * params)))
+        cuda = getattr(loaded.device, "type", str(loaded.device)) == "cuda"
+        rate = 4e14 if cuda else 1e11
+        runtime = getattr(loaded, "runtime", None)
+        layers = len(runtime.schedule) if runtime is not None else 1
+        cost = max(64, int(layers * LAYER_CALL_SECONDS * rate / (2 * params)))
+        if cuda and getattr(runtime, "graphs", None) is not None:
+            cost = min(cost, GRAPHED_CALL_COST_CAP)
+        _CALL_COSTS[model] = cost
     return _CALL_COSTS[model]
 
 
