@@ -25,6 +25,8 @@ one, and what it does to the output is already in the KL. The first token of eac
 from __future__ import annotations
 
 import math
+import weakref
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,36 +68,32 @@ class FixedPointObjective(Objective):
         if schedule.is_identity(runtime.n_layers):  # exactly neutral, by definition
             items = [{"id": f"passage-{k:03d}", "score": 0.0, "kl": 0.0} for k in range(len(passages))]
             return items, {"kl": 0.0, "blocks": 0.0}, 0
-        tokenizer = loaded.tokenizer
-        seqs = [list(tokenizer(p)["input_ids"])[:MAX_TOKENS] for p in passages]
         repeats = schedule.repeats()
         boundaries = sorted({pos + k * width for pos, width, count in repeats for k in range(count + 1)})
-        vocab = loaded.model.get_output_embeddings().weight.shape[0]
-        cap = LOGIT_ELEMENTS.get(loaded.device.type, LOGIT_ELEMENTS["cpu"])
-        budget = max(max(len(s) for s in seqs), min(cap // vocab, getattr(loaded, "token_budget", None) or cap))
-        pad = _pad_id(tokenizer)
-        per_seq: list[dict[str, Any]] = [{} for _ in seqs]
+        per_seq: list[dict[str, Any]] = [{} for _ in passages]
         tokens = 0
-        for batch in batches_by_length([len(s) for s in seqs], budget):
-            ids, mask, positions, key = _pad_left([seqs[i] for i in batch], pad, loaded.device, keyed=True)
-            keep = mask.clone()
-            first = mask.argmax(dim=1)  # the first real token of each row
-            keep[torch.arange(len(batch)), first] = 0
-            kwargs = dict(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False)
+        for batch in _Batch.of(loaded, passages):
+            kwargs = dict(input_ids=batch.ids, attention_mask=batch.mask, position_ids=batch.positions, use_cache=False)
             with torch.no_grad():  # both passes reuse the unmodified prefix (the second is all prefix)
-                out, states = runtime.forward(key, capture=boundaries, **kwargs)
+                out, states = runtime.forward(batch.key, capture=boundaries, **kwargs)
                 scheduled = out.logits.float().log_softmax(-1)
                 with runtime.using(_identity(runtime)):
-                    base = runtime.forward(key, **kwargs)[0].logits.float().log_softmax(-1)
+                    base = runtime.forward(batch.key, **kwargs)[0].logits.float().log_softmax(-1)
                 kl = (base.exp() * (base - scheduled)).sum(-1)  # (batch, tokens)
-            tokens += 2 * int(mask.sum())
-            weights = keep.float()
-            count = weights.sum(-1).clamp(min=1.0)
-            kl_rows = ((kl * weights).sum(-1) / count).double().cpu().numpy()
-            blocks = [_block_figures(states, pos, width, n, weights, count) for pos, width, n in repeats]
-            for row, i in enumerate(batch):
-                per_seq[i]["kl"] = float(kl_rows[row])
-                per_seq[i]["blocks"] = [block[row] for block in blocks]
+            tokens += 2 * batch.tokens
+            kl_rows = (kl * batch.weights).sum(-1) / batch.count
+            blocks = [_block_steps(states, pos, width, n, batch.weights, batch.count) for pos, width, n in repeats]
+            # every figure of the batch to the host in one copy (each copy waits for the device)
+            columns = torch.cat([kl_rows[:, None], *(t for steps, seam in blocks for t in (steps, seam[:, None]))], 1)
+            figures = columns.double().cpu().numpy()
+            at = 1
+            per_block = []
+            for pos, width, n in repeats:
+                per_block.append(_block_figures(figures[:, at : at + n], figures[:, at + n]))
+                at += n + 1
+            for row, i in enumerate(batch.rows):
+                per_seq[i]["kl"] = float(figures[row, 0])
+                per_seq[i]["blocks"] = [block[row] for block in per_block]
             del scheduled, base, kl, states
         items = []
         for k, figures in enumerate(per_seq):
@@ -115,8 +113,8 @@ def _identity(runtime: Any):
     return LayerSchedule.identity(runtime.n_layers)
 
 
-def _block_figures(states, pos: int, width: int, count: int, weight, n) -> list[dict[str, Any]]:
-    """Step sizes, contraction and seam of one repeated block for each passage (batch row)."""
+def _block_steps(states, pos: int, width: int, count: int, weight, n):
+    """One repeated block's step sizes (rows, count) and seam (rows), on the device."""
     import torch
 
     h = [states[pos + k * width].float() for k in range(count + 1)]  # h_0 .. h_count, (rows, tokens, hidden)
@@ -126,7 +124,12 @@ def _block_figures(states, pos: int, width: int, count: int, weight, n) -> list[
 
     steps = torch.stack([mean_norm(h[k + 1] - h[k]) for k in range(count)], dim=1)  # (rows, count)
     seam = ((h[1] - h[0]).norm(dim=-1) / h[0].norm(dim=-1).clamp(min=1e-12) * weight).sum(-1) / n
-    steps, seam = steps.double().cpu().numpy(), seam.double().cpu().numpy()
+    return steps, seam
+
+
+def _block_figures(steps: np.ndarray, seam: np.ndarray) -> list[dict[str, Any]]:
+    """Step sizes, contraction and seam of one repeated block for each passage (batch row)."""
+    count = steps.shape[1]
     out = []
     for row in range(steps.shape[0]):
         s = [float(x) for x in steps[row]]
@@ -134,6 +137,53 @@ def _block_figures(states, pos: int, width: int, count: int, weight, n) -> list[
         contraction = math.exp(sum(math.log(max(r, 1e-12)) for r in ratios) / len(ratios)) if ratios else 0.0
         out.append({"steps": s, "contraction": contraction, "seam": float(seam[row])})
     return out
+
+
+@dataclass
+class _Batch:
+    """One batch of passages on the device: padded ids, mask, positions, key, the weights of the scored
+    tokens (all but each passage's first) and their count. Kept per model and passage list (of): every
+    schedule scores the same passages, so they are tokenized, padded and sent once."""
+
+    rows: list[int]
+    ids: Any
+    mask: Any
+    positions: Any
+    key: bytes
+    weights: Any
+    count: Any
+    tokens: int  # the mask's ones, counted on the host
+
+    @staticmethod
+    def of(loaded: Any, passages: list[str]) -> list["_Batch"]:
+        import torch
+
+        vocab = loaded.model.get_output_embeddings().weight.shape[0]
+        cap = LOGIT_ELEMENTS.get(loaded.device.type, LOGIT_ELEMENTS["cpu"])
+        pad = _pad_id(loaded.tokenizer)
+        key = (tuple(passages), getattr(loaded, "token_budget", None), pad, str(loaded.device), vocab)
+        kept = _KEPT.setdefault(loaded.model, {})
+        if key in kept:
+            return kept[key]
+        seqs = [list(loaded.tokenizer(p)["input_ids"])[:MAX_TOKENS] for p in passages]
+        budget = max(max(len(s) for s in seqs), min(cap // vocab, getattr(loaded, "token_budget", None) or cap))
+        batches = []
+        for rows in batches_by_length([len(s) for s in seqs], budget):
+            ids, mask, positions, digest = _pad_left([seqs[i] for i in rows], pad, loaded.device, keyed=True)
+            keep = mask.clone()
+            keep[torch.arange(len(rows)), mask.argmax(dim=1)] = 0  # the first real token of each row
+            weights = keep.float()
+            batches.append(_Batch(rows, ids, mask, positions, digest, weights, weights.sum(-1).clamp(min=1.0),
+                                  sum(len(seqs[i]) for i in rows)))
+        while len(kept) >= _KEEP:  # the oldest first
+            kept.pop(next(iter(kept)))
+        kept[key] = batches
+        return batches
+
+
+_KEEP = 4  # passage lists kept per model (a study uses one)
+# keyed by the model itself, held weakly: nothing kept outlives its model
+_KEPT: "weakref.WeakKeyDictionary[Any, dict[Any, list[_Batch]]]" = weakref.WeakKeyDictionary()
 
 
 register("fixed_point", lambda mode="logprob", suites=None: FixedPointObjective(mode=mode, suites=suites))

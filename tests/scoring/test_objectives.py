@@ -146,6 +146,30 @@ def test_fixed_point_figures_match_a_physical_duplicate(loaded):
         assert item["score"] == pytest.approx(-(kl + penalty), rel=1e-4, abs=1e-6)
 
 
+def test_fixed_point_inputs_are_prepared_once_per_model_and_passages(loaded, monkeypatch):
+    objective = FixedPointObjective()
+    first = objective.evaluate(loaded, SCHEDULE, limit=3)
+
+    class Counting:  # the tokenizer, counting its calls
+        def __init__(self, tokenizer):
+            self.tokenizer, self.calls = tokenizer, 0
+
+        def __call__(self, text):
+            self.calls += 1
+            return self.tokenizer(text)
+
+        def __getattr__(self, name):
+            return getattr(self.tokenizer, name)
+
+    counting = Counting(loaded.tokenizer)
+    monkeypatch.setattr(loaded, "tokenizer", counting)
+    again = objective.evaluate(loaded, SCHEDULE, limit=3)
+    assert counting.calls == 0  # the kept batches: nothing tokenized again
+    assert [i["score"] for i in again.items] == [i["score"] for i in first.items]
+    objective.evaluate(loaded, SCHEDULE, limit=2)  # other passages: prepared anew
+    assert counting.calls == 2
+
+
 def test_paired_change_and_registry(loaded):
     math = get_objective("math", mode="logprob")
     base = math.evaluate(loaded, LayerSchedule.identity(6), limit=6)

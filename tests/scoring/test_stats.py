@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from rys_search.scoring.stats import bootstrap_interval, half_width, paired_interval
 
@@ -30,3 +31,18 @@ def test_paired_interval_sees_a_small_consistent_gain_that_unpaired_noise_hides(
     assert half_width(bootstrap_interval(base)) > 2  # the unpaired interval is far wider than the gain
     same, lo, hi = paired_interval(base, base)
     assert same == lo == hi == 0.0
+
+
+def test_kept_resamples_give_the_intervals_a_fresh_draw_gives():
+    from rys_search.scoring import stats
+
+    rng = np.random.default_rng(3)
+    for n in (2, 7, 50):
+        values = rng.normal(size=n)
+        fresh = np.random.default_rng(0).integers(0, n, size=(stats.N_BOOT, n))  # the draw made at every call before
+        expected = stats._percentiles(values[fresh].mean(axis=1), stats.LEVEL)
+        assert stats.bootstrap_interval(values) == expected
+        assert stats.bootstrap_interval(values) == expected  # kept: the same again
+        assert n == 2 or stats.bootstrap_interval(values, seed=1) != expected  # (two items: min to max, any seed)
+    with pytest.raises(ValueError):  # nobody can change a kept draw
+        stats._resamples(7, stats.N_BOOT, 0)[0, 0] = 1
