@@ -1,4 +1,4 @@
-"""Where a schedule's GPU time goes: each forward call of the engine timed on the GPU, and the kernels.
+"""Where a schedule's GPU time goes: each forward call of the engine timed on the GPU and the host, and the kernels.
 
     python benchmarks/call_profile.py --model SmolLM2-135M-Instruct.Q4_1.gguf
 
@@ -7,7 +7,8 @@ The default objectives (benchmarks/throughput.py's Objectives) under the unmodif
 --schedules of them again with a CUDA event before and after every runtime.forward call and at
 the schedule's start and end. The GPU runs behind the host, so the time between a call's two
 events is the GPU's time for that call's kernels; what lies between calls (reading the picks,
-selecting cache rows) is reported as "between calls". Calls are grouped by kind (whole sequences,
+selecting cache rows, and the GPU waiting for the host) is reported as "between calls"; the host's
+own clock around each call gives the time it took to queue it. Calls are grouped by kind (whole sequences,
 a KV-cache continuation, the shared start) and by the number of decoder layers they ran. Last,
 torch.profiler's top kernels by GPU time over two schedules.
 """
