@@ -30,7 +30,7 @@ def _percentiles(means: np.ndarray, level: float) -> tuple[float, float]:
 
 def _resampled_means(values: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
     n = values.shape[0]
-    if n_boot * n <= _ONE_DRAW:  # the same draw for every call with this (n, n_boot, seed): drawn once
+    if n_boot * n <= _KEPT_DRAW:  # the same draw for every call with this (n, n_boot, seed): drawn once
         return values[_resamples(n, n_boot, seed)].mean(axis=1)
     rng = np.random.default_rng(seed)
     means = np.empty(n_boot)
@@ -42,9 +42,10 @@ def _resampled_means(values: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
 
 
 _ONE_DRAW = 2_000_000  # indices drawn at once (16 MB)
+_KEPT_DRAW = 2**19  # indices of a draw that is kept: 4 MB, up to 262 items (the default probes score 200 and 20)
 
 
-@lru_cache(maxsize=16)
+@lru_cache(maxsize=8)  # at most 32 MB
 def _resamples(n: int, n_boot: int, seed: int) -> np.ndarray:
     """The resampled item indices (n_boot x n) of the seed's generator, read-only. A study scores the
     same item sets under every schedule, and drawing them was the largest part of the probes' own

@@ -37,7 +37,7 @@ def test_kept_resamples_give_the_intervals_a_fresh_draw_gives():
     from rys_search.scoring import stats
 
     rng = np.random.default_rng(3)
-    for n in (2, 7, 50):
+    for n in (2, 7, 50, 300):  # 300: past what is kept, drawn at every call
         values = rng.normal(size=n)
         fresh = np.random.default_rng(0).integers(0, n, size=(stats.N_BOOT, n))  # the draw made at every call before
         expected = stats._percentiles(values[fresh].mean(axis=1), stats.LEVEL)
