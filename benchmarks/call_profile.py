@@ -10,7 +10,8 @@ events is the GPU's time for that call's kernels; what lies between calls (readi
 selecting cache rows, and the GPU waiting for the host) is reported as "between calls"; the host's
 own clock around each call gives the time it took to queue it. Calls are grouped by kind (whole sequences,
 a KV-cache continuation, the shared start) and by the number of decoder layers they ran. Last,
-torch.profiler's top kernels by GPU time over two schedules.
+throughput.py's profile of two schedules: GPU busy against wall, the top kernels by GPU time and
+the top operators by host time.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from objectives_speed import random_schedules  # noqa: E402
-from throughput import Objectives, _identity  # noqa: E402
+from throughput import Objectives, _identity, profile  # noqa: E402
 
 
 def timed_calls(loaded, workload, schedule):
@@ -69,11 +70,10 @@ def main() -> None:
     parser.add_argument("--model", required=True)
     parser.add_argument("--schedules", type=int, default=3, help="schedules timed call by call")
     parser.add_argument("--calls", type=int, default=40, help="calls listed for the first timed schedule")
-    parser.add_argument("--kernels", type=int, default=30, help="kernels listed (0: no kernel profile)")
+    parser.add_argument("--kernels", type=int, default=30, help="kernels and operators listed (0: no profile)")
     parser.add_argument("--call-cost", type=int, help="padded tokens a forward call is weighed as (default: the engine's)")
     args = parser.parse_args()
     import torch
-    from torch.profiler import ProfilerActivity, profile
 
     from rys_search.loading import load_model
 
@@ -110,14 +110,8 @@ def main() -> None:
     for kind, (calls, ms, layers) in sorted(by_kind.items(), key=lambda kv: -kv[1][1]):
         print(f"  {kind:12} {calls / count:5.1f} calls  {ms / count:7.1f} ms  {layers / count:6.0f} layer calls  "
               f"{1000 * ms / max(layers, 1):6.1f} us a layer call")
-    if not args.kernels:
-        return
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        for schedule in schedules[1:3]:
-            workload.run(loaded, schedule)
-        torch.cuda.synchronize()
-    events = prof.key_averages()
-    print(events.table(sort_by="self_device_time_total", row_limit=args.kernels, max_name_column_width=70))
+    if args.kernels:
+        profile(loaded, workload, schedules[1:3], rows=args.kernels)
 
 
 if __name__ == "__main__":

@@ -317,7 +317,7 @@ def memory_check(loaded, workload):
         print(f"  {variant:7} {label:28} {value:8.2f}  {value / base:.3f}x the unmodified model without reuse")
 
 
-def profile(loaded, workload, schedules) -> None:
+def profile(loaded, workload, schedules, rows: int = 12) -> None:
     """Where the engine's time goes: forward calls, GPU busy time against wall time, top operators."""
     import torch
     from torch.profiler import ProfilerActivity
@@ -343,8 +343,8 @@ def profile(loaded, workload, schedules) -> None:
     busy = sum(e.self_device_time_total for e in events if e.device_type == DeviceType.CUDA) / 1e6  # kernels only
     print(f"profile over {len(schedules)} schedules: {wall / len(schedules):.3f} s each, {len(calls) / len(schedules):.0f} "
           f"forward calls each, GPU busy {busy / len(schedules):.3f} s each ({100 * busy / wall:.0f}% of wall)")
-    print(events.table(sort_by="self_device_time_total", row_limit=12, max_name_column_width=60))
-    print(events.table(sort_by="self_cpu_time_total", row_limit=12, max_name_column_width=60))
+    print(events.table(sort_by="self_device_time_total", row_limit=rows, max_name_column_width=60))
+    print(events.table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=60))
 
 
 def main() -> None:

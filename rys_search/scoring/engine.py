@@ -45,7 +45,7 @@ import numpy as np
 
 from ..cache_args import output_cache
 
-__all__ = ["Request", "token_logprobs", "default_token_budget", "batches_by_length", "call_cost"]
+__all__ = ["Request", "token_logprobs", "default_token_budget", "batches_by_length", "call_cost", "kept"]
 
 
 SHARED_START_MIN = 8  # tokens: a shorter shared start is not worth its own forward call
@@ -327,20 +327,28 @@ class _Plan:
 
     @classmethod
     def of(cls, loaded: Any, requests: Sequence[Request], budget: int) -> _Plan:
-        """The plan of these very request objects (kept: up to KEEP per model, the newest)."""
-        plans = _PLANS.setdefault(loaded.model, {})
+        """The plan of these very request objects (kept: up to KEEP per model, the most recently used)."""
+        # (a kept plan holds its requests, so no other object has their ids)
         key = (tuple(map(id, requests)), budget, _shared_start_on(), _pad_id(loaded.tokenizer), str(loaded.device),
                call_cost(loaded))
-        plan = plans.pop(key, None)  # (a kept plan holds its requests, so no other object has their ids)
-        if plan is None:
-            plan = cls(loaded, requests, budget)
-        plans[key] = plan  # (the newest last)
-        while len(plans) > cls.KEEP:
-            plans.pop(next(iter(plans)))
-        return plan
+        return kept(_PLANS, loaded.model, key, lambda: cls(loaded, requests, budget), cls.KEEP)
 
 
 _PLANS: "weakref.WeakKeyDictionary[Any, dict[Any, _Plan]]" = weakref.WeakKeyDictionary()
+
+
+def kept(table: "weakref.WeakKeyDictionary[Any, dict[Any, Any]]", model: Any, key: Any, make: Any, keep: int) -> Any:
+    """table[model][key], made by make() when missing: what a schedule's scoring works out from its
+    inputs alone, kept for the next schedule. At most `keep` entries a model (the least recently used
+    goes first); keyed by the model itself, held weakly, so nothing kept outlives its model."""
+    entries = table.setdefault(model, {})
+    value = entries.pop(key, None)
+    if value is None:
+        value = make()
+    entries[key] = value  # (the most recently used last)
+    while len(entries) > keep:
+        entries.pop(next(iter(entries)))
+    return value
 
 
 def _shared_start_on() -> bool:
@@ -434,11 +442,10 @@ class _WholeStep:
     def run(self, loaded: Any, reader: _Reader, start: _Start | None) -> None:
         import torch
 
-        inputs = {"attention_mask": self.mask, "position_ids": self.positions, "use_cache": False}
+        inputs = {"attention_mask": self.mask, "position_ids": self.positions, "use_cache": bool(start)}
         if start:  # continue from the shared start's KV cache, from a boundary both have recorded
             at = loaded.runtime.start_for([start.key, self.key])
-            inputs = {"attention_mask": self.mask, "position_ids": self.positions, "use_cache": True, "start": at,
-                      "past_key_values": _read_once(start.cache(at, self.rows))}
+            inputs.update(start=at, past_key_values=_read_once(start.cache(at, self.rows)))
         with torch.no_grad():
             logits = loaded.runtime.forward(self.key, input_ids=self.ids, logits_to_keep=self.keep, **inputs)[0].logits
         reader.read(logits, self.picks)

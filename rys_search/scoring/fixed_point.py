@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserError
-from .engine import _pad_id, _pad_left, batches_by_length
+from .engine import _pad_id, _pad_left, batches_by_length, kept
 from .objective import Objective
 from .registry import register
 from .suites import builtin_dir
@@ -156,15 +156,16 @@ class _Batch:
 
     @staticmethod
     def of(loaded: Any, passages: list[str]) -> list["_Batch"]:
-        import torch
-
         vocab = loaded.model.get_output_embeddings().weight.shape[0]
-        cap = LOGIT_ELEMENTS.get(loaded.device.type, LOGIT_ELEMENTS["cpu"])
         pad = _pad_id(loaded.tokenizer)
         key = (tuple(passages), getattr(loaded, "token_budget", None), pad, str(loaded.device), vocab)
-        kept = _KEPT.setdefault(loaded.model, {})
-        if key in kept:
-            return kept[key]
+        return kept(_KEPT, loaded.model, key, lambda: _Batch._make(loaded, passages, vocab, pad), _KEEP)
+
+    @staticmethod
+    def _make(loaded: Any, passages: list[str], vocab: int, pad: int) -> list["_Batch"]:
+        import torch
+
+        cap = LOGIT_ELEMENTS.get(loaded.device.type, LOGIT_ELEMENTS["cpu"])
         seqs = [list(loaded.tokenizer(p)["input_ids"])[:MAX_TOKENS] for p in passages]
         budget = max(max(len(s) for s in seqs), min(cap // vocab, getattr(loaded, "token_budget", None) or cap))
         batches = []
@@ -175,15 +176,11 @@ class _Batch:
             weights = keep.float()
             batches.append(_Batch(rows, ids, mask, positions, digest, weights, weights.sum(-1).clamp(min=1.0),
                                   sum(len(seqs[i]) for i in rows)))
-        while len(kept) >= _KEEP:  # the oldest first
-            kept.pop(next(iter(kept)))
-        kept[key] = batches
         return batches
 
 
 _KEEP = 4  # passage lists kept per model (a study uses one)
-# keyed by the model itself, held weakly: nothing kept outlives its model
-_KEPT: "weakref.WeakKeyDictionary[Any, dict[Any, list[_Batch]]]" = weakref.WeakKeyDictionary()
+_KEPT: "weakref.WeakKeyDictionary[Any, dict[Any, list[_Batch]]]" = weakref.WeakKeyDictionary()  # (engine.kept)
 
 
 register("fixed_point", lambda mode="logprob", suites=None: FixedPointObjective(mode=mode, suites=suites))
