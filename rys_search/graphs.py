@@ -26,11 +26,11 @@ state is not copied between layers: each graph writes its output into the signat
 buffer, the next layer's input. Graphs are kept per (layer weights, signature).
 
 The KV cache: a transformers DynamicCache whose layer is a plain DynamicLayer (the engine's shared
-starts, prompts and continuations) is passed to the captured call as a stand-in whose `update`
+start and the batches that continue from it) is passed to the captured call as a stand-in whose `update`
 writes the new keys and values after the cached ones in a static buffer and returns the whole
 buffer, as DynamicLayer's concatenation returns the whole; after the replay the cache's layer
 holds a copy (a cache marked `rys_read_once`, whose contents the caller will not read after the
-call, as the engine's continuations, keeps what it held). Other caches (generation's static one,
+call, as the engine's batches after the shared start, keeps what it held). Other caches (generation's static one,
 sliding-window layers), arguments the runner cannot describe, and layer classes whose capture
 fails (an operation that waits for the GPU, such as a mixture of experts' routing) run eagerly; a
 failed capture logs one warning.

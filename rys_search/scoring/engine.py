@@ -6,17 +6,23 @@
 A target (p, tokens) asks for log P(token at position p | ids[:p]) for each listed token,
 p == len(ids) meaning the token after the sequence. Sequences are sorted by length (longest
 batch first, so memory trouble shows at once), left-padded with position ids that skip the
-padding, and only the positions some target needs get logits. Requests that share a prefix
-(a prompt followed by several options) run the prefix once and continue from its KV cache.
-Results come back in input order.
+padding, and only the positions some target needs get logits. Results come back in input order.
+
+Packed rows: requests that share a prefix (a prompt followed by several options) run as one row,
+the prompt once and then each option's tokens, at the positions they have after the prompt,
+under a 4D attention mask in which an option sees the prompt and its own earlier tokens only
+(_tree_mask). The same call reads the prompt's last logits and every option's, so no KV cache
+is kept, copied or expanded per option. It needs an attention that takes a 4D mask (SDPA or
+eager) and every request within the model's sliding window (a 4D mask is used as given, without
+the window); otherwise such requests run whole.
 
 Every forward call goes through the runtime's prefix reuse (ScheduledModel.forward) with a
 digest of its inputs as the key: the batches depend only on the requests and the token
 budget, never on the schedule, so a call under any schedule finds the unmodified model's
 hidden states recorded by an earlier schedule and runs only the layers from its first
-deviation on. A prompt and the continuations that read its KV cache start at one boundary.
+deviation on. A batch and the shared start whose KV cache it reads start at one boundary.
 
-Plans: everything a call does that no schedule changes (the batches, their padded ids, masks
+Plans: everything a call does that no schedule changes (the batches, their padded ids, branches
 and keys on the device, the indices of the picked positions, the shared start) is worked out
 once per list of request objects and kept (_Plan.of); a call under the next schedule only runs
 the forwards and reads the picks.
@@ -282,20 +288,19 @@ def token_logprobs(
 ) -> tuple[list[list[tuple[np.ndarray, int]]], int]:
     """Per request, per target: (log-probs of the listed tokens, the argmax token). Also the token count.
 
-    Requests that share a prefix (several options or emotions after one prompt) run the
-    prompt once and continue from its KV cache; the rest run whole. What depends only on the
-    requests (the batches, their padded ids, masks and keys on the device, the picks) is planned
-    once and kept for the next call with the same request objects (_Plan.of): a study scores the
-    same probe requests under every schedule.
+    Requests that share a prefix (several options or emotions after one prompt) are packed into
+    one row: the prompt once, then each one's continuation, which sees the prompt and itself only
+    (_packed_rows); the rest run whole. What depends only on the requests (the batches, their
+    padded ids and keys on the device, the picks) is planned once and kept for the next call with
+    the same request objects (_Plan.of): a study scores the same probe requests under every
+    schedule.
     """
     budget = token_budget or getattr(loaded, "token_budget", None) or default_token_budget(loaded.device)
     plan = _Plan.of(loaded, requests, budget)
     results: list[list[Any]] = [[None] * len(req.targets) for req in requests]
     reader = _Reader()
     start = plan.start.fresh(loaded) if plan.start else None
-    for step in plan.whole:
-        step.run(loaded, reader, start)
-    for step in plan.shared:
+    for step in plan.steps:
         step.run(loaded, reader, start)
     reader.finish(results)
     return results, plan.tokens
@@ -303,7 +308,7 @@ def token_logprobs(
 
 class _Plan:
     """What token_logprobs does with a list of requests that no schedule changes: the shared start,
-    the batches of whole sequences and of shared prompts with their continuations."""
+    the batches of whole sequences, and those of shared prompts packed with their continuations."""
 
     KEEP = 8  # plans kept per model (a study's calls use a few request lists, each every schedule)
 
@@ -314,16 +319,20 @@ class _Plan:
         for i, req in enumerate(requests):
             if req.prefix:
                 groups.setdefault(tuple(req.ids[: req.prefix]), []).append(i)
-        shared = {i for members in groups.values() if len(members) > 1 for i in members}
-        plain = [i for i in range(len(requests)) if i not in shared]
-        self.start = _Start.of(loaded, requests, [requests[i].prefix for i in shared])
+        mask_dtype = _packed_mask_dtype(loaded, requests)
+        if mask_dtype is None:  # this model's attention takes no packed rows: every request runs whole
+            groups = {}
+        groups = {prompt: members for prompt, members in groups.items() if len(members) > 1}
+        packed = {i for members in groups.values() for i in members}
+        self.start = _Start.of(loaded, requests, [len(prompt) for prompt in groups])
         if self.start:  # plans are kept per model, weakly: a plan must not hold the model (each run's fresh() does)
             self.start.loaded = None
-        self.tokens = self.start.n if self.start else 0
-        self.whole = _plan_whole(loaded, requests, plain, budget, self.start)
-        prefixed = {k: v for k, v in groups.items() if len(v) > 1}
-        self.shared = _plan_shared(loaded, requests, prefixed, budget, self.start) if prefixed else []
-        self.tokens += sum(step.tokens for step in [*self.whole, *self.shared])
+        skip = self.start.n if self.start else 0  # tokens of the shared start: not in the rows
+        rows = [_whole_row(requests, i, skip) for i in range(len(requests)) if i not in packed]
+        whole = _plan_rows(loaded, rows, budget, self.start, mask_dtype)
+        rows = [row for prompt, members in groups.items() for row in _packed_rows(requests, prompt, members, skip)]
+        self.steps = whole + _plan_rows(loaded, rows, budget, self.start, mask_dtype)
+        self.tokens = skip + sum(step.tokens for step in self.steps)
 
     @classmethod
     def of(cls, loaded: Any, requests: Sequence[Request], budget: int) -> _Plan:
@@ -397,8 +406,7 @@ class _Start:
             k += 1
         if k < SHARED_START_MIN:
             return None
-        window = getattr(loaded.runtime.config, "sliding_window", None)
-        if window and max(len(r.ids) for r in requests) >= window:  # no padded row reaches past it
+        if not _within_window(loaded, requests):  # no padded row reaches past it
             return None
         return cls(loaded, first[:k])
 
@@ -418,31 +426,31 @@ class _Start:
             self.zeros[rows] = torch.zeros(rows, dtype=torch.long, device=dev)
         return _select_rows(self.caches[start], self.zeros[rows])
 
-    def extend(self, mask, positions):
-        """The attention mask and position ids of rows that follow the shared start."""
-        import torch
-
-        ones = torch.ones((mask.shape[0], self.n), dtype=mask.dtype, device=mask.device)
-        return torch.cat([ones, mask], dim=1), positions + self.n
-
 
 @dataclass
-class _WholeStep:
-    """One batch of whole sequences: its inputs on the device, its key, its picks."""
+class _Step:
+    """One batch of rows: its inputs on the device, its key, its picks. A row is a whole sequence, or a
+    prompt followed by its continuations (branches); a batch holding branches gets its mask built per
+    run from each token's branch (_tree_mask), a batch without them a padding mask."""
 
     ids: Any
-    mask: Any
+    mask: Any  # (rows, width) padding mask, None where the batch holds branches
     positions: Any
     key: bytes
     keep: int  # logits kept, from the right
     rows: int
     tokens: int
     picks: _Picks | None
+    branches: Any = None  # (rows, width): 0 the prompt, k its k-th continuation, -1 padding
+    mask_dtype: Any = None  # the 4D mask's: bool for SDPA, the model's float dtype (additive) for eager attention
 
     def run(self, loaded: Any, reader: _Reader, start: _Start | None) -> None:
         import torch
 
-        inputs = {"attention_mask": self.mask, "position_ids": self.positions, "use_cache": bool(start)}
+        mask = self.mask
+        if self.branches is not None:
+            mask = _tree_mask(self.branches, start.n if start else 0, self.mask_dtype)
+        inputs = {"attention_mask": mask, "position_ids": self.positions, "use_cache": bool(start)}
         if start:  # continue from the shared start's KV cache, from a boundary both have recorded
             at = loaded.runtime.start_for([start.key, self.key])
             inputs.update(start=at, past_key_values=_read_once(start.cache(at, self.rows)))
@@ -451,28 +459,134 @@ class _WholeStep:
         reader.read(logits, self.picks)
 
 
-def _plan_whole(loaded, requests, indices, budget, start: _Start | None = None) -> list[_WholeStep]:
+@dataclass
+class _Row:
+    """One row of a batch before padding: its tokens, each token's branch and position, and its picks
+    as (index in the row, tokens, request, target)."""
+
+    ids: list[int]
+    branches: list[int]
+    positions: list[int]
+    picks: list[tuple[int, Sequence[int], int, int]]
+
+
+def _whole_row(requests: Sequence[Request], i: int, skip: int) -> _Row:
+    """Request i as one row, past the shared start's skip tokens."""
+    req = requests[i]
+    n = len(req.ids)
+    picks = [(p - 1 - skip, wanted, i, k) for k, (p, wanted) in enumerate(req.targets)]
+    return _Row(list(req.ids[skip:]), [0] * (n - skip), list(range(skip, n)), picks)
+
+
+def _packed_rows(requests: Sequence[Request], prompt: tuple[int, ...], members: list[int], skip: int) -> list[_Row]:
+    """A prompt and the continuations of its members, packed: the prompt once, then each member's tokens
+    up to its last target, as a branch of its own at the positions it has after the prompt. A row
+    holds continuations of at most max(prompt, PACKED_MIN) tokens (at least one member): each
+    continuation attends over the whole row, so many long ones in a row cost more than running the
+    prompt again in the next."""
+    rows: list[_Row] = []
+    last = len(prompt) - skip - 1  # the prompt's last token: its logits predict the first token after it
+    room = max(len(prompt), PACKED_MIN)
+    for i in members:
+        req = requests[i]
+        tail = list(req.ids[req.prefix : max(p for p, _ in req.targets)])
+        if not rows or (len(rows[-1].ids) - len(prompt) + skip + len(tail) > room and rows[-1].branches[-1] > 0):
+            rows.append(_Row(list(prompt[skip:]), [0] * (len(prompt) - skip), list(range(skip, len(prompt))), []))
+        row = rows[-1]
+        at, branch = len(row.ids), row.branches[-1] + 1
+        row.picks += [(last if p == req.prefix else at + p - 1 - req.prefix, wanted, i, k)
+                      for k, (p, wanted) in enumerate(req.targets)]
+        row.ids += tail
+        row.branches += [branch] * len(tail)
+        row.positions += range(req.prefix, req.prefix + len(tail))
+    return rows
+
+
+# tokens of continuations a packed row may hold even after a shorter prompt
+PACKED_MIN = 256
+
+
+def _plan_rows(loaded, rows: list[_Row], budget: int, start: _Start | None, mask_dtype: Any) -> list[_Step]:
+    """The rows in batches of similar length, left-padded, with their picks."""
+    import torch
+
     pad = _pad_id(loaded.tokenizer)
-    skip = start.n if start else 0  # tokens of the shared start: not in the rows
     steps = []
-    for chunk in batches_by_length([len(requests[i].ids) - skip for i in indices], budget, call_cost(loaded)):
-        batch = [indices[c] for c in chunk]
-        ids, mask, positions, key = _pad_left([requests[i].ids[skip:] for i in batch], pad, loaded.device, keyed=True)
-        width = ids.shape[1]
-        # padded index of the logits that predict position p of row r: p - 1 + (width - len)
-        first = min(p - 1 - skip + width - (len(requests[i].ids) - skip) for i in batch for p, _ in requests[i].targets)
-        tokens = sum(len(requests[i].ids) - skip for i in batch)  # the mask's ones, counted without a device wait
+    for chunk in batches_by_length([len(rows[c].ids) for c in range(len(rows))], budget, call_cost(loaded)):
+        batch = [rows[c] for c in chunk]
+        width = max(len(row.ids) for row in batch)
+        table = np.zeros((3, len(batch), width), dtype=np.int64)  # ids, branches, positions
+        table[0], table[1] = pad, -1
+        for r, row in enumerate(batch):
+            table[:, r, width - len(row.ids):] = (row.ids, row.branches, row.positions)
+        # the first logits a pick reads (a row's index i sits at width - len + i): keep from there on
+        first = min(width - len(row.ids) + at for row in batch for at, _, _, _ in row.picks)
+        picks = _Picks()
+        for r, row in enumerate(batch):
+            for at, wanted, request, target in row.picks:
+                picks.add(r, width - len(row.ids) + at - first, wanted, request, target)
+        both = torch.from_numpy(table)
+        key = digest("rows", both)
         if start:
             key = digest("after", start.key, key)
-            mask, positions = start.extend(mask, positions)
-        picks = _Picks()
-        for row, i in enumerate(batch):
-            shift = width - (len(requests[i].ids) - skip) - first
-            for k, (p, wanted) in enumerate(requests[i].targets):
-                picks.add(row, p - 1 - skip + shift, wanted, i, k)
-        steps.append(_WholeStep(ids, mask, positions, key, width - first, len(batch), tokens,
-                                picks.done(loaded.device)))
+        on = to_device(both, loaded.device)
+        ids, branches, positions = on[0], on[1], on[2]
+        tokens = sum(len(row.ids) for row in batch)
+        if (table[1] > 0).any():
+            step = _Step(ids, None, positions, key, width - first, len(batch), tokens, picks.done(loaded.device),
+                         branches, mask_dtype)
+        else:
+            mask = (branches >= 0).long()
+            if start:
+                mask = torch.cat([torch.ones((len(batch), start.n), dtype=mask.dtype, device=mask.device), mask], dim=1)
+            step = _Step(ids, mask, positions, key, width - first, len(batch), tokens, picks.done(loaded.device))
+        steps.append(step)
     return steps
+
+
+def _tree_mask(branches: Any, before: int, dtype: Any) -> Any:
+    """The (rows, 1, width, before + width) attention mask of packed rows: a token sees the `before`
+    tokens of the shared start, and the earlier tokens of the prompt and of its own branch; a padding
+    position sees only itself (no row of the mask is empty). Boolean (True: seen) for dtype bool,
+    else additive (0 or dtype's minimum) as eager attention adds it."""
+    import torch
+
+    rows, width = branches.shape
+    causal = torch.ones(width, width, dtype=torch.bool, device=branches.device).tril()
+    seen = causal & (branches >= 0)[:, None, :] & (
+        (branches[:, :, None] == branches[:, None, :]) | (branches == 0)[:, None, :])
+    seen |= torch.eye(width, dtype=torch.bool, device=branches.device)
+    if before:
+        seen = torch.cat([seen.new_ones(rows, width, before), seen], dim=2)
+    seen = seen[:, None]
+    if dtype == torch.bool:
+        return seen
+    return torch.zeros(seen.shape, dtype=dtype, device=seen.device).masked_fill_(~seen, torch.finfo(dtype).min)
+
+
+def _packed_mask_dtype(loaded: Any, requests: Sequence[Request]) -> Any:
+    """The dtype of packed rows' masks for this model (bool for SDPA, its float dtype for eager
+    attention), or None where rows cannot be packed: another attention (it takes no 4D mask), or a
+    sliding window some request reaches past (a 4D mask is used as given, without the window)."""
+    import torch
+
+    from ..attention import GROUPED_SDPA
+
+    if not _within_window(loaded, requests):
+        return None
+    attention = getattr(loaded.runtime.config, "_attn_implementation", None)
+    if attention in ("sdpa", GROUPED_SDPA):
+        return torch.bool
+    if attention == "eager":
+        return next(loaded.model.parameters()).dtype
+    return None
+
+
+def _within_window(loaded: Any, requests: Sequence[Request]) -> bool:
+    """Whether every request is shorter than the model's sliding window (if it has one): a window then
+    hides no token from any other."""
+    window = getattr(loaded.runtime.config, "sliding_window", None)
+    return not window or max((len(r.ids) for r in requests), default=0) < window
 
 
 def _read_once(cache: Any) -> Any:
@@ -491,116 +605,3 @@ def _select_rows(cache: Any, rows):
     return sub
 
 
-@dataclass
-class _Part:
-    """The continuations of some of a prompt batch's rows: which rows, their inputs on the device, key, picks."""
-
-    prompt_picks: _Picks | None  # the targets right after the prompt, read from the prompt's last logits
-    key: bytes | None  # None: nothing after the prompt
-    rows: Any = None
-    ids: Any = None
-    mask: Any = None
-    positions: Any = None
-    picks: _Picks | None = None
-
-
-@dataclass
-class _SharedStep:
-    """One batch of prompts run once, then the continuations that read their KV cache."""
-
-    ids: Any
-    mask: Any
-    positions: Any
-    key: bytes
-    rows: int
-    tokens: int
-    parts: list[_Part]
-
-    def run(self, loaded: Any, reader: _Reader, shared: _Start | None) -> None:
-        import torch
-
-        runtime = loaded.runtime
-        # the prompt and its continuations start at one boundary: the continuations read its KV cache
-        start = runtime.start_for([self.key] + [part.key for part in self.parts if part.key is not None]
-                                  + ([shared.key] if shared else []))
-        past = shared.cache(start, self.rows) if shared else None
-        with torch.no_grad():
-            out, _ = runtime.forward(self.key, start=start, input_ids=self.ids, attention_mask=self.mask,
-                                     position_ids=self.positions, logits_to_keep=1, use_cache=True, past_key_values=past)
-        last = out.logits  # (prefixes, 1, vocab)
-        cache = output_cache(out)
-        for part in self.parts:
-            reader.read(last, part.prompt_picks)
-            if part.key is None:
-                continue
-            with torch.no_grad():
-                logits = runtime.forward(part.key, start=start, input_ids=part.ids, attention_mask=part.mask,
-                                         position_ids=part.positions, use_cache=True,
-                                         past_key_values=_read_once(_select_rows(cache, part.rows)))[0].logits
-            reader.read(logits, part.picks)
-            del logits
-
-
-def _plan_shared(loaded, requests, groups, budget, shared: _Start | None = None) -> list[_SharedStep]:
-    """Each distinct prefix run once (keeping its KV cache), then every continuation from it."""
-    import torch
-
-    pad = _pad_id(loaded.tokenizer)
-    dev = loaded.device
-    prefixes = list(groups)
-    skip = shared.n if shared else 0  # tokens of the call's shared start: not in the rows
-    steps = []
-    for chunk in batches_by_length([len(p) - skip for p in prefixes], budget, call_cost(loaded)):
-        ids, mask, positions, key = _pad_left([prefixes[c][skip:] for c in chunk], pad, dev, keyed=True)
-        if shared:
-            key = digest("after", shared.key, key)
-            mask, positions = shared.extend(mask, positions)
-        width = ids.shape[1]
-        members = [(row, i) for row, c in enumerate(chunk) for i in groups[prefixes[c]]]
-        rest = max(max(p for p, _ in requests[i].targets) - requests[i].prefix for _, i in members)
-        per_batch = max(1, budget // (width + skip + max(rest, 1)))
-        tokens = sum(len(prefixes[c]) - skip for c in chunk)  # the mask's ones, counted without a device wait
-        parts = []
-        for at in range(0, len(members), per_batch):
-            tails = _Tails(requests, members[at : at + per_batch], pad, key)
-            prompt = _Picks()
-            for row, i in tails.members:
-                for k, (p, w) in enumerate(requests[i].targets):
-                    if p == requests[i].prefix:
-                        prompt.add(row, 0, w, i, k)
-            part = _Part(prompt.done(dev), tails.key)
-            if tails.key is not None:
-                part.rows = to_device(torch.as_tensor([row for row, _ in tails.members], dtype=torch.long), dev)
-                part.ids, tail_mask = to_device(tails.ids, dev), to_device(tails.mask, dev)
-                start_at = mask[part.rows].sum(dim=1, keepdim=True)  # each row's real prompt length (with the start)
-                part.positions = start_at + torch.arange(part.ids.shape[1], device=dev)
-                part.mask = torch.cat([mask[part.rows], tail_mask], dim=1)
-                tokens += int(tails.mask.sum())  # on the host
-                picks = _Picks()
-                for r, (_, i) in enumerate(tails.members):
-                    prefix = requests[i].prefix
-                    for k, (p, w) in enumerate(requests[i].targets):
-                        if p > prefix:
-                            picks.add(r, p - 1 - prefix, w, i, k)
-                part.picks = picks.done(dev)
-            parts.append(part)
-        steps.append(_SharedStep(ids, mask, positions, key, len(chunk), tokens, parts))
-    return steps
-
-
-class _Tails:
-    """The continuations of one batch after their prompts: right-padded ids and mask (CPU), key."""
-
-    def __init__(self, requests, members, pad: int, prompt_key: bytes):
-        import torch
-
-        self.members = members
-        # only the tokens some target after the prompt needs: those before the last target
-        tails = [list(requests[i].ids[requests[i].prefix : max(p for p, _ in requests[i].targets)]) for _, i in members]
-        self.key = None
-        if not any(tails):
-            return
-        ids, mask = _padded(tails, pad, left=False)
-        self.ids, self.mask = torch.from_numpy(ids), torch.from_numpy(mask)
-        rows = torch.as_tensor([row for row, _ in members], dtype=torch.long)
-        self.key = digest("tail", prompt_key, rows, self.ids, self.mask)
