@@ -137,7 +137,7 @@ class ProbeObjective(Objective):
         def finish(outs):
             probs = [math.exp(float(lp[0])) for lp, _ in outs[0]]
             exact = all(top == t for (_, top), t in zip(outs[0], answer))
-            return {"score": 100.0 * float(np.mean(probs)), "exact": float(exact)}
+            return {"score": 100.0 * sum(probs) / len(probs), "exact": float(exact)}  # (np.mean: 5 us a call)
 
         return _Plan([req], finish)
 
@@ -155,9 +155,9 @@ class ProbeObjective(Objective):
 
         def finish(outs):
             lp = read(outs)
+            best = int(np.argmax(lp))
             p = np.exp(lp - np.logaddexp.reduce(lp))
-            return {"score": 100.0 * float(p[right]), "correct": float(int(np.argmax(lp)) == right),
-                    "picked": options[int(np.argmax(lp))]}
+            return {"score": 100.0 * float(p[right]), "correct": float(best == right), "picked": options[best]}
 
         return _Plan(reqs, finish)
 
@@ -180,7 +180,8 @@ class ProbeObjective(Objective):
                 lp = read(outs[at : at + n])
                 p = np.exp(lp - np.logaddexp.reduce(lp))
                 expected[emotion] = float(np.dot(p, EQ_VALUES))
-                distributions[emotion] = dict(zip(EQ_VALUES, (float(x) for x in p / p.sum())))
+                if self.eq_logprob == "expected_score":  # (only that score reads them)
+                    distributions[emotion] = dict(zip(EQ_VALUES, (float(x) for x in p / p.sum())))
             if self.eq_logprob == "expected_score":
                 return {"score": eq_bench_expected_score(distributions, references), "ratings": expected}
             return {"score": eq_bench_score(expected, references), "ratings": expected}
@@ -333,5 +334,5 @@ def _summary(results: list[dict[str, Any]]) -> dict[str, float]:
     for key in ("exact", "correct", "parsed", "cut"):
         values = [r[key] for r in results if key in r]
         if values:
-            metrics[{"correct": "accuracy"}.get(key, key)] = float(np.mean(values))
+            metrics[{"correct": "accuracy"}.get(key, key)] = sum(values) / len(values)
     return metrics
