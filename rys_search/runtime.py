@@ -290,8 +290,10 @@ class PrefixCache:
     """Hidden states of the unmodified model at layer boundaries, per forward call.
 
     entries[key][b] is the input of layer b (the residual stream after the first b layers) for
-    the call whose inputs digest to key. Entries are added until `budget` bytes are held, then
-    calls that are not recorded are recomputed; nothing is evicted. The budget comes from
+    the call whose inputs digest to key. Other results of the unmodified model that every
+    schedule would compute again (the fixed-point objective's next-token log-probs) are kept in
+    the same budget (keep, kept). Entries are added until `budget` bytes are held, then calls that
+    are not recorded are recomputed; nothing is evicted. The budget comes from
     $RYS_SEARCH_PREFIX_CACHE (GiB, 0 turns reuse off), else 40% of the free memory of the
     model's GPU, or 1 GiB on the CPU.
     """
@@ -300,6 +302,7 @@ class PrefixCache:
         self.budget = int(budget)
         self.used = 0
         self.entries: dict[Any, dict[int, Any]] = {}
+        self.results: dict[Any, Any] = {}
 
     @classmethod
     def for_model(cls, model: nn.Module) -> "PrefixCache | None":
@@ -333,8 +336,21 @@ class PrefixCache:
         self.entries.setdefault(key, {}).update(states)
         self.used += size
 
+    def keep(self, key: Any, value: Any) -> None:
+        """Keep a tensor the unmodified model gives for key, if the budget holds it (read back: kept)."""
+        size = value.numel() * value.element_size()
+        if key in self.results or self.used + size > self.budget:
+            return
+        self.results[key] = value
+        self.used += size
+
+    def kept(self, key: Any) -> Any:
+        """What keep kept for key, or None."""
+        return self.results.get(key)
+
     def clear(self) -> None:
         self.entries.clear()
+        self.results.clear()
         self.used = 0
 
 

@@ -107,20 +107,27 @@ def test_fixed_point_with_reuse_equals_without(loaded, monkeypatch):
     cache, runtime.prefix_cache = runtime.prefix_cache, None
     reference = [objective.evaluate(loaded, s, limit=3) for s in SCHEDULES]
     runtime.prefix_cache = cache
-    objective.evaluate(loaded, SCHEDULES[0], limit=3)  # records the prefix
     starts = starts_of(runtime, monkeypatch)
-    for schedule, ref in zip(SCHEDULES, reference):
-        starts.clear()
-        got = objective.evaluate(loaded, schedule, limit=3)
-        assert starts[-1] == runtime.n_layers - 1  # the unmodified pass runs only the last layer
-        first_block = schedule.repeats()[0][0]
-        assert starts[0] == first_block  # the scheduled pass starts at its first repeated block
-        assert got.score == pytest.approx(ref.score, rel=1e-5, abs=1e-7)
-        for a, b in zip(got.items, ref.items):
-            assert a["kl"] == pytest.approx(b["kl"], rel=1e-4, abs=1e-7)
-            for x, y in zip(a["blocks"], b["blocks"]):
-                assert x["contraction"] == pytest.approx(y["contraction"], rel=1e-4)
-                assert x["seam"] == pytest.approx(y["seam"], rel=1e-4)
+    objective.evaluate(loaded, SCHEDULES[0], limit=3)  # records the prefix, keeps the unmodified log-probs
+    assert len(starts) == 2 and len(runtime.prefix_cache.results) == 1
+    for spent in (False, True):
+        if spent:  # no room left to keep them: every schedule runs the unmodified pass again
+            runtime.prefix_cache.results.clear()
+            runtime.prefix_cache.budget = runtime.prefix_cache.used
+        for schedule, ref in zip(SCHEDULES, reference):
+            starts.clear()
+            got = objective.evaluate(loaded, schedule, limit=3)
+            first_block = schedule.repeats()[0][0]
+            # the scheduled pass starts at its first repeated block; the unmodified one runs only the
+            # last layer, and only where its log-probs were not kept
+            assert starts == ([first_block, runtime.n_layers - 1] if spent else [first_block])
+            assert got.score == pytest.approx(ref.score, rel=1e-5, abs=1e-7)
+            for a, b in zip(got.items, ref.items):
+                assert a["kl"] == pytest.approx(b["kl"], rel=1e-4, abs=1e-7)
+                for x, y in zip(a["blocks"], b["blocks"]):
+                    assert x["contraction"] == pytest.approx(y["contraction"], rel=1e-4)
+                    assert x["seam"] == pytest.approx(y["seam"], rel=1e-4)
+    assert not runtime.prefix_cache.results
 
 
 def test_probes_scored_together_equal_one_by_one(loaded, monkeypatch):
