@@ -329,9 +329,8 @@ class _Plan:
             self.start.loaded = None
         skip = self.start.n if self.start else 0  # tokens of the shared start: not in the rows
         rows = [_whole_row(requests, i, skip) for i in range(len(requests)) if i not in packed]
-        whole = _plan_rows(loaded, rows, budget, self.start, mask_dtype)
-        rows = [row for prompt, members in groups.items() for row in _packed_rows(requests, prompt, members, skip)]
-        self.steps = whole + _plan_rows(loaded, rows, budget, self.start, mask_dtype)
+        rows += [row for prompt, members in groups.items() for row in _packed_rows(requests, prompt, members, skip)]
+        self.steps = _plan_rows(loaded, rows, budget, self.start, mask_dtype)  # whole and packed rows batched together
         self.tokens = skip + sum(step.tokens for step in self.steps)
 
     @classmethod
