@@ -215,3 +215,14 @@ def save_tiny(folder, family: str, seed: int = 0, bpe: bool = False, sharpen: fl
     model.save_pretrained(folder)
     (tiny_bpe_tokenizer() if bpe else tiny_tokenizer()).save_pretrained(folder)
     return model
+
+
+def one_by_one(model, requests):
+    """The slow, obvious path for the engine's token_logprobs: each request alone, whole, through
+    model: per target (log-probs of its tokens, the argmax token)."""
+    out = []
+    for req in requests:
+        with torch.no_grad():
+            lp = torch.log_softmax(model(torch.tensor([list(req.ids)])).logits[0].float(), -1)
+        out.append([(lp[p - 1, list(w)].numpy(), int(lp[p - 1].argmax())) for p, w in req.targets])
+    return out

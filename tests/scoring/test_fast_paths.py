@@ -3,13 +3,12 @@ model's hidden states are recorded, and later schedules really start past the pr
 
 import numpy as np
 import pytest
-import torch
 
 from rys_search.loading import load_model
 from rys_search.schedule import LayerSchedule
 from rys_search.scoring.engine import Request, token_logprobs
 from rys_search.scoring.fixed_point import FixedPointObjective
-from tiny import physically_duplicated, save_tiny
+from tiny import one_by_one as expected, physically_duplicated, save_tiny
 
 # deviations 4, 3 and 1 (the first repeated layer runs again at position 4, 3, 1); the last
 # also runs a layer twice in a row at the very end
@@ -34,15 +33,6 @@ def requests(seed=0):
     for _ in range(5):  # whole sequences
         ids = [int(x) for x in rng.integers(3, 98, size=int(rng.integers(3, 12)))]
         out.append(Request(ids, [(len(ids) - 1, [ids[-1], 9]), (len(ids), [4])]))
-    return out
-
-
-def expected(model, reqs):
-    out = []
-    for req in reqs:
-        with torch.no_grad():
-            lp = torch.log_softmax(model(torch.tensor([list(req.ids)])).logits[0].float(), -1)
-        out.append([(lp[p - 1, list(w)].numpy(), int(lp[p - 1].argmax())) for p, w in req.targets])
     return out
 
 

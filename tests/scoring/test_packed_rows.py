@@ -10,7 +10,7 @@ from rys_search.loading import load_model
 from rys_search.schedule import LayerSchedule
 from rys_search.scoring import engine
 from rys_search.scoring.engine import Request, token_logprobs
-from tiny import physically_duplicated, save_tiny
+from tiny import one_by_one as expected, physically_duplicated, save_tiny
 
 SCHEDULE = LayerSchedule.parse("0-1,2-3x3,4,5x2")
 
@@ -25,15 +25,6 @@ def requests(seed=0, prompts=(4, 14), tails=(1, 4), options=3):
             targets = [(len(prompt), [5, 6])] + [(len(prompt) + j, [tail[j], 7]) for j in range(1, len(tail))]
             out.append(Request(prompt + tail, targets, prefix=len(prompt)))
     out.append(Request([9, 8, 7, 6, 5], [(3, [4]), (5, [3])]))  # one whole sequence among them
-    return out
-
-
-def expected(model, reqs):
-    out = []
-    for req in reqs:
-        with torch.no_grad():
-            lp = torch.log_softmax(model(torch.tensor([list(req.ids)])).logits[0].float(), -1)
-        out.append([(lp[p - 1, list(w)].numpy(), int(lp[p - 1].argmax())) for p, w in req.targets])
     return out
 
 

@@ -3,13 +3,12 @@ duplicate's whole sequences, with and without the prefix cache, for every family
 
 import numpy as np
 import pytest
-import torch
 
 from rys_search.loading import load_model
 from rys_search.schedule import LayerSchedule
 from rys_search.scoring import engine
 from rys_search.scoring.engine import Request, token_logprobs
-from tiny import physically_duplicated, save_tiny
+from tiny import one_by_one as expected, physically_duplicated, save_tiny
 
 SCHEDULES = [LayerSchedule.parse(s) for s in ("0-1,2-3x3,4,5x2", "0-4,2-5")]
 
@@ -33,15 +32,6 @@ def requests(seed=0, start=12):
     for _ in range(5):  # whole sequences of different lengths: padding between the start and the rest
         ids = common + [int(x) for x in rng.integers(3, 98, size=int(rng.integers(2, 12)))]
         out.append(Request(ids, [(len(ids) - 1, [ids[-1], 9]), (len(ids), [4])]))
-    return out
-
-
-def expected(model, reqs):
-    out = []
-    for req in reqs:
-        with torch.no_grad():
-            lp = torch.log_softmax(model(torch.tensor([list(req.ids)])).logits[0].float(), -1)
-        out.append([(lp[p - 1, list(w)].numpy(), int(lp[p - 1].argmax())) for p, w in req.targets])
     return out
 
 
