@@ -4,7 +4,10 @@
 
 - attention under a padding mask with grouped key/value heads: transformers' SDPA path
   (`repeat_kv`, then SDPA) against rys_search.attention.grouped_sdpa (SDPA with `enable_gqa`);
-- RMSNorm: transformers' LlamaRMSNorm against rys_search.norms' fused one.
+- RMSNorm: transformers' LlamaRMSNorm against rys_search.norms' fused one;
+- rotary position embedding of the query and key heads: transformers' apply_rotary_pos_emb against
+  rys_search.rotary.rotary_halves, timed inside a CUDA graph (as the engine replays layer calls),
+  so that the figure is the GPU's time and not the launches'.
 
 Shapes: SmolLM2 (9 query heads over 3, head 64, hidden 576), Qwen2.5-1.5B (12 over 2, 128,
 1536) and Qwen3-8B (32 over 8, 128, 4096); a batch of left-padded rows after a 24-token shared
@@ -38,6 +41,23 @@ def timed(fn, calls: int = 100) -> float:
     end.record()
     torch.cuda.synchronize()
     return begin.elapsed_time(end) / calls * 1000
+
+
+def graphed(fn, calls: int = 20) -> float:
+    """Mean GPU microseconds a call: `calls` calls captured in one CUDA graph, its replays timed."""
+    import torch
+
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(calls):
+            fn()
+    return timed(graph.replay, 20) / calls
 
 
 def attention_case(rows, length, heads, kv_heads, head_dim, device, dtype):
@@ -82,6 +102,27 @@ def norm_case(tokens, hidden, device, dtype):
     return before, after, (expected.float() - got.float()).abs().max().item(), (expected != got).float().mean().item()
 
 
+def rotary_case(rows, length, heads, kv_heads, head_dim, device, dtype):
+    import torch
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    from rys_search.rotary import rotary_halves
+
+    def heads_first(n):  # as the attention makes them: a view of the projection's output
+        return torch.randn(rows, length, n * head_dim, device=device, dtype=dtype).view(
+            rows, length, n, head_dim).transpose(1, 2)
+
+    q, k = heads_first(heads), heads_first(kv_heads)
+    position = torch.arange(START, START + length, device=device, dtype=torch.float32)
+    inverse = 1.0 / (10000 ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
+    angles = torch.cat([position[:, None] * inverse] * 2, dim=-1)[None].expand(rows, -1, -1)
+    cos, sin = angles.cos().to(dtype), angles.sin().to(dtype)
+    expected, got = apply_rotary_pos_emb(q, k, cos, sin), rotary_halves(q, k, cos, sin)
+    same = all(torch.equal(e, g) for e, g in zip(expected, got))
+    return (graphed(lambda: apply_rotary_pos_emb(q, k, cos, sin)), graphed(lambda: rotary_halves(q, k, cos, sin)),
+            "the same bits" if same else "DIFFERENT")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", default=",".join(SHAPES))
@@ -99,6 +140,8 @@ def main() -> None:
         print(f"{name:14s} {'attention, mask, GQA':28s} {before:12.1f} {after:11.1f}  {diff:.3g}")
         before, after, diff, share = norm_case(rows * length, hidden, device, dtype)
         print(f"{name:14s} {'RMSNorm':28s} {before:12.1f} {after:11.1f}  {diff:.3g} ({share:.1e} of values differ)")
+        before, after, same = rotary_case(rows, length, heads, kv_heads, head_dim, device, dtype)
+        print(f"{name:14s} {'rotary (GPU time, in a graph)':28s} {before:12.1f} {after:11.1f}  {same}")
 
 
 if __name__ == "__main__":

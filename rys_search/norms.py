@@ -32,7 +32,7 @@ import io
 import tokenize
 from typing import Any
 
-__all__ = ["fuse_norms", "unfuse_norms", "is_llama_norm"]
+__all__ = ["fuse_norms", "unfuse_norms", "is_llama_norm", "source_tokens"]
 
 _FUSED: dict[type, type] = {}
 _LLAMA: dict[type, bool] = {}
@@ -63,12 +63,12 @@ def is_llama_norm(cls: type) -> bool:
         from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
         forward = cls.__dict__.get("forward")
-        reference = _tokens(LlamaRMSNorm.forward)
-        _LLAMA[cls] = forward is not None and reference is not None and _tokens(forward) == reference
+        reference = source_tokens(LlamaRMSNorm.forward)
+        _LLAMA[cls] = forward is not None and reference is not None and source_tokens(forward) == reference
     return _LLAMA[cls]
 
 
-def _tokens(function: Any) -> list[str] | None:
+def source_tokens(function: Any) -> list[str] | None:
     """The function's source as tokens, comments and layout left out (None if it has no source)."""
     try:
         source = inspect.getsource(function)

@@ -44,6 +44,7 @@ from .attention import use_grouped_sdpa
 from .cache_args import cache_kwargs
 from .graphs import LayerGraphs, graph_layers, graph_setting, ungraph_layers
 from .norms import fuse_norms
+from .rotary import fuse_rotary
 from .schedule import LayerSchedule
 
 __all__ = ["PrefixCache", "ScheduledModel"]
@@ -76,8 +77,10 @@ class ScheduledModel:
         from .compiling import compile_layers, compile_setting  # fused elementwise work; RYS_SEARCH_COMPILE=0: off
 
         device = next(model.parameters()).device
-        # on a GPU: RMSNorms in two kernels, grouped heads read in place (norms.py, attention.py)
+        # on a GPU: RMSNorms in two kernels, rotary in four passes, grouped heads read in place
+        # (norms.py, rotary.py, attention.py)
         self.fused_norms = fuse_norms(model) if device.type == "cuda" else 0
+        self.fused_rotary = fuse_rotary(model) if device.type == "cuda" else 0
         self.grouped_sdpa = use_grouped_sdpa(self.config, device)
         mode = compile_setting(device, sum(p.numel() for p in model.parameters()))
         self.compiled = compile_layers(self._original_layers, mode) if mode else 0  # before any clone is made

@@ -378,7 +378,6 @@ class _Start:
         self.caches: dict[int, Any] = {}
         dev = loaded.device
         self.on_device = (to_device(self.ids, dev), torch.arange(self.n, device=dev)[None])
-        self.zeros: dict[int, Any] = {}  # rows -> that many zeros on the device (the row every batch row copies)
 
     def fresh(self, loaded: Any) -> _Start:
         """This start for a run on loaded, with no KV cache yet (a run's caches hold the schedule's
@@ -413,7 +412,6 @@ class _Start:
         """A KV cache of the shared start for `rows` batch rows, for a call that starts at boundary start."""
         import torch
 
-        dev = self.loaded.device
         if start not in self.caches:
             ids, positions = self.on_device
             with torch.no_grad():
@@ -421,9 +419,7 @@ class _Start:
                     self.key, start=start, input_ids=ids, attention_mask=torch.ones_like(ids),
                     position_ids=positions, logits_to_keep=1, use_cache=True)
             self.caches[start] = output_cache(out)
-        if rows not in self.zeros:
-            self.zeros[rows] = torch.zeros(rows, dtype=torch.long, device=dev)
-        return _select_rows(self.caches[start], self.zeros[rows])
+        return _repeated(self.caches[start], rows)
 
 
 @dataclass
@@ -594,11 +590,16 @@ def _read_once(cache: Any) -> Any:
     return cache
 
 
-def _select_rows(cache: Any, rows):
-    """A cache holding the given batch rows (repeats allowed); the original is left as it was."""
+def _repeated(cache: Any, rows: int) -> Any:
+    """A cache whose `rows` batch rows are each the one row of cache, as views: no copy (a layer that
+    grows it concatenates, layer graphs copy it into their buffers); the original is left as it was."""
     sub = copy.copy(cache)
     sub.layers = [copy.copy(layer) for layer in cache.layers]
-    sub.batch_select_indices(rows)
+    for layer in sub.layers:
+        for name in ("keys", "values"):
+            tensor = getattr(layer, name, None)
+            if tensor is not None and tensor.dim() > 1 and tensor.shape[0] == 1:
+                setattr(layer, name, tensor.expand(rows, *tensor.shape[1:]))
     return sub
 
 
