@@ -37,7 +37,7 @@ from typing import Any
 
 from .norms import source_tokens
 
-__all__ = ["fuse_rotary", "unfuse_rotary", "is_llama_rotary", "rotary_halves"]
+__all__ = ["fuse_rotary", "is_llama_rotary", "rotary_halves", "unfuse_rotary"]
 
 _PATCHED: dict[str, Any] = {}  # module name -> its own apply_rotary_pos_emb
 _LLAMA: dict[tuple[int, int], bool] = {}

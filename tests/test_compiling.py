@@ -34,12 +34,18 @@ def requests(seed):
     return out
 
 
+def every_layer(folder, family, dtype=None):
+    """A tiny model of the family on the CPU whose calls run every layer (no prefix reuse), so that two
+    ways of running its layers see the same work."""
+    save_tiny(folder, family)
+    loaded = load_model(str(folder), device="cpu", dtype=dtype)
+    loaded.runtime.prefix_cache = None
+    return loaded
+
+
 @pytest.fixture
 def loaded(tmp_path, family):
-    save_tiny(tmp_path, family)
-    loaded = load_model(str(tmp_path), device="cpu")
-    loaded.runtime.prefix_cache = None  # every call runs every layer: compiled and eager see the same work
-    return loaded
+    return every_layer(tmp_path, family)
 
 
 def scores(loaded, reqs):

@@ -4,10 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from rys_search.loading import load_model
 from rys_search.norms import fuse_norms, is_llama_norm, unfuse_norms
-from test_compiling import assert_close, requests, scores
-from tiny import TINY, save_tiny, tiny_model
+from test_compiling import assert_close, every_layer, requests, scores
+from tiny import TINY, tiny_model
 
 # norms other than Llama's formula: Gemma's (1 + weight) in float32, OLMo 2's and gpt-oss's product in float32
 OWN_NORM = {"gemma2", "gemma3", "olmo2", "gpt_oss"}
@@ -98,10 +97,8 @@ def test_no_source_is_no_match(monkeypatch):
 
 @pytest.mark.parametrize("family", ["llama", "qwen3"])
 def test_scores_with_fused_norms(tmp_path, family):
-    save_tiny(tmp_path, family)
-    loaded = load_model(str(tmp_path), device="cpu", dtype="bfloat16")
+    loaded = every_layer(tmp_path, family, "bfloat16")
     assert loaded.runtime.fused_norms == 0  # on a CPU transformers' norms run
-    loaded.runtime.prefix_cache = None  # every call runs every layer
     reqs = requests(2)
     before = scores(loaded, reqs)
     assert fuse_norms(loaded.model) > 0

@@ -6,11 +6,10 @@ import types
 import pytest
 import torch
 
-import rys_search.rotary as rotary
-from rys_search.loading import load_model
+from rys_search import rotary
 from rys_search.rotary import fuse_rotary, is_llama_rotary, rotary_halves, unfuse_rotary
-from test_compiling import assert_close, requests, scores
-from tiny import TINY, save_tiny, tiny_model
+from test_compiling import assert_close, every_layer, requests, scores
+from tiny import TINY, tiny_model
 
 # rotaries other than Llama's: Phi-3's partial one, OLMo 2's in float32, gpt-oss's interleaved halves
 OWN_ROTARY = {"phi3", "olmo2", "gpt_oss"}
@@ -120,10 +119,8 @@ def test_fallbacks_run_transformers_own(monkeypatch):
 @pytest.mark.parametrize("family", ["llama", "qwen3", "gemma3"])
 def test_scores_with_the_switched_rotary(tmp_path, family, monkeypatch):
     """The engine's scores, every schedule, bit for bit, and the switched function did the work."""
-    save_tiny(tmp_path, family)
-    loaded = load_model(str(tmp_path), device="cpu", dtype="bfloat16")
+    loaded = every_layer(tmp_path, family, "bfloat16")
     assert loaded.runtime.fused_rotary == 0  # on a CPU transformers' rotary runs
-    loaded.runtime.prefix_cache = None  # every call runs every layer
     reqs = requests(2)
     before = scores(loaded, reqs)
     calls = []
