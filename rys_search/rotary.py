@@ -21,7 +21,9 @@ Each product and sum is the one transformers' formula rounds (p1 = x1 * cos1, r2
 bf16), transformers' against this: SmolLM2 287 / 186, Qwen2.5-1.5B 636 / 401, Qwen3-8B 1398 / 856,
 the same bits. `benchmarks/throughput.py --model SmolLM2 --variants engine --schedules 10`, runs
 interleaved with the code before (which also indexed the shared start's KV cache per call, see
-engine._repeated): 0.060, 0.058, 0.057 s a schedule against 0.064, 0.062, 0.061; the same scores.
+engine._repeated): 0.060, 0.058, 0.057 s a schedule against 0.064, 0.062, 0.061, the same scores; on
+a machine whose host took 1.8 times as long to queue the calls, 0.064, 0.074, 0.071 against 0.067,
+0.070, 0.071 (within its noise: the GPU was not the limit there).
 
 Which modules: those whose `apply_rotary_pos_emb` and `rotate_half` are, token for token, Llama's
 (norms.py reads sources the same way); others (Phi-3's partial rotary, OLMo 2's in float32,
