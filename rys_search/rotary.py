@@ -42,7 +42,7 @@ from .norms import source_tokens
 __all__ = ["fuse_rotary", "is_llama_rotary", "rotary_halves", "unfuse_rotary"]
 
 _PATCHED: dict[str, Any] = {}  # module name -> its own apply_rotary_pos_emb
-_LLAMA: dict[tuple[int, int], bool] = {}
+_LLAMA: dict[tuple[Any, Any], bool] = {}  # keyed by the functions themselves: an id() is reused once one is freed
 
 
 def fuse_rotary(model: Any) -> int:
@@ -73,7 +73,7 @@ def is_llama_rotary(module: Any) -> bool:
     apply, rotate = getattr(module, "apply_rotary_pos_emb", None), getattr(module, "rotate_half", None)
     if not callable(apply) or not callable(rotate):
         return False
-    key = (id(apply), id(rotate))
+    key = (apply, rotate)
     if key not in _LLAMA:
         from transformers.models.llama import modeling_llama as llama
 
