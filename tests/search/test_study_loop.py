@@ -13,6 +13,7 @@ from rys_search.search.progress import FrontView
 from rys_search.search.space import GRID_PARAM
 from rys_search.search.study import open_study, run_study
 from rys_search.search.sweep import GridSweep
+from rys_search.search.tpe_split import _memoized, memoize_split
 
 
 @pytest.fixture(scope="module")
@@ -209,8 +210,12 @@ def test_tpe_without_the_constant_liar_proposes_what_it_would_with_one_worker(wo
     assert alone_reads < liar_reads
 
 
-def test_tpe_with_incremental_groups_proposes_what_optuna_s_own_does():
-    """60 trials of the study's space, some pruned, some finished after a later-numbered one."""
+def test_tpe_with_incremental_groups_and_one_split_a_trial_proposes_what_optuna_s_own_does(monkeypatch):
+    """60 trials of the study's space, some pruned, some finished after a later-numbered one; ours
+    keeps its groups incrementally and splits the trials once per trial (tpe_split.py), Optuna's
+    works both out again for every group."""
+    from optuna.samplers._tpe import sampler as tpe
+
     from rys_search.search.samplers import IncrementalGroups, build_sampler
     from rys_search.search.space import suggest_schedule
 
@@ -237,11 +242,33 @@ def test_tpe_with_incremental_groups_proposes_what_optuna_s_own_does():
                 tell(*held.pop())
         return keys
 
-    ours = build_sampler("tpe", seed=3)
+    own = getattr(tpe._split_trials, "__wrapped__", tpe._split_trials)  # Optuna's function
+    splits = []
+
+    def counted(*args):
+        splits.append(1)
+        return own(*args)
+
+    monkeypatch.setattr(tpe, "_split_trials", _memoized(counted))
+    ours = build_sampler("tpe", seed=3)  # leaves a memo in place as it is
     assert isinstance(ours._group_decomposed_search_space, IncrementalGroups)
+    ours_proposed, ours_splits = proposals(ours), len(splits)
+    monkeypatch.setattr(tpe, "_split_trials", counted)  # once per group of parameters, as Optuna does
     theirs = optuna.samplers.TPESampler(seed=3, multivariate=True, group=True, constant_liar=False)
-    assert proposals(ours) == proposals(theirs)
+    assert ours_proposed == proposals(theirs)
     assert len(ours._group_decomposed_search_space._added) > 50  # the sampler kept them
+    assert 0 < ours_splits < 0.7 * (len(splits) - ours_splits)  # the memo served the other groups
+
+
+def test_the_split_memo_is_put_in_place_once(monkeypatch):
+    from optuna.samplers._tpe import sampler as tpe
+
+    own = getattr(tpe._split_trials, "__wrapped__", tpe._split_trials)
+    monkeypatch.setattr(tpe, "_split_trials", own)
+    assert memoize_split()
+    memo = tpe._split_trials
+    assert memo.memoized and memo.__wrapped__ is own
+    assert memoize_split() and tpe._split_trials is memo
 
 
 def test_incremental_groups_are_optuna_s_groups_when_a_trial_finishes_after_a_later_one():
