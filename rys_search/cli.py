@@ -520,10 +520,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .tracking import Tracker
 
     storage_for(config.storage_url())  # an unreachable storage or tracking server ends here, before the model loads
-    Tracker(config.tracking_location())
+    tracker = Tracker(config.tracking_location())
     if args.workers is not None or args.gpus is not None:
         return _launch_workers(args, config)
-    summary = run_study(config, progress=True, worker_index=args.worker_index)
+    summary = run_study(config, progress=True, worker_index=args.worker_index, tracker=tracker)
     if args.worker_index is not None:  # one of several: the launcher prints the study's summary
         sec = summary["seconds"]
         gpu = os.environ.get("CUDA_VISIBLE_DEVICES")

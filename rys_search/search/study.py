@@ -45,12 +45,14 @@ def load_study_model(config: StudyConfig):
 
 
 def run_study(config: StudyConfig, loaded: Any = None, progress: bool = True, out: Any = None,
-              worker_index: int | None = None) -> dict[str, Any]:
+              worker_index: int | None = None, tracker: Any = None) -> dict[str, Any]:
     """Run (or resume, or join) the study until it has config.trials finished trials; return a summary.
 
     worker_index: this process's place among the workers `rys-search run --workers` started
     (None: a process of its own). It only offsets the sampler's seed; on a server storage every
     worker draws fresh randomness, since workers on other machines may hold the same index.
+    tracker: a Tracker of config's tracking location made already (`rys-search run` makes one to
+    check the store before the model loads); None: one is made here.
     """
     from ..tracking import Tracker
 
@@ -65,7 +67,8 @@ def run_study(config: StudyConfig, loaded: Any = None, progress: bool = True, ou
 
     grid = grid_pairs(loaded.n_layers, config.space, loaded.family.repeat_period) if config.sampler == "grid" else None
     t0 = time.perf_counter()
-    tracker = Tracker(config.tracking_location())
+    if tracker is None or tracker.uri != config.tracking_location():
+        tracker = Tracker(config.tracking_location())
     alone = not is_server_storage(config.storage_url()) and worker_index is None
     claim = claim_study(config.storage_url(), config.name, alone=alone)  # exclusive: the loop on a copy (alone.py)
     try:

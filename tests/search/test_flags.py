@@ -34,12 +34,19 @@ def test_every_study_command_takes_the_same_four_flags():
     assert len({json.dumps(h, sort_keys=True) for h in helps.values()}) == 1  # defined once: the same words
 
 
-def test_a_runs_flags_repeated_on_the_read_commands(tiny_folder, workdir, capsys, caplog):
+def test_a_runs_flags_repeated_on_the_read_commands(tiny_folder, workdir, capsys, caplog, monkeypatch):
+    from rys_search.tracking import Tracker
+
     where = ["--study", "g", "--storage", f"sqlite:///{workdir}/elsewhere.db", "--tracking-uri",
              f"sqlite:///{workdir}/tracking.db"]
+    made = []
+    init = Tracker.__init__
+    monkeypatch.setattr(Tracker, "__init__", lambda self, uri: made.append(uri) or init(self, uri))
     with caplog.at_level(logging.INFO, logger="rys_search"):
         assert main(["run", *where, "--model", tiny_folder, "--trials", "3", "--limit", "2", "--sampler", "grid",
                      "--no-confirm"]) == 0
+    assert made == [f"sqlite:///{workdir}/tracking.db"]  # the check before the model loads, used by the study too
+    monkeypatch.undo()
     said = [r.getMessage() for r in caplog.records if "grid sampler" in r.getMessage()]
     assert said == ["the grid sampler sweeps single blocks run twice: it sets space.max_blocks = 1, "
                     "space.extra_passes = [1, 1] (the config had space.max_blocks = 2, space.extra_passes = [1, 2])"]
