@@ -139,12 +139,12 @@ def _run(config: StudyConfig, loaded: Any, claim: Any, tracker: Any, grid: list[
 
 def _end(config: StudyConfig, loaded: Any, study: Any, claim: Any, tracker: Any, runner: StudyRunner, parent: str,
          grid: list[str] | None, status: str, timings: Timings, t0: float) -> dict[str, Any]:
-    """After the loop: reconcile, the confirmations the budget held back, the study's end written (the
-    figures and the parent run by the writer process, the front's tags here, at the same time); the
-    summary but its seconds."""
+    """After the loop: the confirmations the budget held back, the study's end written (the figures and
+    the parent run by the writer process; MLflow's trial runs reconciled and the front's tags here, at
+    the same time); the summary but its seconds."""
     from ..tracking import ui_command
 
-    runner.wait_for_tracking(study if claim.exclusive else None, finish=False)  # before reconcile reads the runs
+    runner.wait_for_tracking(study if claim.exclusive else None, finish=False)  # every trial stored and its run written
     timings.optimize = time.perf_counter() - t0
     if runner.progress is not None:
         runner.progress.close()
@@ -152,22 +152,26 @@ def _end(config: StudyConfig, loaded: Any, study: Any, claim: Any, tracker: Any,
         runner.confirmer.study = study  # the stored study from here on (the confirmations after the loop)
     t0 = time.perf_counter()
     fail_dead(study, wait=True)
-    tracker.reconcile(study, config.name, parent, skip=owner_may_still_log)
     last_out = not study.get_trials(deepcopy=False, states=_running())
     timings.tracking += time.perf_counter() - t0
     confirmed_at_end = 0
+    # alone, and no confirmation after the loop: the loop's trials are the stored ones, handed to the writer
+    held = runner.study.get_trials(deepcopy=False) if claim.exclusive else None
     if last_out and status == "complete" and runner.confirmer is not None:  # what the paced budget held back
         t0 = time.perf_counter()
         confirmed_at_end = runner.confirmer.confirm_rest(pareto_rows(study))
         timings.after_loop = time.perf_counter() - t0
         timings.evaluation += timings.after_loop
+        held = None  # the confirmations are on the stored trials
     t0 = time.perf_counter()
     rows = pareto_rows(study)
-    if last_out:  # the last worker out closes the parent
+    if last_out:  # the last worker out closes the parent; its figures are drawn beside what follows
+        runner.runs.close_study(config, loaded.n_layers, parent, rows,
+                                {"finished_trials": finished_count(study), "pareto_size": len(rows)}, trials=held)
+    tracker.reconcile(study, config.name, parent, skip=owner_may_still_log)  # trial runs: the figures read none
+    if last_out:
         from .publish import name_objectives, publish_front
 
-        runner.runs.close_study(config, loaded.n_layers, parent, rows,
-                                {"finished_trials": finished_count(study), "pareto_size": len(rows)})
         name_objectives(study)  # a study made before objectives were named
         publish_front(tracker, study)
     timings.tracking += time.perf_counter() - t0

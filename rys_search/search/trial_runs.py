@@ -113,12 +113,13 @@ class TrialRuns:
         self.requests.put(request)
 
     def close_study(self, config: Any, n_layers: int, parent: str, rows: list[dict[str, Any]],
-                    metrics: dict[str, float]) -> None:
-        """Queue the study's end: its figures (plots.study_figures of the study as stored) and Pareto rows
-        logged to the parent run, which is closed (Tracker.close_study). Once every trial is stored."""
+                    metrics: dict[str, float], trials: list[Any] | None = None) -> None:
+        """Queue the study's end: its figures (plots.study_figures of the study as stored, or of trials: every
+        trial of the study, where the caller holds them) and Pareto rows logged to the parent run, which is
+        closed (Tracker.close_study). Once every trial is stored."""
         if self.tracking_uri is None:
             raise RuntimeError("a writer without MLflow has no study run to close")
-        self._put(-1, ("study", config.storage_url(), config.name, config, n_layers, parent, rows, metrics))
+        self._put(-1, ("study", config.storage_url(), config.name, config, n_layers, parent, rows, metrics, trials))
 
     def drain(self) -> None:
         """Return once every queued request is done, the writer still running; raise the first that failed."""
@@ -270,15 +271,16 @@ def _warm_imports() -> None:
 
 
 def _close_study(tracker: Any, storage: Any, url: str, name: str, config: Any, n_layers: int, parent: str,
-                 rows: list[dict[str, Any]], metrics: dict[str, float]) -> None:
-    """The study's figures from its stored trials, logged with its Pareto rows to the parent run, closed."""
+                 rows: list[dict[str, Any]], metrics: dict[str, float], trials: list[Any] | None) -> None:
+    """The study's figures from its trials (None: the stored ones), logged with its Pareto rows to the
+    parent run, closed."""
     import optuna
 
     from .plots import study_figures
     from .storage import storage_for
 
     study = optuna.load_study(study_name=name, storage=storage if storage is not None else storage_for(url))
-    figures = study_figures(study, config, n_layers)
+    figures = study_figures(study, config, n_layers, trials)
     try:
         tracker.close_study(parent, rows, figures, metrics, objectives=config.objective_names())
     finally:

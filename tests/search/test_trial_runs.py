@@ -97,16 +97,35 @@ def test_the_writer_closes_the_study_run_with_its_figures(tiny_folder, workdir):
     tracker = Tracker(cfg.tracking_location())
     parent = tracker.study_run("s", {})
     runs = TrialRuns(tracker.uri)
-    runs.close_study(cfg, 6, parent, [{"trial": 0}], {"pareto_size": 1.0})
+    runs.close_study(cfg, 6, parent, [{"trial": 0}], {"pareto_size": 1.0}, trials=study.get_trials())  # as alone
     runs.finish()
     run = tracker.client.get_run(parent)
     assert run.info.status == "FINISHED" and run.data.metrics["pareto_size"] == 1.0
     artifacts = {a.path for a in tracker.client.list_artifacts(parent)}
     assert {"pareto_front.png", "layers.png", "history.png", "importances.png", "pareto.json"} <= artifacts
     bad = TrialRuns(tracker.uri)
-    bad.close_study(cfg, 6, "0" * 32, [], {})  # a parent run the store does not have
+    bad.close_study(cfg, 6, "0" * 32, [], {})  # a parent run the store does not have; the stored trials read
     with pytest.raises(UserError, match=r"^cannot write the study's MLflow run: .*"):
         bad.finish()
+
+
+def test_the_figures_read_the_stored_trials_once_or_none_where_they_are_given():
+    from rys_search.search.config import load_config
+    from rys_search.search.plots import study_figures
+
+    study = optuna.create_study(directions=["maximize"] * 3)
+    for k in range(8):
+        trial = study.ask()
+        trial.set_user_attr("blocks", f"{k % 3}-{k % 3 + 1}x2")
+        study.tell(trial, [k, 8 - k, k % 2])
+    reads = []
+    read = study._storage.get_all_trials
+    study._storage.get_all_trials = lambda *a, **k: reads.append(1) or read(*a, **k)
+    figures = study_figures(study, load_config(), 6)
+    assert len(reads) == 1 and "among 8 complete trials" in figures["pareto_front.png"]._suptitle.get_text()
+    assert "importances.png" in figures and "layers.png" in figures
+    figures = study_figures(study, load_config(), 6, trials=study.trials[:5])  # read before the count below
+    assert len(reads) == 2 and "among 5 complete trials" in figures["pareto_front.png"]._suptitle.get_text()
 
 
 def _script(uri: str, ending: str) -> str:
