@@ -17,7 +17,8 @@ timings: evaluation (objectives), tracking (MLflow inside the loop: queueing the
 the writer process and waiting for it at the end, search/trial_runs.py) and sampler (the rest of the
 loop: Optuna's sampler and storage, the duplicate and admission checks, the progress line).
 The table gives each as the mean over the 10 trials ending at trial 50, 250 and 500 (and the
-last), then totals. Run it from another checkout (PYTHONPATH=OLD) to compare before and after.
+last), then totals. To compare before and after, run the other checkout's copy of this script:
+it puts its own checkout first on sys.path, so PYTHONPATH alone would not change the code it runs.
 """
 
 from __future__ import annotations
