@@ -5,6 +5,7 @@
     python benchmarks/study_loop.py --trials 500 --model .stage/qwen.gguf   # real model and probes (GPU)
     python benchmarks/study_loop.py --trials 300 --profile loop.prof  # cProfile of the loop, top 25 printed
     python benchmarks/study_loop.py --trials 500 --compare-tpe        # TPE settings: cost and hypervolume
+    python benchmarks/study_loop.py --trials 500 --compare-split      # TPE's split memo against Optuna's split
 
 Runs `run_study` itself (Optuna storage on SQLite, MLflow on SQLite, progress line, the
 multi-worker checks) in a fresh folder. Without --model the objectives are a stub: each
@@ -121,8 +122,9 @@ TPE_VARIANTS = {  # name -> TPESampler settings (constant_liar as the study uses
 }
 
 
-def compare_tpe(trials: int, n_layers: int, seeds: list[int]) -> None:
-    """TPE settings on the stub landscape, in memory: sampler seconds per trial and hypervolume reached.
+def stub_search(sampler, trials: int, n_layers: int) -> tuple[list[float], list, list[str]]:
+    """A study of the stub landscape in memory, the default space, the unmodified model first: the seconds
+    of each trial's proposal, the scores told (None: a pruned duplicate) and the schedules proposed.
 
     As in a study, a schedule proposed again is a pruned duplicate: it spends a trial and teaches nothing.
     """
@@ -133,32 +135,65 @@ def compare_tpe(trials: int, n_layers: int, seeds: list[int]) -> None:
     from rys_search.search.config import load_config
     from rys_search.search.space import UNMODIFIED, suggest_schedule
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from search_efficiency import hypervolume
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     space = load_config().space
+    study = optuna.create_study(directions=["maximize"] * 3, sampler=sampler)
+    study.enqueue_trial({}, user_attrs={UNMODIFIED: True})
+    seconds, points, proposed = [], [], []
+    for _ in range(trials):
+        t0 = time.perf_counter()
+        trial = study.ask()
+        schedule = suggest_schedule(trial, n_layers, space)
+        seconds.append(time.perf_counter() - t0)
+        if str(schedule) in proposed:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            points.append(None)
+        else:
+            values = list(stub_scores(schedule, n_layers).values())
+            study.tell(trial, values)
+            points.append(tuple(values))
+        proposed.append(str(schedule))
+    return seconds, points, proposed
+
+
+def compare_split(trials: int, n_layers: int, seeds: list[int]) -> None:
+    """The study's TPE with Optuna's own split of the trials, then with its memo (search/tpe_split.py),
+    in turn for each seed on the stub landscape: seconds of proposing, and whether both proposed the same."""
+    from optuna.samplers._tpe import sampler as tpe
+
+    from rys_search.search.samplers import build_sampler
+
+    build_sampler("tpe", seed=0)  # puts the memo in place
+    memo = tpe._split_trials
+    print(f"the study's TPE, {trials} trials of the stub landscape ({n_layers} layers), in memory")
+    own, memoized = "Optuna's split", "split memo"
+    try:
+        for seed in seeds:
+            got = {}
+            for name, split in ((own, memo.__wrapped__), (memoized, memo)):
+                sampler = build_sampler("tpe", seed=seed)
+                tpe._split_trials = split  # looked up by TPE at each call
+                seconds, _, proposed = stub_search(sampler, trials, n_layers)
+                got[name] = proposed
+                print(f"seed {seed}  {name:<15} {sum(seconds):6.2f} s proposing, {len(set(proposed))} distinct schedules")
+            print(f"seed {seed}  same proposals: {got[own] == got[memoized]}")
+    finally:
+        tpe._split_trials = memo
+
+
+def compare_tpe(trials: int, n_layers: int, seeds: list[int]) -> None:
+    """TPE settings on the stub landscape, in memory: sampler seconds per trial and hypervolume reached."""
+    import optuna
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from search_efficiency import hypervolume
+
     runs = {}
     for name, settings in TPE_VARIANTS.items():
         for seed in seeds:
-            study = optuna.create_study(directions=["maximize"] * 3, sampler=optuna.samplers.TPESampler(seed=seed, **settings))
-            study.enqueue_trial({}, user_attrs={UNMODIFIED: True})
-            seconds, points, seen = [], [], set()
-            for _ in range(trials):
-                t0 = time.perf_counter()
-                trial = study.ask()
-                schedule = suggest_schedule(trial, n_layers, space)
-                seconds.append(time.perf_counter() - t0)
-                if str(schedule) in seen:  # as in a study: a duplicate is pruned, the sampler learns nothing
-                    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-                    points.append(None)
-                    continue
-                values = list(stub_scores(schedule, n_layers).values())
-                study.tell(trial, values)
-                points.append(tuple(values))
-                seen.add(str(schedule))
-            runs[(name, seed)] = (seconds, points, len(seen), trials)
+            seconds, points, proposed = stub_search(optuna.samplers.TPESampler(seed=seed, **settings), trials, n_layers)
+            runs[(name, seed)] = (seconds, points, len(set(proposed)), trials)
     ref = tuple(min(p[k] for _, pts, _, _ in runs.values() for p in pts if p) - 1e-9 for k in range(3))
     best = max(hypervolume([p for p in pts if p], ref) for _, pts, _, _ in runs.values())
     marks = [m for m in (50, 250, 500) if m <= trials]
@@ -191,10 +226,13 @@ def main() -> None:
     parser.add_argument("--profile", default=None, help="write a cProfile of the run here and print its top entries")
     parser.add_argument("--compare-tpe", action="store_true",
                         help="instead: TPE settings on the stub landscape in memory (cost per trial, hypervolume)")
-    parser.add_argument("--seeds", default="0,1,2", help="seeds for --compare-tpe")
+    parser.add_argument("--compare-split", action="store_true",
+                        help="instead: the study's TPE with Optuna's split and with its split memo, in turn (seconds, "
+                             "the same proposals)")
+    parser.add_argument("--seeds", default="0,1,2", help="seeds for --compare-tpe and --compare-split")
     args = parser.parse_args()
-    if args.compare_tpe:
-        compare_tpe(args.trials, args.n_layers, [int(s) for s in args.seeds.split(",")])
+    if args.compare_tpe or args.compare_split:
+        (compare_tpe if args.compare_tpe else compare_split)(args.trials, args.n_layers, [int(s) for s in args.seeds.split(",")])
         return
 
     from rys_search.search.config import load_config
