@@ -163,8 +163,9 @@ def compare_split(trials: int, n_layers: int, seeds: list[int]) -> None:
     from optuna.samplers._tpe import sampler as tpe
 
     from rys_search.search.samplers import build_sampler
+    from rys_search.search.tpe_split import memoize_split
 
-    build_sampler("tpe", seed=0)  # puts the memo in place
+    memoize_split()
     memo = tpe._split_trials
     print(f"the study's TPE, {trials} trials of the stub landscape ({n_layers} layers), in memory")
     own, memoized = "Optuna's split", "split memo"

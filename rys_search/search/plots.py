@@ -27,34 +27,6 @@ def _complete(study):
     return [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE" and t.values]
 
 
-class WithTrials:
-    """A study whose trials are the ones given: every read of its trials (by state, the Pareto front,
-    the importances' own reads) is answered from them, not from its storage, where each read of a
-    stored study is a full one. The trials are not copied (deepcopy is ignored: nothing here changes
-    them)."""
-
-    def __init__(self, study: Any, trials: list[Any]):
-        self._study = study
-        self._trials = trials
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._study, name)
-
-    def get_trials(self, deepcopy: bool = True, states: Any = None) -> list[Any]:
-        return [t for t in self._trials if states is None or t.state in states]
-
-    def _get_trials(self, deepcopy: bool = True, states: Any = None, use_cache: bool = False) -> list[Any]:
-        return self.get_trials(deepcopy, states)
-
-    @property
-    def trials(self) -> list[Any]:
-        return self.get_trials()
-
-    @property
-    def best_trials(self) -> list[Any]:  # Optuna's own, over these trials
-        return type(self._study).best_trials.fget(self)
-
-
 def study_figures(study: Any, config: Any, n_layers: int, trials: list[Any] | None = None) -> dict[str, Any]:
     """The study's figures by file name; trials: its trials where the caller holds them all (a study run
     alone: the loop's, the same as stored), else they are read from its storage (once)."""
@@ -63,7 +35,9 @@ def study_figures(study: Any, config: Any, n_layers: int, trials: list[Any] | No
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    study = WithTrials(study, study.get_trials(deepcopy=False) if trials is None else trials)
+    from .trials_view import given_trials
+
+    study = given_trials(study, study.get_trials(deepcopy=False) if trials is None else trials)
     names = config.objective_names()
     trials = _complete(study)
     figures: dict[str, Any] = {}

@@ -120,30 +120,17 @@ def build_sampler(name: str, seed: int | None = None, grid: dict[str, list[Any]]
     return HideUnmodified(sampler, hide) if hide and name in HIDING else sampler
 
 
-class _WithoutUnmodified:
-    """A study as a sampler sees it, less the trials with the user attribute `hide` (all else is the study's)."""
+def _without(study: Any, hide: str) -> Any:
+    """The study as a sampler sees it, less the trials with the user attribute `hide`."""
+    from .trials_view import TrialsView
 
-    def __init__(self, study: Any, hide: str):
-        self._study = study
-        self._hide = hide
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._study, name)
-
-    def _get_trials(self, deepcopy: bool = True, states: Any = None, use_cache: bool = False) -> list[Any]:
-        return [t for t in self._study._get_trials(deepcopy, states, use_cache) if not t.user_attrs.get(self._hide)]
-
-    def get_trials(self, deepcopy: bool = True, states: Any = None) -> list[Any]:
-        return self._get_trials(deepcopy, states)
-
-    @property
-    def trials(self) -> list[Any]:
-        return self.get_trials()
+    return TrialsView(study, lambda deepcopy, states, use_cache: [
+        t for t in study._get_trials(deepcopy, states, use_cache) if not t.user_attrs.get(hide)])
 
 
 def _hiding(method: str) -> Callable[..., Any]:
     def call(self, study: Any, *args: Any) -> Any:
-        return getattr(self.base, method)(_WithoutUnmodified(study, self.hide), *args)
+        return getattr(self.base, method)(_without(study, self.hide), *args)
 
     call.__name__ = method
     return call
