@@ -162,6 +162,12 @@ class Tracker:
             self._batch(run.info.run_id, params=params)
         return run.info.run_id
 
+    def _open_for(self, trial: Any, study: str, parent: str) -> str:
+        """A new run for a finished trial (one that never opened a run, pruned or failed before, or whose run is
+        gone)."""
+        return self.open_trial_run(parent, study, trial.number, schedule=trial.user_attrs.get("schedule", ""),
+                                   unmodified=trial.user_attrs.get("added_layers") == 0)
+
     def close_trial_run(self, trial: Any, study: str, parent: str, items: dict[str, Any] | None = None,
                         run_id: str | None = None, params: dict[str, Any] | None = None) -> str:
         """Log a finished trial's params, metrics and tags in one batch, its items, and end its run (default: the
@@ -169,10 +175,7 @@ class Tracker:
 
         params: default trial_params(trial).
         """
-        run_id = run_id or trial.user_attrs.get("mlflow_run")
-        if run_id is None:  # a trial that never opened a run (pruned or failed before): open one now
-            run_id = self.open_trial_run(parent, study, trial.number, schedule=trial.user_attrs.get("schedule", ""),
-                                         unmodified=trial.user_attrs.get("added_layers") == 0)
+        run_id = run_id or trial.user_attrs.get("mlflow_run") or self._open_for(trial, study, parent)  # none opened
         state = trial.state.name
         tags = {"rys.state": state}
         reason = trial.user_attrs.get("pruned_reason") or trial.user_attrs.get("fail_reason")
@@ -189,27 +192,32 @@ class Tracker:
         self.client.set_terminated(run_id, status="FAILED" if state == "FAIL" else "FINISHED")
         return run_id
 
-    def reconcile(self, study: Any, name: str, parent: str, skip: Callable[[Any], bool] | None = None) -> dict[str, int]:
+    def reconcile(self, study: Any, name: str, parent: str, skip: Callable[[Any], bool] | None = None,
+                  runs: list[Any] | None = None) -> dict[str, int]:
         """Make MLflow agree with Optuna after a crash: one run per finished trial, in its state.
 
         A run left RUNNING for a trial that has since finished (failed, by its stopped heartbeat)
         is closed in that state; a finished trial without a run gets one; a second run for the
         same trial is deleted. Runs of trials still running (another worker's) are left alone, and
         so are finished trials for which skip(trial) says their own live worker is logging them.
+        runs: the study's trial runs as trial_runs(name) just read them (default: read here).
+        Returns how many runs were closed, created and deleted.
         """
-        runs: dict[int, list[Any]] = {}
-        for run in self.trial_runs(name):
-            runs.setdefault(int(run.data.tags.get("rys.trial", -1)), []).append(run)
+        by_trial: dict[int, list[Any]] = {}
+        for run in self.trial_runs(name) if runs is None else runs:
+            by_trial.setdefault(int(run.data.tags.get("rys.trial", -1)), []).append(run)
         fixed = {"closed": 0, "created": 0, "deleted": 0}
         for trial in study.get_trials(deepcopy=False):
             if not trial.state.is_finished() or (skip is not None and skip(trial)):
                 continue
             want = "FAILED" if trial.state.name == "FAIL" else "FINISHED"
-            mine = runs.get(trial.number, [])
+            mine = by_trial.get(trial.number, [])
             keep = next((r for r in mine if r.info.run_id == trial.user_attrs.get("mlflow_run")), None) or (mine[0] if mine else None)
             if keep is None or keep.info.status != want or keep.data.tags.get("rys.state") != trial.state.name:
                 fixed["created" if keep is None else "closed"] += 1
-                self.close_trial_run(trial, name, parent, run_id=keep.info.run_id if keep is not None else None)
+                # none left: a new run (the one stored with the trial may have been deleted in MLflow)
+                run_id = keep.info.run_id if keep is not None else self._open_for(trial, name, parent)
+                self.close_trial_run(trial, name, parent, run_id=run_id)
             for run in mine:
                 if keep is not None and run.info.run_id != keep.info.run_id:
                     self.client.delete_run(run.info.run_id)

@@ -1,6 +1,7 @@
 """Keep what the MLflow UI shows of a study current: Pareto tags on trial runs, saved views.
 
     >>> publish_front(tracker, study)        # after the study closes, and after `rys-search pareto`
+    >>> settle_runs(tracker, study, parent)  # the study's end: trial runs reconciled, then the front published
 
 Each trial run of the study carries `rys.pareto` = "true" or "false"; the experiment carries the
 study's saved views (runs table of the Pareto members, and of all trials). Optuna's own view of
@@ -10,9 +11,9 @@ axes with them.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
-__all__ = ["dashboard_notes", "name_objectives", "publish_front", "study_facts", "trial_note"]
+__all__ = ["dashboard_notes", "name_objectives", "publish_front", "settle_runs", "study_facts", "trial_note"]
 
 
 def name_objectives(study: Any) -> None:
@@ -22,17 +23,34 @@ def name_objectives(study: Any) -> None:
         study.set_metric_names(list(names))
 
 
-def publish_front(tracker: Any, study: Any) -> dict[str, Any]:
-    """Tag the Pareto members' runs and save the study's views; return the members' numbers."""
+def publish_front(tracker: Any, study: Any, runs: list[Any] | None = None) -> dict[str, Any]:
+    """Tag the Pareto members' runs and save the study's views; return the members' numbers.
+
+    runs: the study's trial runs as tracker.trial_runs just read them (default: read here)."""
     name = study.study_name
     complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE" and t.values]
     members = {t.number for t in study.best_trials} if complete else set()
-    runs = tracker.trial_runs(name)  # read once for both (hundreds of runs: a second read cost 0.5 s)
+    if runs is None:  # read once for both (hundreds of runs: a second read cost 0.5 s)
+        runs = tracker.trial_runs(name)
     changed = tracker.mark_pareto(name, members, runs=runs)
     objectives = list(study.user_attrs.get("objectives") or [])
     extra = ["rys.verdict"] if any(t.user_attrs.get("verdict") for t in complete) else []
     tracker.save_views(name, objectives, extra_columns=extra, runs=runs)
     return {"members": sorted(members), "changed": changed}
+
+
+def settle_runs(tracker: Any, study: Any, parent: str, skip: Callable[[Any], bool] | None = None,
+                publish: bool = True) -> dict[str, int]:
+    """The study's trial runs at its end: reconciled with the study (tracker.reconcile, skip as there),
+    then, where publish, the objectives named and the front published. One read of the runs serves
+    both unless the reconcile changed some (then the front reads them again). Returns the reconcile's
+    counts."""
+    runs = tracker.trial_runs(study.study_name)
+    fixed = tracker.reconcile(study, study.study_name, parent, skip=skip, runs=runs)
+    if publish:
+        name_objectives(study)  # a study made before objectives were named
+        publish_front(tracker, study, runs=None if any(fixed.values()) else runs)
+    return fixed
 
 
 def study_facts(study: Any) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from typing import Any
 from .alone import claim_study, in_memory, waiting_trials
 from .config import StudyConfig
 from .parallel import WORKER, has_room, is_server_storage
+from .publish import settle_runs
 from .recovery import enqueue_unmodified, fail_dead, owner_may_still_log
 from .reports import pareto_rows
 from .runner import StudyRunner, Timings
@@ -168,12 +169,7 @@ def _end(config: StudyConfig, loaded: Any, study: Any, claim: Any, tracker: Any,
     if last_out:  # the last worker out closes the parent; its figures are drawn beside what follows
         runner.runs.close_study(config, loaded.n_layers, parent, rows,
                                 {"finished_trials": finished_count(study), "pareto_size": len(rows)}, trials=held)
-    tracker.reconcile(study, config.name, parent, skip=owner_may_still_log)  # trial runs: the figures read none
-    if last_out:
-        from .publish import name_objectives, publish_front
-
-        name_objectives(study)  # a study made before objectives were named
-        publish_front(tracker, study)
+    settle_runs(tracker, study, parent, skip=owner_may_still_log, publish=last_out)  # the figures read no trial run
     timings.tracking += time.perf_counter() - t0
     if status == "grid exhausted":
         status = (f"grid exhausted: each of its {len(grid)} schedules has had its trial, so the study stopped at "

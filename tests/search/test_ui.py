@@ -87,6 +87,34 @@ def test_a_study_opens_named_and_tagged_in_mlflow(tiny_folder, workdir, capsys):
     assert "layers.png" not in page and "Per layer" in page
 
 
+def test_the_study_end_reads_the_trial_runs_once_unless_the_reconcile_changed_them(tiny_folder, workdir, capsys,
+                                                                                     monkeypatch):
+    from rys_search.search.publish import settle_runs
+
+    reads = []
+    own = Tracker.trial_runs
+    monkeypatch.setattr(Tracker, "trial_runs", lambda self, study: reads.append(study) or own(self, study))
+    assert main(["run", "--model", tiny_folder, "--limit", "3", "--trials", "5", "--study", "ends", "--seed", "3",
+                 "--no-confirm"]) == 0
+    capsys.readouterr()
+    assert reads == ["ends", "ends"]  # the start's reconcile, then one read at the end for the reconcile and the front
+    cfg = load_config(overrides={"name": "ends", "model": tiny_folder})
+    study = open_study(cfg, create=False)
+    tracker, parent = Tracker(cfg.tracking_location()), study.user_attrs["mlflow_parent_run"]
+    member = next(t for t in study.best_trials if t.number)
+
+    reads.clear()
+    assert settle_runs(tracker, study, parent) == {"closed": 0, "created": 0, "deleted": 0} and len(reads) == 1
+
+    gone = next(r for r in own(tracker, "ends") if r.data.tags["rys.trial"] == str(member.number))
+    tracker.client.delete_run(gone.info.run_id)  # a member's run lost: the reconcile makes it again
+    reads.clear()
+    assert settle_runs(tracker, study, parent)["created"] == 1 and len(reads) == 2  # the front reads the new run
+    again = [r for r in own(tracker, "ends") if r.data.tags["rys.trial"] == str(member.number)]
+    assert len(again) == 1 and again[0].info.run_id != gone.info.run_id
+    assert again[0].data.tags["rys.pareto"] == "true"
+
+
 def test_ui_refuses_bad_input(tiny_folder, workdir, capsys):
     assert main(["ui", "--study", "nothing-here"]) == 2
     assert "no study named" in capsys.readouterr().err
