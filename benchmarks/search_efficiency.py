@@ -3,7 +3,7 @@
     python benchmarks/search_efficiency.py --model .stage/qwen.gguf --cache scores-qwen.json
     python benchmarks/search_efficiency.py --samplers tpe,nsga2,gp,random --seeds 0,1,2 --max-trials 150
     python benchmarks/search_efficiency.py --model default --limit 16 --max-trials 40 --samplers tpe,random --seeds 0
-    python benchmarks/search_efficiency.py --samplers tpe,tpe-independent,tpe-startup20 ...   # TPE settings
+    python benchmarks/search_efficiency.py --samplers tpe,tpe-eager,tpe-independent,tpe-startup20 ...   # TPE settings
 
 First the exhaustive contiguous (i, j) grid of the RYS literature (one block of width 1-8 run
 twice, inside layers 1..n-2) is scored; its Pareto front over math / EQ / reasoning gives the
@@ -34,7 +34,8 @@ from pathlib import Path
 
 OBJECTIVES = ("math", "eq", "reasoning")
 TARGET = 0.95
-TPE_VARIANTS = {  # --samplers names for TPE settings other than the study's (multivariate, group, constant liar)
+TPE_VARIANTS = {  # --samplers names for TPE settings other than the study's (search/tpe.py)
+    "tpe-eager": dict(multivariate=True, group=True),  # Optuna's own: every group sampled at a trial's start
     "tpe-independent": dict(constant_liar=True),
     "tpe-startup20": dict(multivariate=True, group=True, constant_liar=True, n_startup_trials=20),
 }

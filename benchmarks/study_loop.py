@@ -115,7 +115,8 @@ def per_trial(rows):
 
 
 TPE_VARIANTS = {  # name -> TPESampler settings (constant_liar as the study uses it, for several workers)
-    "multivariate+group (study)": dict(multivariate=True, group=True, constant_liar=True),
+    "the study's (search/tpe.py)": None,
+    "multivariate+group, Optuna's": dict(multivariate=True, group=True, constant_liar=True),
     "multivariate+group, 20 startup": dict(multivariate=True, group=True, constant_liar=True, n_startup_trials=20),
     "multivariate, no group": dict(multivariate=True, constant_liar=True),
     "independent": dict(constant_liar=True),
@@ -190,10 +191,14 @@ def compare_tpe(trials: int, n_layers: int, seeds: list[int]) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from search_efficiency import hypervolume
 
+    from rys_search.search.samplers import build_sampler
+
     runs = {}
     for name, settings in TPE_VARIANTS.items():
         for seed in seeds:
-            seconds, points, proposed = stub_search(optuna.samplers.TPESampler(seed=seed, **settings), trials, n_layers)
+            sampler = build_sampler("tpe", seed=seed, shared=True) if settings is None else \
+                optuna.samplers.TPESampler(seed=seed, **settings)
+            seconds, points, proposed = stub_search(sampler, trials, n_layers)
             runs[(name, seed)] = (seconds, points, len(set(proposed)), trials)
     ref = tuple(min(p[k] for _, pts, _, _ in runs.values() for p in pts if p) - 1e-9 for k in range(3))
     best = max(hypervolume([p for p in pts if p], ref) for _, pts, _, _ in runs.values())

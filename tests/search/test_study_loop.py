@@ -1,5 +1,7 @@
 """The study loop's bookkeeping: in-memory views against Optuna's own answers, the grid sweep, batched tracking."""
 
+import functools
+import json
 import random
 import sqlite3
 from collections import Counter
@@ -212,12 +214,14 @@ def test_tpe_without_the_constant_liar_proposes_what_it_would_with_one_worker(wo
 
 def test_tpe_with_incremental_groups_and_one_split_a_trial_proposes_what_optuna_s_own_does(monkeypatch):
     """60 trials of the study's space, some pruned, some finished after a later-numbered one; ours
-    keeps its groups incrementally and splits the trials once per trial (tpe_split.py), Optuna's
-    works both out again for every group."""
+    keeps its groups incrementally, splits the trials once per trial (tpe_split.py) and reads their
+    values directly (tpe.py); Optuna's works all three out again for every group. Both sample a group
+    when the trial asks for it (test_tpe_samples_a_group_when_the_trial_asks_for_it)."""
     from optuna.samplers._tpe import sampler as tpe
 
     from rys_search.search.samplers import IncrementalGroups, build_sampler
     from rys_search.search.space import suggest_schedule
+    from rys_search.search.tpe import StudyTPE
 
     space = load_config().space
 
@@ -254,10 +258,67 @@ def test_tpe_with_incremental_groups_and_one_split_a_trial_proposes_what_optuna_
     assert isinstance(ours._group_decomposed_search_space, IncrementalGroups)
     ours_proposed, ours_splits = proposals(ours), len(splits)
     monkeypatch.setattr(tpe, "_split_trials", counted)  # once per group of parameters, as Optuna does
-    theirs = optuna.samplers.TPESampler(seed=3, multivariate=True, group=True, constant_liar=False)
+    theirs = StudyTPE(seed=3, multivariate=True, group=True, constant_liar=False)
+    theirs._get_internal_repr = functools.partial(optuna.samplers.TPESampler._get_internal_repr, theirs)
     assert ours_proposed == proposals(theirs)
     assert len(ours._group_decomposed_search_space._added) > 50  # the sampler kept them
     assert 0 < ours_splits < 0.7 * (len(splits) - ours_splits)  # the memo served the other groups
+
+
+def test_tpe_samples_a_group_when_the_trial_asks_for_it():
+    """Optuna samples every group at a trial's first suggestion; ours samples a group at the first look-up of
+    one of its parameters, with Optuna's own sampling of it, so a trial that asks for every group in their
+    order gets Optuna's values, and a group never asked for draws nothing; with the constant liar the groups
+    sampled are shared in the trial's attributes as Optuna shares them."""
+    from rys_search.search.tpe import LazyGroups, StudyTPE
+
+    dist = optuna.distributions.IntDistribution(0, 9)
+    for liar in (False, True):
+        sampler = StudyTPE(seed=1, multivariate=True, group=True, constant_liar=liar, n_startup_trials=2)
+        study = optuna.create_study(directions=["maximize"] * 2, sampler=sampler)
+        for n in range(12):  # "a" and "b" in every trial, "c" and "d" in every third
+            names = ("a", "b", "c", "d") if n % 3 == 0 else ("a", "b")
+            study.tell(study.ask({name: dist for name in names}), [float(n % 4), float(n % 5)])
+        trial = study.ask()
+        space = sampler.infer_relative_search_space(study, study._storage.get_trial(trial._trial_id))
+        assert sorted(space) == ["a", "b", "c", "d"]
+        frozen = study._storage.get_trial(trial._trial_id)
+        state = sampler._rng.rng.get_state()
+        eager = optuna.samplers.TPESampler.sample_relative(sampler, study, frozen, space)  # every group now
+        assert sorted(eager) == ["a", "b", "c", "d"]
+
+        sampler._rng.rng.set_state(state)
+        lazy = sampler.sample_relative(study, frozen, space)
+        assert isinstance(lazy, LazyGroups) and lazy.sampled == 0
+        assert "a" in lazy and lazy["b"] == eager["b"] and lazy["a"] == eager["a"] and lazy.sampled == 1
+        if liar:  # only what was sampled is shared
+            shared = study._storage.get_trial(trial._trial_id).system_attrs["tpe:relative_params:0"]
+            assert json.loads(shared) == {"a": eager["a"], "b": eager["b"]}
+        assert lazy["d"] == eager["d"] and lazy.sampled == 2 and dict(lazy) == eager
+
+        sampler._rng.rng.set_state(state)
+        first_only = sampler.sample_relative(study, frozen, space)
+        assert first_only["a"] == eager["a"] and first_only.sampled == 1  # "c" and "d" never asked for: never drawn
+
+
+def test_tpe_reads_the_trials_values_as_optuna_does():
+    from rys_search.search.tpe import StudyTPE
+
+    dists = {"i": optuna.distributions.IntDistribution(1, 64, log=True), "f": optuna.distributions.FloatDistribution(0, 1),
+             "c": optuna.distributions.CategoricalDistribution(["x", 3, None]), "s": optuna.distributions.IntDistribution(0, 8, step=2)}
+    sampler = StudyTPE(seed=0, multivariate=True, group=True)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for n in range(9):  # some without "c", some pruned
+        trial = study.ask({k: d for k, d in dists.items() if k != "c" or n % 3})
+        study.tell(trial, float(n)) if n % 4 else study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    trials = study.get_trials(deepcopy=False)
+    for space in (dists, {k: dists[k] for k in ("i", "s")}):
+        ours = sampler._get_internal_repr(trials, space, study)
+        theirs = optuna.samplers.TPESampler._get_internal_repr(sampler, trials, space, study)
+        assert list(ours) == list(theirs)
+        for name in theirs:
+            assert ours[name].dtype == theirs[name].dtype and ours[name].tolist() == theirs[name].tolist()
+    assert len(theirs["i"]) == 9 and len(sampler._get_internal_repr(trials, dists, study)["c"]) == 6
 
 
 def test_the_split_memo_is_put_in_place_once(monkeypatch):
