@@ -26,7 +26,6 @@ from typing import Any
 from .alone import claim_study, in_memory, waiting_trials
 from .config import StudyConfig
 from .parallel import WORKER, has_room, is_server_storage
-from .publish import settle_runs
 from .recovery import enqueue_unmodified, fail_dead, owner_may_still_log
 from .reports import pareto_rows
 from .runner import StudyRunner, Timings
@@ -170,6 +169,8 @@ def _end(config: StudyConfig, loaded: Any, study: Any, claim: Any, tracker: Any,
     if last_out:  # the last worker out closes the parent; its figures are drawn beside what follows
         runner.runs.close_study(config, loaded.n_layers, parent, rows,
                                 {"finished_trials": finished_count(study), "pareto_size": len(rows)}, trials=held)
+    from .publish import settle_runs
+
     settle_runs(tracker, study, parent, skip=owner_may_still_log, publish=last_out)  # the figures read no trial run
     timings.tracking += time.perf_counter() - t0
     if status == "grid exhausted":
