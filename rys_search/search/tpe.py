@@ -16,13 +16,13 @@ none), so with the same seed the proposals differ from Optuna's own after the fi
 leaves a group out. With the constant liar (several workers), each group's parameters are shared
 through the trial's attributes as Optuna shares them, once that group is sampled.
 
-Measured against Optuna's own (every group at once), taking turns:
+Measured against Optuna's own (every group at once):
 - Qwen2.5-Coder-1.5B on the H100, `benchmarks/search_efficiency.py --samplers tpe,tpe-eager --seeds
   0..11 --max-trials 150`: trials to 95% of the grid's hypervolume 25.6 against 33.8 (mean of 12
   seeds), share of it after 150 trials 139.9% against 141.5%, duplicates 51 against 45 a run (10-88
   against 23-87): the same within the seeds' spread.
 - The 500-trial study of that model (`benchmarks/study_breakdown.py`): 643 group samplings in
-  4.6-5.2 s against Optuna's 998 in 4.9-5.9 s on the same machine (two and three runs).
+  4.6-5.2 s (three runs) against Optuna's 998 in 4.9-5.9 s (two runs), taking turns on one machine.
 - Stub landscape, 500 trials, 6 seeds, a CPU: 3.04 against 3.74 s proposing, 335 against 343
   distinct schedules, hypervolume 0.795 against 0.800 of the best run.
 
