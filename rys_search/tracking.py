@@ -200,16 +200,18 @@ class Tracker:
         is closed in that state; a finished trial without a run gets one; a second run for the
         same trial is deleted. Runs of trials still running (another worker's) are left alone, and
         so are finished trials for which skip(trial) says their own live worker is logging them.
-        runs: the study's trial runs as trial_runs(name) just read them (default: read here).
-        Returns how many runs were closed, created and deleted.
+        runs: the study's trial runs as trial_runs(name) just read them (default: read here, unless no
+        trial is there to check, as in a new study). Returns how many runs were closed, created and deleted.
         """
+        fixed = {"closed": 0, "created": 0, "deleted": 0}
+        trials = [t for t in study.get_trials(deepcopy=False)
+                  if t.state.is_finished() and not (skip is not None and skip(t))]
+        if not trials:
+            return fixed
         by_trial: dict[int, list[Any]] = {}
         for run in self.trial_runs(name) if runs is None else runs:
             by_trial.setdefault(int(run.data.tags.get("rys.trial", -1)), []).append(run)
-        fixed = {"closed": 0, "created": 0, "deleted": 0}
-        for trial in study.get_trials(deepcopy=False):
-            if not trial.state.is_finished() or (skip is not None and skip(trial)):
-                continue
+        for trial in trials:
             want = "FAILED" if trial.state.name == "FAIL" else "FINISHED"
             mine = by_trial.get(trial.number, [])
             keep = next((r for r in mine if r.info.run_id == trial.user_attrs.get("mlflow_run")), None) or (mine[0] if mine else None)

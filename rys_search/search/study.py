@@ -95,8 +95,7 @@ def _run(config: StudyConfig, loaded: Any, claim: Any, tracker: Any, grid: list[
         study.set_user_attr("mlflow_parent_run", parent)
         study.set_user_attr("tracking_uri", config.tracking_location())
     fail_dead(study)
-    if any(t.state.is_finished() for t in study.get_trials(deepcopy=False)):  # a new study has no run to check
-        tracker.reconcile(study, config.name, parent, skip=owner_may_still_log)  # what a killed run left
+    tracker.reconcile(study, config.name, parent, skip=owner_may_still_log)  # what a killed run left
     timings.tracking += time.perf_counter() - t0
     enqueue_unmodified(study, grid)
     t0 = time.perf_counter()
